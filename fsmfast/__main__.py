@@ -1,0 +1,3 @@
+from fsmfast.cli import main
+
+raise SystemExit(main())

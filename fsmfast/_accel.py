@@ -1,0 +1,33 @@
+"""Picks the Cython hot paths or their pure-Python twins, once, at import.
+
+``FSMFAST_NO_EXTENSIONS=1`` forces the pure-Python twins (the test suite runs both).
+A missing extension falls back with one warning rather than failing: a source checkout
+without a compiler still runs, only slower.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from fsmfast.proxy import headers as _pure
+
+USING_EXTENSION = False
+
+if os.environ.get("FSMFAST_NO_EXTENSIONS", "") not in ("", "0"):
+    impl = _pure
+else:
+    try:
+        from fsmfast import _parser as impl  # type: ignore[no-redef]
+
+        USING_EXTENSION = True
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        warnings.warn(f"fsmfast._parser is not built ({exc}); using the pure-Python twin", stacklevel=1)
+        impl = _pure
+
+parse_content_length = impl.parse_content_length
+build_request_head = impl.build_request_head
+build_response_head = impl.build_response_head
+chunk = impl.chunk
+
+__all__ = ["USING_EXTENSION", "build_request_head", "build_response_head", "chunk", "parse_content_length"]

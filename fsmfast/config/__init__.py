@@ -1,0 +1,1 @@
+"""Reading and validating Kubernetes manifests into a typed model."""

@@ -1,0 +1,1 @@
+"""The prefork master: binds listeners, forks workers, rebuilds and pushes snapshots."""

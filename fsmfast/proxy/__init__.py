@@ -1,0 +1,1 @@
+"""The HTTP data plane: client and upstream protocols, routing, header rewriting."""

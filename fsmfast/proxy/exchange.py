@@ -1,0 +1,452 @@
+"""One proxied request/response: an explicit state machine driven by protocol callbacks.
+
+Theory of operation
+-------------------
+A client connection parses requests with httptools and queues one ``Exchange`` per
+request. Only the head of the queue is active; the others wait in QUEUED with their
+bodies buffered up to a bound (pipelined clients get answers in order). States:
+
+    QUEUED --activate--> CONNECTING --upstream_ready--> SENDING --response_head--> RESPONDING
+       |                     |                            |                            |
+       |                     +--upstream_failed-----------+--(error reply)-------------+--> DONE
+       +--(local reply: 404/500/503)------------------------------------------------------> DONE
+
+- SENDING: the request head went upstream, the body streams as it arrives; the response
+  timeout runs. A reused (pooled) connection that dies here before any response byte is
+  retried once on a fresh connection when the request is idempotent and has no body.
+- RESPONDING: the response head went to the client; the body streams re-framed
+  (Content-Length kept, otherwise chunked for HTTP/1.1 clients or close-delimited for
+  HTTP/1.0). An upstream failure now aborts the client connection, so a truncated body
+  can never pass for a complete one.
+
+Back-pressure is linked both ways: a full client write buffer pauses upstream reading,
+a full upstream write buffer pauses client reading.
+
+Errors the gateway produces carry a reason code (access log) and a one-line text body.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from fsmfast._accel import build_request_head, build_response_head, chunk, parse_content_length
+from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
+from fsmfast.proxy.local_reply import CONTINUE_100, error_response
+from fsmfast.proxy.upstream import Pool, UpstreamConnection, UpstreamError
+
+if TYPE_CHECKING:
+    from fsmfast.proxy.downstream import ClientConnection
+    from fsmfast.proxy.router import RouteRule
+
+log = logging.getLogger("fsmfast.proxy")
+
+QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
+
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+# Body bytes a waiting exchange may hold before the client is paused.
+PENDING_LIMIT = 256 * 1024
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+class Exchange:
+    __slots__ = (
+        "backend",
+        "body_bytes",
+        "client",
+        "close_delimited",
+        "conn",
+        "deadline",
+        "expect_continue",
+        "headers",
+        "host",
+        "http11",
+        "is_head",
+        "keep_alive",
+        "local",
+        "method",
+        "pending",
+        "pending_size",
+        "pool",
+        "reason",
+        "req_framing",
+        "request_done",
+        "resp_framing",
+        "retried",
+        "reused",
+        "rule",
+        "started",
+        "state",
+        "status",
+        "target",
+        "up_out",
+        "up_paused",
+    )
+
+    def __init__(
+        self,
+        client: ClientConnection,
+        method: bytes,
+        target: bytes,
+        http11: bool,
+        headers: list[tuple[bytes, bytes]],
+        host: bytes,
+        req_framing: int,
+        keep_alive: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.client = client
+        self.method = method
+        self.target = target
+        self.http11 = http11
+        self.headers = headers
+        self.host = host
+        self.req_framing = req_framing
+        self.keep_alive = keep_alive
+        self.expect_continue = expect_continue
+        self.is_head = method == b"HEAD"
+        self.state = QUEUED
+        self.started = time.monotonic()
+        self.deadline = 0.0
+        self.local: tuple[int, str, str] | None = None  # (status, text, reason code)
+        self.rule: RouteRule | None = None
+        self.backend: object | None = None
+        self.pool: Pool | None = None
+        self.conn: UpstreamConnection | None = None
+        self.reused = False
+        self.retried = False
+        # A request without a body is complete once its head is parsed.
+        self.request_done = req_framing == FRAME_NONE
+        self.pending: list[bytes] = []
+        self.pending_size = 0
+        self.up_out: list[bytes] = []
+        self.up_paused = False
+        self.status = 0
+        self.resp_framing = FRAME_NONE
+        self.close_delimited = False
+        self.body_bytes = 0
+        self.reason: str | None = None
+
+    # -- decisions made when the head is parsed ---------------------------------------
+
+    def set_local(self, status: int, text: str, code: str) -> None:
+        self.local = (status, text, code)
+
+    # -- the client side ----------------------------------------------------------------
+
+    def activate(self) -> None:
+        """Called when this exchange reaches the head of its connection's queue."""
+        if self.state != QUEUED:
+            return
+        if self.local is not None:
+            status, text, code = self.local
+            self.reply(status, text, code)
+            return
+        backend = self.backend
+        pool = backend.pick() if backend is not None else None  # type: ignore[attr-defined]
+        if pool is None:
+            name = getattr(backend, "name", "?")
+            self.reply(503, f"no healthy upstream: service {name} has no ready endpoints", "no_healthy_upstream")
+            return
+        self.pool = pool
+        if self.expect_continue and not self.request_done:
+            self.client.out.append(CONTINUE_100)
+        conn = pool.take()
+        if conn is not None:
+            self.upstream_ready(conn, reused=True)
+        else:
+            self.state = CONNECTING
+            pool.connect(self)
+
+    def request_body(self, data: bytes) -> None:
+        if self.req_framing == FRAME_CHUNKED:
+            pieces = chunk(data)
+        else:
+            pieces = [data]
+        self._send_up(pieces, len(data))
+
+    def request_complete(self) -> None:
+        self.request_done = True
+        if self.req_framing == FRAME_CHUNKED:
+            self._send_up([LAST_CHUNK], 0)
+        if self.state == DONE and self.keep_alive:
+            # The response finished first; the connection can move on now.
+            self.client.exchange_finished(self)
+
+    def _send_up(self, pieces: list[bytes], size: int) -> None:
+        state = self.state
+        if state == SENDING or state == RESPONDING:
+            if self.conn is not None:
+                self.up_out.extend(pieces)
+        elif state == QUEUED or state == CONNECTING:
+            self.pending.extend(pieces)
+            self.pending_size += size
+            if self.pending_size > PENDING_LIMIT:
+                self.client.pause_reading(self.client.PAUSE_PENDING)
+        # DONE: the response is already complete; the rest of the body is dropped.
+
+    def flush_up(self) -> None:
+        if self.up_out and self.conn is not None:
+            self.conn.write(self.up_out)
+            self.up_out = []
+        elif self.up_out:
+            self.up_out = []
+
+    def flush_client(self) -> None:
+        self.client.flush()
+
+    def touch(self) -> None:
+        self.deadline = time.monotonic() + self.client.ctx.settings.response_timeout
+
+    def client_lost(self) -> None:
+        """The client went away. Nothing more will be written to it."""
+        if self.state == DONE:
+            return
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.abort()  # mid-exchange: the upstream connection cannot be reused
+        if self.status == 0:
+            self.status = 499  # nginx's code for "client closed request"
+        self.reason = self.reason or "downstream_disconnect"
+        self.state = DONE
+        self._log()
+
+    def client_write_paused(self) -> None:
+        if self.conn is not None:
+            self.conn.pause_reading()
+
+    def client_write_resumed(self) -> None:
+        if self.conn is not None:
+            self.conn.resume_reading()
+
+    # -- the upstream side ----------------------------------------------------------------
+
+    def upstream_ready(self, conn: UpstreamConnection, reused: bool) -> None:
+        if self.state == DONE:
+            # The client left while we connected: a fresh connection is still useful.
+            conn.pool.give_back(conn)
+            return
+        conn.exchange = self
+        conn.got_bytes = False
+        self.conn = conn
+        self.reused = reused
+        self.state = SENDING
+        self.touch()
+        head = build_request_head(
+            self.method,
+            self.target,
+            self.headers,
+            self.client.client_ip,
+            self.client.scheme,
+            self.host,
+            self.req_framing,
+        )
+        if self.pending:
+            conn.write([head, *self.pending])
+            self.pending = []
+            self.pending_size = 0
+            self.client.resume_reading(self.client.PAUSE_PENDING)
+        else:
+            conn.write([head])
+        self.client.flush()
+
+    def upstream_failed(self, err: UpstreamError, pool: Pool) -> None:
+        if self.state == DONE:
+            return
+        self.conn = None
+        log.warning(
+            "upstream %s endpoint %s: %s [%s]",
+            pool.backend_name,
+            pool.address,
+            err.message,
+            err.code,
+        )
+        self.reply(err.status, f"upstream {pool.backend_name} ({pool.address}): {err.message}", err.code)
+        self.client.flush()
+
+    def upstream_write_paused(self) -> None:
+        self.up_paused = True
+        self.client.pause_reading(self.client.PAUSE_UPSTREAM)
+
+    def upstream_write_resumed(self) -> None:
+        self.up_paused = False
+        self.client.resume_reading(self.client.PAUSE_UPSTREAM)
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], up_keep_alive: bool) -> None:
+        if self.state != SENDING:
+            return
+        self.state = RESPONDING
+        self.status = status
+        self.touch()
+        chunked = False
+        length = -1
+        for name, value in headers:
+            lname = name.lower()
+            if lname == b"transfer-encoding":
+                chunked = value.rsplit(b",", 1)[-1].strip(b" \t").lower() == b"chunked"
+            elif lname == b"content-length":
+                length = parse_content_length(value.strip(b" \t"))
+        if status == 204 or status == 304:
+            framing = FRAME_NONE
+        elif self.is_head:
+            framing = length if length >= 0 else (FRAME_CHUNKED if chunked and self.http11 else FRAME_NONE)
+        elif chunked:
+            framing = FRAME_CHUNKED if self.http11 else FRAME_CLOSE
+        elif length >= 0:
+            framing = length
+        else:
+            self.close_delimited = True
+            framing = FRAME_CHUNKED if self.http11 else FRAME_CLOSE
+        self.resp_framing = framing
+        client = self.client
+        if framing == FRAME_CLOSE or not self.request_done or client.ctx.draining:
+            self.keep_alive = False
+        if self.is_head or status == 204 or status == 304:
+            self.resp_framing = FRAME_NONE  # nothing follows the head
+        client.out.append(build_response_head(self.http11, status, reason or b"", headers, framing, self.keep_alive))
+
+    def response_body(self, data: bytes) -> None:
+        self.body_bytes += len(data)
+        if self.resp_framing == FRAME_CHUNKED:
+            self.client.out.extend(chunk(data))
+        else:
+            self.client.out.append(data)
+
+    def response_complete(self, conn: UpstreamConnection, up_keep_alive: bool) -> None:
+        if self.state != RESPONDING:
+            return
+        if self.resp_framing == FRAME_CHUNKED:
+            self.client.out.append(LAST_CHUNK)
+        self.conn = None
+        conn.exchange = None
+        conn.served += 1
+        pool = conn.pool
+        # After HEAD, a server that wrongly sends a body would poison the next exchange:
+        # HEAD connections are not reused.
+        if up_keep_alive and self.request_done and not self.close_delimited and not self.is_head:
+            pool.remember_session(conn)
+            pool.give_back(conn)
+        else:
+            conn.close()
+        self._finish()
+
+    def upstream_lost(self, conn: UpstreamConnection, exc: Exception | None) -> None:
+        self.conn = None
+        state = self.state
+        if state == RESPONDING:
+            if self.close_delimited:
+                # EOF is how a close-delimited body ends: the response is complete.
+                if self.resp_framing == FRAME_CHUNKED:
+                    self.client.out.append(LAST_CHUNK)
+                self._finish()
+                return
+            self._abort_client("upstream_reset_mid_body", "upstream closed the connection mid-body")
+            return
+        if state != SENDING:
+            return
+        if (
+            self.reused
+            and not conn.got_bytes
+            and not self.retried
+            and self.req_framing == FRAME_NONE
+            and self.method in IDEMPOTENT
+            and self.pool is not None
+        ):
+            # A pooled connection the server had already closed: retry once, fresh.
+            self.retried = True
+            self.state = CONNECTING
+            self.pool.connect(self)
+            return
+        detail = f": {exc}" if exc else ""
+        pool = conn.pool
+        if pool.tls is None:
+            # The classic cause: plain HTTP sent to a TLS port. FSM answered with an empty
+            # reply here; say what to check instead.
+            detail += " (if this port speaks TLS, attach an UpstreamTLSPolicy or BackendTLSPolicy to the service)"
+        self.upstream_failed(
+            UpstreamError("upstream_reset", f"upstream closed the connection before responding{detail}"), pool
+        )
+
+    def upstream_protocol_error(self, message: str) -> None:
+        conn = self.conn
+        self.conn = None
+        if self.state == SENDING and conn is not None:
+            self.upstream_failed(UpstreamError("upstream_invalid_response", message), conn.pool)
+        elif self.state == RESPONDING:
+            self._abort_client("upstream_invalid_response", message)
+
+    def timed_out(self, now: float) -> None:
+        """Called by the worker's tick when ``deadline`` passed."""
+        conn = self.conn
+        self.conn = None
+        timeout = self.client.ctx.settings.response_timeout
+        if conn is not None:
+            conn.abort()
+        if self.state == SENDING:
+            pool = self.pool
+            name = pool.backend_name if pool else "?"
+            address = pool.address if pool else "?"
+            log.warning("upstream %s endpoint %s: no response within %gs [upstream_timeout]", name, address, timeout)
+            self.reply(
+                504, f"upstream {name} ({address}): no response within {timeout:g}s", "upstream_timeout"
+            )
+            self.client.flush()
+        elif self.state == RESPONDING:
+            self._abort_client("upstream_timeout", f"upstream sent nothing for {timeout:g}s mid-response")
+
+    # -- endings --------------------------------------------------------------------------
+
+    def reply(self, status: int, text: str, code: str) -> None:
+        """A response produced by the gateway itself."""
+        if not self.request_done:
+            # The body is still coming and we will not read it: close after replying.
+            self.keep_alive = False
+        if self.client.ctx.draining:
+            self.keep_alive = False
+        self.status = status
+        self.reason = code
+        self.resp_framing = FRAME_NONE
+        self.client.out.append(error_response(status, text, http11=self.http11, close=not self.keep_alive))
+        self._finish()
+
+    def _abort_client(self, code: str, message: str) -> None:
+        self.reason = code
+        log.warning("aborting client %s: %s [%s]", self.client.client_ip.decode(), message, code)
+        self.keep_alive = False
+        self.state = DONE
+        self._log()
+        self.client.abort()
+
+    def _finish(self) -> None:
+        self.state = DONE
+        self._log()
+        if self.request_done or not self.keep_alive:
+            self.client.exchange_finished(self)
+        # else: request_complete() will call exchange_finished once the body has arrived.
+
+    def _log(self) -> None:
+        ctx = self.client.ctx
+        if not ctx.access_log.enabled:
+            return
+        pool = self.pool
+        ctx.access_log.write(
+            {
+                "pid": ctx.pid,
+                "worker": ctx.index,
+                "port": self.client.port,
+                "client": self.client.client_ip.decode(),
+                "method": self.method.decode("latin-1"),
+                "path": self.target.decode("latin-1"),
+                "host": self.host.decode("latin-1"),
+                "http": "1.1" if self.http11 else "1.0",
+                "status": self.status,
+                "bytes": self.body_bytes,
+                "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
+                "route": self.rule.name if self.rule is not None else None,
+                "backend": pool.backend_name if pool is not None else getattr(self.backend, "name", None),
+                "upstream": pool.address if pool is not None and self.reason != "no_healthy_upstream" else None,
+                "reason": self.reason,
+            }
+        )

@@ -1,0 +1,362 @@
+"""Upstream side: per-endpoint keep-alive pools and the response-parsing protocol.
+
+Theory of operation
+-------------------
+Each worker keeps one ``Pool`` per (endpoint, TLS settings). A pool hands out idle
+connections last-in-first-out (the warmest socket; the cold tail times out), and opens a
+new connection when none is idle. Opening is the only place with a coroutine: one task
+per *new connection*, never per request.
+
+An ``UpstreamConnection`` serves one exchange at a time (no upstream pipelining, like
+nginx and HAProxy). Its states:
+
+    CONNECTING -> BUSY -> IDLE -> BUSY -> ... -> CLOSED
+                      \\-> CLOSED (Connection: close, an error, a protocol violation)
+
+It goes back to IDLE only when the response was complete, the request was fully sent
+and both sides allow keep-alive; anything else closes it. Idle connections that see data
+or EOF are dropped from the pool at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ssl
+import time
+from typing import TYPE_CHECKING, Any
+
+import httptools
+
+from fsmfast import tls as tlsmod
+from fsmfast.snapshot import Backend, UpstreamTLS
+
+if TYPE_CHECKING:
+    from fsmfast.proxy.exchange import Exchange
+
+WRITE_HIGH = 64 * 1024
+WRITE_LOW = 16 * 1024
+
+
+class UpstreamError(Exception):
+    """Why an upstream could not serve: ``code`` for the access log, ``status`` for the client."""
+
+    def __init__(self, code: str, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+class BackendState:
+    """A Service port at run time: its endpoints in round robin, and their pools."""
+
+    __slots__ = ("_next", "backend", "name", "pools", "tls")
+
+    def __init__(self, backend: Backend, pools: list[Pool]) -> None:
+        self.backend = backend
+        self.name = backend.name
+        self.tls = backend.tls
+        self.pools = pools
+        self._next = 0
+
+    def pick(self) -> Pool | None:
+        pools = self.pools
+        if not pools:
+            return None
+        i = self._next
+        self._next = (i + 1) % len(pools)
+        return pools[i]
+
+
+class Pool:
+    __slots__ = (
+        "_ssl_ctx",
+        "_ssl_error",
+        "address",
+        "backend_name",
+        "ctx",
+        "host",
+        "idle",
+        "port",
+        "tls",
+    )
+
+    def __init__(self, ctx: Any, host: str, port: int, tls: UpstreamTLS | None, backend_name: str) -> None:
+        self.ctx = ctx  # the worker's Context
+        self.host = host
+        self.port = port
+        self.address = f"{host}:{port}"
+        self.tls = tls
+        self.backend_name = backend_name
+        self.idle: list[UpstreamConnection] = []
+        self._ssl_ctx: tlsmod.ResumingContext | None = None
+        self._ssl_error: str | None = None
+
+    # -- connections ---------------------------------------------------------------
+
+    def take(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.transport is not None and not conn.transport.is_closing():
+                return conn
+        return None
+
+    def give_back(self, conn: UpstreamConnection) -> None:
+        if len(self.idle) >= self.ctx.settings.pool_idle_limit or self.ctx.draining:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self.idle.append(conn)
+
+    def discard(self, conn: UpstreamConnection) -> None:
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def expire_idle(self, now: float, idle_timeout: float) -> None:
+        if not self.idle:
+            return
+        keep = []
+        for conn in self.idle:
+            if now - conn.idle_since > idle_timeout:
+                conn.close()
+            else:
+                keep.append(conn)
+        self.idle[:] = keep
+
+    def close_idle(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+    def connect(self, exchange: Exchange) -> None:
+        """Open a new connection for ``exchange``; it hears back through ``upstream_ready``
+        or ``upstream_failed``."""
+        self.ctx.loop.create_task(self._connect(exchange))
+
+    def _context(self) -> ssl.SSLContext | None:
+        if self.tls is None:
+            return None
+        if self._ssl_ctx is None and self._ssl_error is None:
+            try:
+                self._ssl_ctx = tlsmod.client_context(self.tls)
+            except (ssl.SSLError, ValueError, OSError) as exc:
+                self._ssl_error = f"cannot load TLS material of {self.tls.policy}: {tlsmod.describe_error(exc)}"
+        return self._ssl_ctx
+
+    async def _connect(self, exchange: Exchange) -> None:
+        loop = self.ctx.loop
+        settings = self.ctx.settings
+        tls = self.tls
+        try:
+            if tls is not None and tls.error:
+                raise UpstreamError("upstream_tls_error", f"{tls.policy}: {tls.error}")
+            sslctx = self._context()
+            if tls is not None and sslctx is None:
+                raise UpstreamError("upstream_tls_error", self._ssl_error or "TLS context unavailable")
+            kwargs: dict[str, Any] = {}
+            if sslctx is not None:
+                # The context's wrap_bio pins the real SNI; this only satisfies the loop's check.
+                kwargs = {"ssl": sslctx, "server_hostname": tls.server_name or "", "ssl_handshake_timeout": None}
+                kwargs["ssl_handshake_timeout"] = settings.connect_timeout
+            transport, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, **kwargs),
+                settings.connect_timeout,
+            )
+        except UpstreamError as exc:
+            exchange.upstream_failed(exc, self)
+            return
+        except asyncio.TimeoutError:
+            exchange.upstream_failed(
+                UpstreamError(
+                    "upstream_connect_timeout",
+                    f"connect to {self.address} timed out after {settings.connect_timeout:g}s",
+                    504,
+                ),
+                self,
+            )
+            return
+        except ssl.SSLError as exc:
+            exchange.upstream_failed(
+                UpstreamError("upstream_tls_error", f"TLS handshake failed: {tlsmod.describe_error(exc)}"), self
+            )
+            return
+        except OSError as exc:
+            code = "upstream_connect_refused" if exc.errno == errno.ECONNREFUSED else "upstream_connect_failed"
+            reason = exc.strerror or str(exc)
+            exchange.upstream_failed(UpstreamError(code, f"connect to {self.address} failed: {reason}"), self)
+            return
+        except Exception as exc:  # noqa: BLE001 - any loop-level failure must become a 502, not a hang
+            exchange.upstream_failed(UpstreamError("upstream_connect_failed", f"connect failed: {exc!r}"), self)
+            return
+        if tls is not None:
+            sslobj = transport.get_extra_info("ssl_object")
+            problem = tlsmod.check_subject_alt_names(tls, sslobj) if sslobj is not None else None
+            if problem:
+                conn.close()
+                exchange.upstream_failed(UpstreamError("upstream_tls_error", f"TLS verification failed: {problem}"), self)
+                return
+        exchange.upstream_ready(conn, reused=False)
+
+    def remember_session(self, conn: UpstreamConnection) -> None:
+        """Keep the session of a connection that completed an exchange, for resumption.
+
+        TLS 1.3 tickets arrive after the handshake, so only a connection that has read a
+        response carries a resumable session.
+        """
+        if self._ssl_ctx is None or conn.transport is None:
+            return
+        sslobj = conn.transport.get_extra_info("ssl_object")
+        if sslobj is not None:
+            session = sslobj.session
+            if session is not None and session.has_ticket or (session is not None and sslobj.version() != "TLSv1.3"):
+                self._ssl_ctx.session_to_resume = session
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_headers",
+        "_informational",
+        "_reason",
+        "_skip_body",
+        "exchange",
+        "got_bytes",
+        "idle_since",
+        "parser",
+        "pool",
+        "served",
+        "transport",
+    )
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.served = 0
+        self.idle_since = 0.0
+        self.got_bytes = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._informational = False
+        self._skip_body = False
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses; they quack alike.
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+
+    def data_received(self, data: bytes) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes on an idle connection: the server is confused or closing; never reuse.
+            self.close()
+            return
+        self.got_bytes = True
+        exchange.touch()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if self.exchange is not None:
+                self.exchange.upstream_protocol_error(f"invalid HTTP response from upstream: {exc}")
+            self.close()
+            return
+        if self._skip_body:
+            # A HEAD response ended at its head; llhttp would wait for a body, so start afresh.
+            self._skip_body = False
+            self.parser = httptools.HttpResponseParser(self)
+        exchange.flush_client()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.pool.discard(self)
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            # A close-delimited body ends here: tell llhttp, which then completes the message.
+            try:
+                self.parser.feed_data(b"")
+            except httptools.HttpParserError:
+                pass
+            exchange.upstream_lost(self, exc)
+
+    def pause_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_write_paused()
+
+    def resume_writing(self) -> None:
+        if self.exchange is not None:
+            self.exchange.upstream_write_resumed()
+
+    # -- httptools callbacks -----------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            # Interim responses (103 Early Hints, a stray 100) are not forwarded: Expect
+            # is answered by the gateway itself, and Upgrade is never sent upstream.
+            self._informational = True
+            return
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if exchange.is_head:
+            self._skip_body = True
+        exchange.response_head(status, self._reason, self._headers, self.parser.should_keep_alive())
+        if self._skip_body and self.exchange is not None:
+            self.exchange.response_complete(self, self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        if self.exchange is not None and not self._skip_body:
+            self.exchange.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        if self.exchange is not None and not self._skip_body:
+            self.exchange.response_complete(self, self.parser.should_keep_alive())
+
+    # -- control -------------------------------------------------------------------------
+
+    def write(self, pieces: list[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.writelines(pieces)
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.close()
+        self.pool.discard(self)
+
+    def abort(self) -> None:
+        self.exchange = None
+        if self.transport is not None:
+            self.transport.abort()
+        self.pool.discard(self)

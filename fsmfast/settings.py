@@ -1,0 +1,31 @@
+"""Process-level settings: what the command line decides, not what the manifests decide.
+
+The master builds one ``Settings`` from the CLI and hands it to every worker at fork.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True):
+    config_path: str
+    workers: int = 1
+    listen_address: str = "0.0.0.0"
+    pid_file: str | None = None
+    access_log: bool = True
+    # Graceful stop: how long in-flight requests may take after SIGTERM.
+    graceful_timeout: float = 30.0
+    # Downstream keep-alive idle: above the usual 60 s of a front load balancer.
+    keepalive_timeout: float = 75.0
+    # Client must finish its request line and headers within this time (slowloris).
+    header_timeout: float = 60.0
+    # Upstream timeouts (nginx: proxy_connect_timeout / proxy_read_timeout).
+    connect_timeout: float = 10.0
+    response_timeout: float = 60.0
+    # Upstream keep-alive pool per endpoint and worker.
+    pool_idle_limit: int = 64
+    pool_idle_timeout: float = 30.0
+    # Request line plus headers.
+    max_header_bytes: int = 65536
+    backlog: int = 1024

@@ -1,0 +1,19 @@
+"""What a freshly forked worker is handed by the master."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+from fsmfast.settings import Settings
+
+
+@dataclass
+class WorkerBoot:
+    index: int  # worker slot, 0..N-1; stable across respawns of that slot
+    settings: Settings
+    channel: socket.socket  # the worker's end of the control socketpair
+    # port -> listening socket of this slot (SO_REUSEPORT, already listen()ing), inherited at fork
+    listeners: dict[int, socket.socket] = field(default_factory=dict)
+    snapshot: bytes = b""  # msgspec bytes of the current snapshot
+    generation: int = 0

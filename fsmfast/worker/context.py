@@ -1,0 +1,102 @@
+"""What every connection of one worker shares: the live snapshot, pools, timers, the log.
+
+A new snapshot is applied by building the whole runtime (router, backend states) first and
+then swapping ``router`` in one assignment: requests already routed keep the objects they
+hold, so in-flight requests finish on the old snapshot while new ones use the new one.
+Pools survive a reload when their endpoint and TLS settings are unchanged, so a reload
+does not throw away warm upstream connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+from fsmfast.proxy.accesslog import AccessLog
+from fsmfast.proxy.exchange import RESPONDING, SENDING
+from fsmfast.proxy.router import Router
+from fsmfast.proxy.upstream import BackendState, Pool
+from fsmfast.settings import Settings
+from fsmfast.snapshot import Snapshot, UpstreamTLS
+
+if TYPE_CHECKING:
+    from fsmfast.proxy.downstream import ClientConnection
+
+log = logging.getLogger("fsmfast.worker")
+
+TICK = 0.25
+
+PoolKey = tuple[str, int, UpstreamTLS | None]
+
+
+class Context:
+    def __init__(self, loop: asyncio.AbstractEventLoop, settings: Settings, index: int) -> None:
+        self.loop = loop
+        self.settings = settings
+        self.index = index
+        self.pid = os.getpid()
+        self.generation = 0
+        self.router: Router | None = None
+        self.pools: dict[PoolKey, Pool] = {}
+        self.connections: set[ClientConnection] = set()
+        self.access_log = AccessLog(loop, enabled=settings.access_log)
+        self.draining = False
+        self._tick_handle: asyncio.TimerHandle | None = None
+
+    def apply(self, snapshot: Snapshot) -> None:
+        pools: dict[PoolKey, Pool] = {}
+        states: dict[str, BackendState] = {}
+        for name, backend in snapshot.backends.items():
+            members = []
+            for ep in backend.endpoints:
+                key = (ep.host, ep.port, backend.tls)
+                pool = pools.get(key) or self.pools.get(key)
+                if pool is None:
+                    pool = Pool(self, ep.host, ep.port, backend.tls, name)
+                pools[key] = pool
+                members.append(pool)
+            states[name] = BackendState(backend, members)
+        router = Router(snapshot, states)
+        for key, pool in self.pools.items():
+            if key not in pools:
+                pool.close_idle()
+        self.pools = pools
+        self.router = router
+        self.generation = snapshot.generation
+
+    # -- timers ---------------------------------------------------------------------
+
+    def start_ticking(self) -> None:
+        self._tick_handle = self.loop.call_later(TICK, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_handle = self.loop.call_later(TICK, self._tick)
+        now = time.monotonic()
+        settings = self.settings
+        for conn in list(self.connections):
+            if conn.closing:
+                continue
+            queue = conn.queue
+            if queue:
+                ex = queue[0]
+                if (ex.state == SENDING or ex.state == RESPONDING) and ex.deadline and now > ex.deadline:
+                    ex.timed_out(now)
+                    conn.flush()
+            elif conn.in_head:
+                if now - conn.head_started > settings.header_timeout:
+                    conn.refuse_slow_head()
+            elif now - conn.idle_since > settings.keepalive_timeout or self.draining:
+                conn.close()
+        for pool in self.pools.values():
+            pool.expire_idle(now, settings.pool_idle_timeout)
+
+    def stop_ticking(self) -> None:
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+            self._tick_handle = None
+
+    def busy(self) -> int:
+        return sum(1 for c in self.connections if c.queue or c.in_head)

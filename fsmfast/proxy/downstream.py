@@ -20,7 +20,6 @@ import httptools
 from fsmfast._accel import parse_content_length
 from fsmfast.proxy.exchange import DONE, Exchange
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
-from fsmfast.proxy.local_reply import error_response
 from fsmfast.proxy.router import normalize_host
 
 if TYPE_CHECKING:

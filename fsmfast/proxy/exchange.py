@@ -176,10 +176,10 @@ class Exchange:
 
     def _send_up(self, pieces: list[bytes], size: int) -> None:
         state = self.state
-        if state == SENDING or state == RESPONDING:
+        if state in (SENDING, RESPONDING):
             if self.conn is not None:
                 self.up_out.extend(pieces)
-        elif state == QUEUED or state == CONNECTING:
+        elif state in (QUEUED, CONNECTING):
             self.pending.extend(pieces)
             self.pending_size += size
             if self.pending_size > PENDING_LIMIT:
@@ -274,7 +274,9 @@ class Exchange:
         self.up_paused = False
         self.client.resume_reading(self.client.PAUSE_UPSTREAM)
 
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], up_keep_alive: bool) -> None:
+    def response_head(
+        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], up_keep_alive: bool
+    ) -> None:
         if self.state != SENDING:
             return
         self.state = RESPONDING
@@ -389,9 +391,7 @@ class Exchange:
             name = pool.backend_name if pool else "?"
             address = pool.address if pool else "?"
             log.warning("upstream %s endpoint %s: no response within %gs [upstream_timeout]", name, address, timeout)
-            self.reply(
-                504, f"upstream {name} ({address}): no response within {timeout:g}s", "upstream_timeout"
-            )
+            self.reply(504, f"upstream {name} ({address}): no response within {timeout:g}s", "upstream_timeout")
             self.client.flush()
         elif self.state == RESPONDING:
             self._abort_client("upstream_timeout", f"upstream sent nothing for {timeout:g}s mid-response")

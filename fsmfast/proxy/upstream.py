@@ -158,10 +158,13 @@ class Pool:
             if tls is not None and sslctx is None:
                 raise UpstreamError("upstream_tls_error", self._ssl_error or "TLS context unavailable")
             kwargs: dict[str, Any] = {}
-            if sslctx is not None:
+            if sslctx is not None and tls is not None:
                 # The context's wrap_bio pins the real SNI; this only satisfies the loop's check.
-                kwargs = {"ssl": sslctx, "server_hostname": tls.server_name or "", "ssl_handshake_timeout": None}
-                kwargs["ssl_handshake_timeout"] = settings.connect_timeout
+                kwargs = {
+                    "ssl": sslctx,
+                    "server_hostname": tls.server_name or "",
+                    "ssl_handshake_timeout": settings.connect_timeout,
+                }
             transport, conn = await asyncio.wait_for(
                 loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, **kwargs),
                 settings.connect_timeout,
@@ -189,7 +192,7 @@ class Pool:
             reason = exc.strerror or str(exc)
             exchange.upstream_failed(UpstreamError(code, f"connect to {self.address} failed: {reason}"), self)
             return
-        except Exception as exc:  # noqa: BLE001 - any loop-level failure must become a 502, not a hang
+        except Exception as exc:
             exchange.upstream_failed(UpstreamError("upstream_connect_failed", f"connect failed: {exc!r}"), self)
             return
         if tls is not None:
@@ -197,7 +200,9 @@ class Pool:
             problem = tlsmod.check_subject_alt_names(tls, sslobj) if sslobj is not None else None
             if problem:
                 conn.close()
-                exchange.upstream_failed(UpstreamError("upstream_tls_error", f"TLS verification failed: {problem}"), self)
+                exchange.upstream_failed(
+                    UpstreamError("upstream_tls_error", f"TLS verification failed: {problem}"), self
+                )
                 return
         exchange.upstream_ready(conn, reused=False)
 
@@ -210,10 +215,9 @@ class Pool:
         if self._ssl_ctx is None or conn.transport is None:
             return
         sslobj = conn.transport.get_extra_info("ssl_object")
-        if sslobj is not None:
-            session = sslobj.session
-            if session is not None and session.has_ticket or (session is not None and sslobj.version() != "TLSv1.3"):
-                self._ssl_ctx.session_to_resume = session
+        session = sslobj.session if sslobj is not None else None
+        if session is not None and (session.has_ticket or sslobj.version() != "TLSv1.3"):
+            self._ssl_ctx.session_to_resume = session
 
 
 class UpstreamConnection(asyncio.Protocol):

@@ -73,7 +73,7 @@ class Worker:
             ctx = self.ctx
             try:
                 server = await self.loop.create_server(
-                    lambda p=port: ClientConnection(ctx, p), sock=sock, backlog=self.boot.settings.backlog
+                    lambda p=port, c=ctx: ClientConnection(c, p), sock=sock, backlog=self.boot.settings.backlog
                 )
             except OSError as exc:
                 log.error("cannot serve port %d: %s", port, exc)
@@ -111,7 +111,7 @@ class Worker:
         try:
             snap = snapmod.decode(msg.snapshot)
             self.ctx.apply(snap)
-        except Exception as exc:  # noqa: BLE001 - report any failure to the master, keep serving
+        except Exception as exc:
             log.error("cannot apply generation %d: %s", msg.generation, exc)
             self._ack(msg.generation, False, str(exc))
             return

@@ -1,0 +1,169 @@
+"""The ``fsmfast`` command: ``run`` the gateway, ``check`` a configuration, or start the ``demo``.
+
+Exit codes (``fsmfast.errors``): 0 ok, 1 configuration invalid, 2 usage, 3 worker boot
+failure, 4 listener bind failure (or another master already running per the pidfile).
+
+Signals to the master of ``fsmfast run`` (gunicorn's convention, because systemd and
+Kubernetes send TERM): HUP reloads the configuration, TERM stops gracefully, INT and QUIT
+stop fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from collections.abc import Sequence
+
+from fsmfast import __version__
+from fsmfast.errors import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, ConfigError
+from fsmfast.settings import Settings
+
+WORKERS_ENV = ("FSMFAST_WORKERS", "WEB_CONCURRENCY")
+_DEFAULTS = Settings(config_path="")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    # The demo owns its own flags (including -h); hand them over untouched.
+    if args and args[0] == "demo":
+        from fsmfast.demo import main as demo_main
+
+        return demo_main(args[1:])
+    parser = make_parser()
+    try:
+        ns = parser.parse_args(args)
+        if ns.command == "run":
+            settings = settings_from(ns, parser)
+        elif ns.command == "check":
+            return check(ns.config)
+        else:
+            parser.print_usage(sys.stderr)
+            return EXIT_USAGE
+    except SystemExit as e:
+        # argparse exits for --help, --version and usage errors; main() returns codes instead.
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+
+    from fsmfast.master import arbiter
+
+    return arbiter.run(settings)
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fsmfast",
+        description="Kubernetes Gateway API gateway for bare metal.",
+    )
+    parser.add_argument("--version", action="version", version=f"fsmfast {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser(
+        "run",
+        help="serve the gateway (prefork master and workers)",
+        description="Serve the Gateway API manifests at PATH. SIGHUP reloads, SIGTERM drains, SIGINT/SIGQUIT stop.",
+    )
+    run.add_argument("-c", "--config", required=True, metavar="PATH", help="manifest file or directory")
+    run.add_argument(
+        "-w",
+        "--workers",
+        type=positive_int,
+        metavar="N",
+        help="worker processes (default: $FSMFAST_WORKERS, $WEB_CONCURRENCY, else the CPU count)",
+    )
+    run.add_argument("-p", "--pid-file", metavar="FILE", help="write the master's pid here; refuse if it is alive")
+    run.add_argument(
+        "--listen-address",
+        type=ip_literal,
+        default="0.0.0.0",
+        metavar="ADDR",
+        help="IPv4 or IPv6 address to bind every listener port on (default: 0.0.0.0; :: is dual-stack)",
+    )
+    run.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not write the access log")
+    run.add_argument(
+        "--graceful-timeout",
+        type=non_negative_float,
+        default=_DEFAULTS.graceful_timeout,
+        metavar="S",
+        help="after SIGTERM, how long in-flight requests may take (default: %(default)gs)",
+    )
+
+    check_ = sub.add_parser(
+        "check",
+        help="validate the manifests and print a summary (like nginx -t)",
+        description="Validate the manifests at PATH. Exit 0 and a one-line summary if valid, else 1 and every error.",
+    )
+    check_.add_argument("-c", "--config", required=True, metavar="PATH", help="manifest file or directory")
+
+    sub.add_parser("demo", help="run a self-contained demo (fsmfast demo --help)", add_help=False)
+    return parser
+
+
+def settings_from(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
+    workers = ns.workers
+    if workers is None:
+        workers = workers_from_env(parser)
+    return Settings(
+        config_path=os.path.abspath(ns.config),
+        workers=workers,
+        listen_address=ns.listen_address,
+        pid_file=os.path.abspath(ns.pid_file) if ns.pid_file else None,
+        access_log=ns.access_log,
+        graceful_timeout=ns.graceful_timeout,
+    )
+
+
+def workers_from_env(parser: argparse.ArgumentParser) -> int:
+    for name in WORKERS_ENV:
+        value = os.environ.get(name)
+        if value:
+            try:
+                return positive_int(value)
+            except argparse.ArgumentTypeError:
+                parser.error(f"${name} must be a positive integer, not {value!r}")
+    return os.cpu_count() or 1
+
+
+def check(path: str) -> int:
+    """``fsmfast check``: the same build as ``run`` and reload, without serving."""
+    from fsmfast.compile import build
+
+    try:
+        result = build(path, 1)
+    except ConfigError as e:
+        n = len(e.issues)
+        print(f"fsmfast: configuration is invalid ({n} error{'' if n == 1 else 's'}):", file=sys.stderr)
+        for issue in e.issues:
+            print(str(issue), file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as e:
+        print(f"fsmfast: cannot read configuration {path}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_CONFIG
+    for warning in result.warnings:
+        print(f"fsmfast: warning: {warning}", file=sys.stderr)
+    print(result.summary)
+    return EXIT_OK
+
+
+def positive_int(text: str) -> int:
+    # isdecimal first: int() alone accepts "+4", "4_0" and surrounding whitespace.
+    if not text.isdecimal() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
+    return int(text)
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
+    return value
+
+
+def ip_literal(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an IPv4 or IPv6 address, not {text!r}") from None

@@ -1,0 +1,619 @@
+"""The prefork master, in the style of gunicorn's arbiter.
+
+Theory of operation
+-------------------
+The master builds the first snapshot, binds one SO_REUSEPORT listener per (worker slot, port)
+(see ``sockets``), and forks one worker per slot. It never proxies traffic and never creates an
+event loop: uvloop is not fork-safe, and a master that only forks, waits and signals has little
+that can break.
+
+Signal handlers only put the signal number on a queue. The main loop waits on that queue with a
+timeout of about a second, dispatches each signal to ``handle_<name>``, reaps dead children and
+respawns missing slots. SIGCHLD wakes the loop, so a dead worker is replaced at once; the
+slot's listeners stayed open in the master, so connections the kernel queued meanwhile are
+accepted by the replacement.
+
+    HUP   reload: rebuild the snapshot from the same path as a new generation; on any error
+          keep serving the old one. Otherwise bind sockets for added ports, push the encoded
+          snapshot (same bytes to every worker) with the worker's new-port fds attached,
+          collect acks, then close the sockets of removed ports.
+    TERM  graceful stop: workers stop accepting and drain for up to ``graceful_timeout``.
+    INT, QUIT  fast stop.
+    CHLD  wake up and reap.
+
+A worker exiting with EXIT_WORKER_BOOT halts the master (after stopping the others) rather
+than respawning in a loop. A worker that does not read its push or ack it in time is killed
+and respawned with the current snapshot, so the master never waits on one stuck worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import queue
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
+
+from fsmfast import __version__, logs
+from fsmfast.errors import EXIT_BIND, EXIT_CONFIG, EXIT_OK, EXIT_WORKER_BOOT, ConfigError
+from fsmfast.master import channel, sockets
+from fsmfast.master.channel import FrameReader
+from fsmfast.master.pidfile import Pidfile, PidfileError
+from fsmfast.settings import Settings
+
+if TYPE_CHECKING:
+    from fsmfast.compile import Build
+    from fsmfast.snapshot import Snapshot
+    from fsmfast.worker.boot import WorkerBoot
+
+log = logs.get_logger("master")
+
+# A worker must take a pushed frame within this many seconds (per socket operation), and ack
+# the new generation within ACK_TIMEOUT of the push.
+PUSH_TIMEOUT = 5.0
+ACK_TIMEOUT = 5.0
+# SIGTERM stop: graceful_timeout plus this, then SIGKILL. Fast stop: this long, then SIGKILL.
+GRACE_EXTRA = 5.0
+FAST_STOP_TIMEOUT = 3.0
+# A worker that dies sooner than this after its fork is "flapping": its respawns back off.
+FLAP_LIFETIME = 1.0
+MAX_RESPAWN_DELAY = 5.0
+
+SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Worker:
+    slot: int
+    pid: int
+    channel: socket.socket  # the master's end; timeouts, never blocks forever
+    reader: FrameReader
+    born: float
+    generation: int  # the generation it was forked with or last acked
+
+
+def run(settings: Settings) -> int:
+    """Run the master until it is stopped; return the process exit code."""
+    logs.setup("master")
+    return Arbiter(settings).run()
+
+
+def describe_exit(status: int) -> str:
+    """``exited with code 3`` / ``was killed by SIGKILL; perhaps out of memory?``."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        text = f"was killed by {name}"
+        if sig == signal.SIGKILL:
+            text += "; perhaps out of memory?"
+        return text
+    if os.WIFEXITED(status):
+        return f"exited with code {os.WEXITSTATUS(status)}"
+    return f"ended with wait status {status}"
+
+
+def listener_ports(snapshot: Snapshot) -> set[int]:
+    return {listener.port for listener in snapshot.listeners}
+
+
+class Arbiter:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.slots: sockets.SlotSockets = [{} for _ in range(settings.workers)]
+        self.ports: set[int] = set()
+        self.generation = 0
+        self.snapshot_bytes = b""
+        self.workers: dict[int, Worker] = {}  # pid -> worker
+        self.signals: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self.pidfile: Pidfile | None = None
+        self.stop_mode: str | None = None  # "graceful" or "fast" once a stop was asked for
+        self.stopping = False  # workers are being stopped: reap without respawning
+        self.halt_code: int | None = None
+        self.flaps = [0] * settings.workers
+        self.respawn_at = [0.0] * settings.workers
+        self.worker_main: Callable[[WorkerBoot], NoReturn] | None = None
+        self._old_handlers: dict[int, object] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        # Handlers first: a signal during start-up is queued and handled by the main loop instead
+        # of killing the master half-way (a SIGTERM before the loop runs means: stop right away).
+        self._install_signals()
+        try:
+            return self._start()
+        finally:
+            self._restore_signals()
+
+    def _start(self) -> int:
+        first = self.first_build()
+        if first is None:
+            return EXIT_CONFIG
+        from fsmfast.snapshot import encode
+
+        ports = listener_ports(first.snapshot)
+        snapshot_bytes = encode(first.snapshot)
+        summary = first.summary
+        # The master keeps only the encoded bytes; the decoded snapshot would be dead weight in every fork.
+        del first
+        try:
+            # Imported once here, before any fork, so every worker shares the loaded modules.
+            from fsmfast.worker.main import worker_main
+        except Exception as e:
+            log.exception("cannot load the worker: %s", e)
+            return EXIT_WORKER_BOOT
+        self.worker_main = worker_main
+        if self.settings.pid_file:
+            self.pidfile = Pidfile(self.settings.pid_file)
+            try:
+                self.pidfile.create(os.getpid())
+            except PidfileError as e:
+                self.pidfile = None
+                log.error("%s", e)
+                return EXIT_BIND
+        try:
+            return self._serve(ports, snapshot_bytes, summary)
+        finally:
+            self._cleanup()
+
+    def _serve(self, ports: set[int], snapshot_bytes: bytes, summary: str) -> int:
+        try:
+            self.slots = sockets.bind_slots(
+                self.settings.listen_address, ports, self.settings.workers, self.settings.backlog
+            )
+        except sockets.BindError as e:
+            log.error("%s", e)
+            return EXIT_BIND
+        self.ports = ports
+        self.generation = 1
+        self.snapshot_bytes = snapshot_bytes
+        log.info("fsmfast %s master started; generation 1: %s", __version__, summary)
+        if not ports:
+            log.warning("the configuration has no listeners; nothing is served until a reload adds one")
+        for port in sorted(ports):
+            self._log_listening(port)
+        _freeze_heap()
+        self.manage_workers()
+        while True:
+            self.wait_and_dispatch(self._loop_timeout())
+            if self.stop_mode is not None:
+                self.stop(graceful=self.stop_mode == "graceful")
+                return EXIT_OK
+            self.reap()
+            if self.halt_code is not None:
+                self.stop(graceful=True)
+                return self.halt_code
+            self.manage_workers()
+
+    def _cleanup(self) -> None:
+        for w in self.workers.values():
+            with contextlib.suppress(OSError):
+                w.channel.close()
+        sockets.close_slots(self.slots)
+        if self.pidfile is not None:
+            try:
+                self.pidfile.unlink()
+            except OSError as e:
+                log.error("cannot remove pidfile %s: %s", self.pidfile.path, e.strerror)
+        log.info("master stopped")
+
+    def first_build(self) -> Build | None:
+        """Build generation 1, logging every issue; None when the configuration is invalid."""
+        from fsmfast.compile import build
+
+        try:
+            result = build(self.settings.config_path, 1)
+        except ConfigError as e:
+            log.error("configuration is invalid (%s):", _count(len(e.issues), "error"))
+            for issue in e.issues:
+                log.error("  %s", issue)
+            return None
+        except OSError as e:
+            log.error("cannot read configuration %s: %s", self.settings.config_path, e.strerror or e)
+            return None
+        for warning in result.warnings:
+            log.warning("%s", warning)
+        return result
+
+    # -- signals ---------------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        for sig in SIGNALS:
+            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._old_handlers.items():
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._old_handlers.clear()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # NO LOGGING, just queue the signal: the handler runs between any two bytecodes.
+        self.signals.put_nowait(signum)
+
+    def _loop_timeout(self) -> float:
+        timeout = 1.0
+        live = {w.slot for w in self.workers.values()}
+        now = time.monotonic()
+        for slot in range(self.settings.workers):
+            if slot not in live:
+                timeout = min(timeout, max(0.0, self.respawn_at[slot] - now))
+        return timeout
+
+    def wait_and_dispatch(self, timeout: float) -> None:
+        try:
+            batch = [self.signals.get(timeout=timeout)]
+        except queue.Empty:
+            return
+        while True:
+            try:
+                batch.append(self.signals.get_nowait())
+            except queue.Empty:
+                break
+        # Several HUPs queued while one reload ran need one more reload, not several.
+        for sig in dict.fromkeys(batch):
+            name = signal.Signals(sig).name[3:].lower()
+            getattr(self, f"handle_{name}")()
+
+    def handle_hup(self) -> None:
+        """SIGHUP: rebuild the configuration and push it to the workers."""
+        log.info("received SIGHUP: reloading %s", self.settings.config_path)
+        self.reload()
+
+    def handle_term(self) -> None:
+        """SIGTERM: graceful stop."""
+        log.info("received SIGTERM: graceful stop (up to %gs)", self.settings.graceful_timeout)
+        self.stop_mode = "graceful"
+
+    def handle_int(self) -> None:
+        """SIGINT: fast stop."""
+        log.info("received SIGINT: fast stop")
+        self.stop_mode = "fast"
+
+    def handle_quit(self) -> None:
+        """SIGQUIT: fast stop."""
+        log.info("received SIGQUIT: fast stop")
+        self.stop_mode = "fast"
+
+    def handle_chld(self) -> None:
+        """SIGCHLD: nothing to do here; the loop reaps after every dispatch."""
+
+    # -- workers ---------------------------------------------------------------------------
+
+    def manage_workers(self) -> None:
+        """Fork a worker for every empty slot whose respawn delay has passed."""
+        live = {w.slot for w in self.workers.values()}
+        now = time.monotonic()
+        for slot in range(self.settings.workers):
+            if slot not in live and now >= self.respawn_at[slot]:
+                self.spawn(slot)
+
+    def spawn(self, slot: int) -> None:
+        master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        master_end.settimeout(PUSH_TIMEOUT)
+        # Signals stay blocked across the fork so none reaches the child's copy of the master's
+        # handlers (it would vanish into the child's copy of the queue); the child resets the
+        # handlers first, then unblocks, and anything pending gets the default action.
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+        master_pid = os.getpid()
+        try:
+            pid = os.fork()
+        except OSError as e:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            master_end.close()
+            worker_end.close()
+            log.error("cannot fork worker %d: %s; retrying in 1s", slot, e.strerror)
+            self.respawn_at[slot] = time.monotonic() + 1.0
+            return
+        if pid == 0:
+            self._worker_process(slot, worker_end, master_end, old_mask, master_pid)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        worker_end.close()
+        self.workers[pid] = Worker(slot, pid, master_end, FrameReader(), time.monotonic(), self.generation)
+        log.info("booted worker %d (pid %d), generation %d", slot, pid, self.generation)
+
+    def _worker_process(
+        self,
+        slot: int,
+        worker_end: socket.socket,
+        master_end: socket.socket,
+        mask: set[signal.Signals],
+        master_pid: int,
+    ) -> NoReturn:
+        """The child side of the fork. Never returns into the master's code."""
+        code = EXIT_WORKER_BOOT
+        try:
+            for sig in SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            # The worker ignores SIGHUP too; until it installs its own handlers a terminal
+            # hangup sent to the process group must not kill it.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            _die_with_parent(master_pid)
+            master_end.close()
+            for other in self.workers.values():
+                other.channel.close()
+            for index, listeners in enumerate(self.slots):
+                if index != slot:
+                    for sock in listeners.values():
+                        sock.close()
+            logs.setup(f"worker {slot}")
+            from fsmfast.worker.boot import WorkerBoot
+
+            boot = WorkerBoot(
+                index=slot,
+                settings=self.settings,
+                channel=worker_end,
+                listeners=dict(self.slots[slot]),
+                snapshot=self.snapshot_bytes,
+                generation=self.generation,
+            )
+            assert self.worker_main is not None
+            self.worker_main(boot)
+            log.error("worker_main returned instead of exiting")
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else EXIT_WORKER_BOOT
+        except BaseException as e:
+            log.exception("worker %d failed to boot: %s", slot, e)
+        finally:
+            os._exit(code)
+
+    def reap(self) -> None:
+        """Collect every dead child; schedule respawns or note a boot failure."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                continue  # not ours (e.g. we are pid 1 in a container): reap quietly
+            with contextlib.suppress(OSError):
+                worker.channel.close()
+            what = f"worker {worker.slot} (pid {pid}) {describe_exit(status)}"
+            if self.stopping:
+                clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+                (log.info if clean else log.warning)("%s", what)
+                continue
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_WORKER_BOOT:
+                log.error("%s: it failed to boot; stopping the master instead of respawning in a loop", what)
+                self.halt_code = EXIT_WORKER_BOOT
+                continue
+            log.error("%s", what)
+            self._schedule_respawn(worker)
+
+    def _schedule_respawn(self, worker: Worker) -> None:
+        now = time.monotonic()
+        slot = worker.slot
+        self.flaps[slot] = self.flaps[slot] + 1 if now - worker.born < FLAP_LIFETIME else 0
+        # The first quick death respawns at once; repeated ones back off so a worker that
+        # crashes on start cannot turn the master into a fork loop.
+        delay = 0.0 if self.flaps[slot] <= 1 else min(0.1 * 2 ** (self.flaps[slot] - 2), MAX_RESPAWN_DELAY)
+        if delay:
+            log.warning("worker %d keeps dying right after start; respawning in %.1fs", slot, delay)
+        self.respawn_at[slot] = now + delay
+
+    def kill_worker(self, worker: Worker, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, sig)
+
+    # -- reload ----------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Build generation G+1 and switch every worker to it; on any failure keep generation G."""
+        from fsmfast.compile import build
+        from fsmfast.snapshot import encode
+
+        old = self.generation
+        generation = old + 1
+        try:
+            result = build(self.settings.config_path, generation)
+        except ConfigError as e:
+            log.error("reload failed, keeping generation %d:", old)
+            for issue in e.issues:
+                log.error("  %s", issue)
+            return
+        except Exception as e:
+            # Whatever the compiler raises, a reload must never take the master down.
+            log.exception("reload failed, keeping generation %d: %s", old, e)
+            return
+        for warning in result.warnings:
+            log.warning("%s", warning)
+        ports = listener_ports(result.snapshot)
+        added = sorted(ports - self.ports)
+        removed = sorted(self.ports - ports)
+        try:
+            fresh = sockets.bind_slots(
+                self.settings.listen_address, added, self.settings.workers, self.settings.backlog
+            )
+        except sockets.BindError as e:
+            log.error("reload failed, keeping generation %d: %s", old, e)
+            return
+        for slot, listeners in enumerate(fresh):
+            self.slots[slot].update(listeners)
+        self.generation = generation
+        self.snapshot_bytes = encode(result.snapshot)
+        self.ports = ports
+        for port in added:
+            self._log_listening(port)
+
+        push = channel.Push(generation, self.snapshot_bytes, added)
+        pending: dict[int, Worker] = {}
+        for worker in list(self.workers.values()):
+            fds = [self.slots[worker.slot][port].fileno() for port in added]
+            try:
+                channel.send(worker.channel, push, fds)
+            except TimeoutError:
+                log.error(
+                    "worker %d (pid %d) did not read generation %d within %gs; killing it",
+                    worker.slot,
+                    worker.pid,
+                    generation,
+                    PUSH_TIMEOUT,
+                )
+                self.kill_worker(worker, signal.SIGKILL)
+            except OSError as e:
+                # Usually a worker that died and is not reaped yet; the loop respawns it.
+                log.warning(
+                    "cannot push generation %d to worker %d (pid %d): %s", generation, worker.slot, worker.pid, e
+                )
+                self.kill_worker(worker, signal.SIGKILL)
+            else:
+                pending[worker.pid] = worker
+        acked = self.collect_acks(pending, generation)
+
+        # Workers close their copies of removed ports when they switch; the master's copies
+        # go only now, so a slot never loses a port while its worker may still serve it.
+        sockets.close_slots(self.slots, removed)
+        for port in removed:
+            log.info("stopped listening on %s", sockets.format_address(self.settings.listen_address, port))
+        # The generation is in force either way: laggards were killed and respawn with it.
+        _freeze_heap()
+        note = "" if acked == len(pending) else f" ({acked} of {len(pending)} workers acked)"
+        log.info("reloaded: generation %d, %s%s", generation, result.summary, note)
+
+    def collect_acks(self, pending: dict[int, Worker], generation: int) -> int:
+        """Wait up to ACK_TIMEOUT for each pending worker's ack; kill the silent ones."""
+        acked = 0
+        deadline = time.monotonic() + ACK_TIMEOUT
+        poller = select.poll()
+        by_fd: dict[int, Worker] = {}
+        for worker in pending.values():
+            by_fd[worker.channel.fileno()] = worker
+            poller.register(worker.channel.fileno(), select.POLLIN)
+        while by_fd:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            for fd, _events in poller.poll(remaining * 1000):
+                worker = by_fd[fd]
+                done, ok = self._read_ack(worker, generation)
+                if done:
+                    poller.unregister(fd)
+                    del by_fd[fd]
+                    acked += ok
+        for worker in by_fd.values():
+            log.error(
+                "worker %d (pid %d) did not ack generation %d within %gs; killing it",
+                worker.slot,
+                worker.pid,
+                generation,
+                ACK_TIMEOUT,
+            )
+            self.kill_worker(worker, signal.SIGKILL)
+        return acked
+
+    def _read_ack(self, worker: Worker, generation: int) -> tuple[bool, bool]:
+        """Read what the worker sent: (finished with this worker, it acked the generation)."""
+        try:
+            alive = channel.recv_into(worker.channel, worker.reader)
+            messages = worker.reader.messages()
+        except Exception as e:
+            log.error("bad control frame from worker %d (pid %d): %s; killing it", worker.slot, worker.pid, e)
+            self.kill_worker(worker, signal.SIGKILL)
+            return True, False
+        for msg, fds in messages:
+            for fd in fds:
+                os.close(fd)
+            # Acks of an older generation arrive late after a timed-out reload: ignore them.
+            if isinstance(msg, channel.Ack) and msg.generation == generation:
+                if msg.ok:
+                    worker.generation = generation
+                    return True, True
+                log.error(
+                    "worker %d (pid %d) rejected generation %d and keeps generation %d: %s",
+                    worker.slot,
+                    worker.pid,
+                    generation,
+                    worker.generation,
+                    msg.error,
+                )
+                return True, False
+        if not alive:
+            return True, False  # channel closed: the worker died; reaping reports it
+        return False, False
+
+    # -- stop ------------------------------------------------------------------------------
+
+    def stop(self, graceful: bool) -> None:
+        """Stop every worker: SIGTERM and wait for the drain, or SIGQUIT; SIGKILL leftovers."""
+        self.stopping = True
+        limit = self.settings.graceful_timeout + GRACE_EXTRA if graceful else FAST_STOP_TIMEOUT
+        for worker in self.workers.values():
+            self.kill_worker(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
+        deadline = time.monotonic() + limit
+        while True:
+            self.reap()
+            remaining = deadline - time.monotonic()
+            if not self.workers or remaining <= 0:
+                break
+            try:
+                sig = self.signals.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                continue
+            if graceful and sig in (signal.SIGINT, signal.SIGQUIT):
+                log.info("received %s during graceful stop: fast stop", signal.Signals(sig).name)
+                graceful = False
+                for worker in self.workers.values():
+                    self.kill_worker(worker, signal.SIGQUIT)
+                deadline = min(deadline, time.monotonic() + FAST_STOP_TIMEOUT)
+        if self.workers:
+            log.warning("killing %s that did not stop in %gs", _count(len(self.workers), "worker"), limit)
+            for worker in self.workers.values():
+                self.kill_worker(worker, signal.SIGKILL)
+            end = time.monotonic() + 2.0
+            while self.workers and time.monotonic() < end:
+                self.reap()
+                time.sleep(0.02)
+
+    def _log_listening(self, port: int) -> None:
+        where = sockets.format_address(self.settings.listen_address, port)
+        log.info("listening on http://%s (%s, SO_REUSEPORT)", where, _count(self.settings.workers, "worker"))
+
+
+def _freeze_heap() -> None:
+    """Move every object alive now out of the collector's reach, before forking workers.
+
+    A GC pass in a worker would otherwise write to the header of every inherited object and
+    un-share its copy-on-write page. Collect first: freeze() would also pin the cyclic garbage
+    a build leaves behind, leaking it for the master's whole life.
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _die_with_parent(master_pid: int) -> None:
+    """Ask Linux to SIGTERM this worker if the master dies.
+
+    Orphaned workers would keep their SO_REUSEPORT sockets and serve a stale snapshot next to
+    a restarted master, with no pidfile left to notice them.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    # The master may have died between the fork and the prctl: then nobody would signal us.
+    if os.getppid() != master_pid:
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -1,0 +1,83 @@
+"""Listening sockets: one per (worker slot, port), all bound to the same address with SO_REUSEPORT.
+
+Why one socket per slot rather than one shared socket: the kernel balances connections across
+a SO_REUSEPORT group by hash, so workers do not contend on one accept queue (no thundering
+herd, no busiest-worker-takes-all). The master keeps every slot's sockets open for the life of
+the slot. When a worker dies, its slot's socket stays in the group and the kernel keeps
+queueing connections on it; the respawned worker inherits the same socket and accepts them,
+so nothing the kernel already accepted is lost. (Closing the last fd of a reuseport socket
+would reset its queued connections instead.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+from collections.abc import Iterable
+
+# slot index -> port -> listening socket
+SlotSockets = list[dict[int, socket.socket]]
+
+
+class BindError(Exception):
+    """A listener could not be created; the message is ready for the operator."""
+
+
+def format_address(address: str, port: int) -> str:
+    """``0.0.0.0:8000`` or ``[::]:8000``."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def family_of(address: str) -> socket.AddressFamily:
+    """AF_INET or AF_INET6 for an IP literal; ValueError for anything else (no DNS here)."""
+    ip = ipaddress.ip_address(address)
+    return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+
+
+def bind_listener(address: str, port: int, backlog: int) -> socket.socket:
+    """A non-blocking, inheritable listening TCP socket with SO_REUSEADDR and SO_REUSEPORT."""
+    where = format_address(address, port)
+    try:
+        family = family_of(address)
+    except ValueError:
+        raise BindError(f"cannot listen on {where}: not an IP address literal") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and address == "::":
+            # Dual stack for the wildcard, whatever net.ipv6.bindv6only says.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind((address, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+        sock.set_inheritable(True)
+    except OSError as e:
+        sock.close()
+        reason = e.strerror or str(e)
+        raise BindError(f"cannot listen on {where}: {reason}") from None
+    return sock
+
+
+def bind_slots(address: str, ports: Iterable[int], slots: int, backlog: int) -> SlotSockets:
+    """One listener per slot and port; on any failure, everything bound so far is closed."""
+    out: SlotSockets = [{} for _ in range(slots)]
+    try:
+        for port in sorted(set(ports)):
+            for slot in range(slots):
+                out[slot][port] = bind_listener(address, port, backlog)
+    except BindError:
+        close_slots(out)
+        raise
+    return out
+
+
+def close_slots(slot_sockets: SlotSockets, ports: Iterable[int] | None = None) -> None:
+    """Close (and forget) the given ports of every slot, or all of them."""
+    for listeners in slot_sockets:
+        for port in list(listeners) if ports is None else list(ports):
+            sock = listeners.pop(port, None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()

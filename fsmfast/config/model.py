@@ -1,0 +1,481 @@
+"""Typed model of the Kubernetes objects fsmfast reads.
+
+Field names follow the Kubernetes JSON names (``rename="camel"`` plus explicit names where
+the API is not plain camelCase, e.g. ``mTLS``). Defaults here are the CRD defaults the API
+server would have applied; those that depend on another field (a namespace defaulting to the
+object's own) are resolved where they are used.
+
+Two base classes, because Kubernetes objects mix two kinds of content:
+
+- ``Spec`` structs describe what the user wrote on purpose; an unknown field there is most
+  likely a typo, so the decoder warns about it.
+- ``Loose`` structs cover top-level bodies, metadata and controller-written objects
+  (EndpointSlices, Endpoints) whose extra fields are normal and are ignored silently.
+
+``ignored`` names fields that are valid Kubernetes but unused by fsmfast: no warning.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any, ClassVar, Literal
+
+import msgspec
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Weight = Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+
+
+class Origin(msgspec.Struct, frozen=True):
+    """Where an object was defined: file as the user named it, 1-based document number."""
+
+    file: str
+    doc: int
+    # Field path prefix inside the document: "items[3]" for objects of a ``kind: List``.
+    prefix: str = ""
+
+
+class Loose(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    strict: ClassVar[bool] = False
+    ignored: ClassVar[frozenset[str]] = frozenset()
+    # Fields the loader fills in; never read from a document.
+    internal: ClassVar[frozenset[str]] = frozenset()
+
+
+class Spec(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    strict: ClassVar[bool] = True
+    ignored: ClassVar[frozenset[str]] = frozenset()
+    internal: ClassVar[frozenset[str]] = frozenset()
+
+
+class Meta(Loose, kw_only=True):
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = {}
+    # Normalised to UTC "YYYY-MM-DDTHH:MM:SSZ" by the loader; None when absent.
+    creation_timestamp: Any = None
+
+
+class Object(Loose, kw_only=True):
+    """Fields common to every top-level object. ``origin`` is set by the loader, never read."""
+
+    internal = frozenset({"origin"})
+
+    api_version: str
+    kind: str
+    metadata: Meta
+    origin: Origin = Origin("", 0)
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+# --- label selectors (Kubernetes metav1.LabelSelector) -------------------------------------
+
+
+class LabelSelectorRequirement(Spec, kw_only=True):
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = []
+
+
+class LabelSelector(Spec, kw_only=True):
+    match_labels: dict[str, str] = {}
+    match_expressions: list[LabelSelectorRequirement] = []
+
+
+# --- Gateway --------------------------------------------------------------------------------
+
+
+class RouteNamespaces(Spec, kw_only=True):
+    from_: Literal["Same", "All", "Selector"] = msgspec.field(default="Same", name="from")
+    selector: LabelSelector | None = None
+
+
+class RouteGroupKind(Spec, kw_only=True):
+    group: str = GATEWAY_GROUP
+    kind: str
+
+
+class AllowedRoutes(Spec, kw_only=True):
+    namespaces: RouteNamespaces = msgspec.field(default_factory=RouteNamespaces)
+    kinds: list[RouteGroupKind] = []
+
+
+class GatewayListener(Spec, kw_only=True):
+    ignored = frozenset({"tls"})
+
+    name: str
+    port: Port
+    protocol: str
+    hostname: str | None = None
+    allowed_routes: AllowedRoutes = msgspec.field(default_factory=AllowedRoutes)
+    tls: Any = None
+
+
+class GatewaySpec(Spec, kw_only=True):
+    ignored = frozenset({"addresses", "infrastructure", "backendTLS", "tls", "allowedListeners", "defaultScope"})
+
+    gateway_class_name: str
+    listeners: list[GatewayListener] = []
+
+
+class Gateway(Object, kw_only=True):
+    spec: GatewaySpec
+
+
+class GatewayClass(Object, kw_only=True):
+    spec: Any = None
+
+
+# --- HTTPRoute ------------------------------------------------------------------------------
+
+
+class ParentRef(Spec, kw_only=True):
+    group: str = GATEWAY_GROUP
+    kind: str = "Gateway"
+    namespace: str | None = None
+    name: str
+    section_name: str | None = None
+    port: Port | None = None
+
+
+class HTTPPathMatch(Spec, kw_only=True):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = "/"
+
+
+class HTTPHeaderMatch(Spec, kw_only=True):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str
+    value: str
+
+
+class HTTPQueryParamMatch(Spec, kw_only=True):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str
+    value: str
+
+
+HTTPMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+
+
+class HTTPRouteMatch(Spec, kw_only=True):
+    path: HTTPPathMatch = msgspec.field(default_factory=HTTPPathMatch)
+    headers: list[HTTPHeaderMatch] = []
+    query_params: list[HTTPQueryParamMatch] = []
+    method: HTTPMethod | None = None
+
+
+class HTTPRouteFilter(Spec, kw_only=True):
+    """Filters are recognised but not applied yet; their bodies are kept unvalidated."""
+
+    type: str
+    request_header_modifier: Any = None
+    response_header_modifier: Any = None
+    request_mirror: Any = None
+    request_redirect: Any = None
+    url_rewrite: Any = None
+    extension_ref: Any = None
+    cors: Any = None
+    external_auth: Any = None
+
+
+class HTTPBackendRef(Spec, kw_only=True):
+    group: str = ""
+    kind: str = "Service"
+    name: str
+    namespace: str | None = None
+    port: Port | None = None
+    weight: Weight = 1
+    filters: list[HTTPRouteFilter] = []
+
+
+class HTTPRouteTimeouts(Spec, kw_only=True):
+    request: str | None = None
+    backend_request: str | None = None
+
+
+class HTTPRouteRule(Spec, kw_only=True):
+    name: str | None = None
+    matches: list[HTTPRouteMatch] = []
+    filters: list[HTTPRouteFilter] = []
+    backend_refs: list[HTTPBackendRef] = []
+    timeouts: HTTPRouteTimeouts | None = None
+    retry: Any = None
+    session_persistence: Any = None
+
+
+class HTTPRouteSpec(Spec, kw_only=True):
+    parent_refs: list[ParentRef] = []
+    hostnames: list[str] = []
+    rules: list[HTTPRouteRule] = []
+
+
+class HTTPRoute(Object, kw_only=True):
+    spec: HTTPRouteSpec = msgspec.field(default_factory=HTTPRouteSpec)
+
+
+# --- ReferenceGrant -------------------------------------------------------------------------
+
+
+class ReferenceGrantFrom(Spec, kw_only=True):
+    group: str
+    kind: str
+    namespace: str
+
+
+class ReferenceGrantTo(Spec, kw_only=True):
+    group: str
+    kind: str
+    name: str | None = None
+
+
+class ReferenceGrantSpec(Spec, kw_only=True):
+    from_: list[ReferenceGrantFrom] = msgspec.field(default_factory=list, name="from")
+    to: list[ReferenceGrantTo] = []
+
+
+class ReferenceGrant(Object, kw_only=True):
+    spec: ReferenceGrantSpec
+
+
+class Namespace(Object, kw_only=True):
+    pass
+
+
+# --- Service and its endpoints --------------------------------------------------------------
+
+
+class ServicePort(Spec, kw_only=True):
+    ignored = frozenset({"nodePort", "appProtocol"})
+
+    name: str = ""
+    port: Port
+    # int or IANA port name; None means "same as port".
+    target_port: int | str | None = None
+    protocol: str = "TCP"
+
+
+class ServiceSpec(Spec, kw_only=True):
+    # Standard Service fields fsmfast has no use for: known, so no typo warning.
+    ignored = frozenset(
+        {
+            "selector",
+            "type",
+            "clusterIP",
+            "clusterIPs",
+            "externalIPs",
+            "externalName",
+            "sessionAffinity",
+            "sessionAffinityConfig",
+            "loadBalancerIP",
+            "loadBalancerSourceRanges",
+            "loadBalancerClass",
+            "externalTrafficPolicy",
+            "internalTrafficPolicy",
+            "healthCheckNodePort",
+            "publishNotReadyAddresses",
+            "ipFamilies",
+            "ipFamilyPolicy",
+            "allocateLoadBalancerNodePorts",
+            "trafficDistribution",
+        }
+    )
+
+    ports: list[ServicePort] = []
+
+
+class Service(Object, kw_only=True):
+    spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
+
+
+class EndpointConditions(Loose, kw_only=True):
+    ready: bool | None = None
+
+
+class SliceEndpoint(Loose, kw_only=True):
+    addresses: list[str] = []
+    conditions: EndpointConditions = msgspec.field(default_factory=EndpointConditions)
+
+
+class SlicePort(Loose, kw_only=True):
+    name: str | None = None
+    port: Port | None = None
+    protocol: str = "TCP"
+
+
+class EndpointSlice(Object, kw_only=True):
+    address_type: str = "IPv4"
+    endpoints: list[SliceEndpoint] = []
+    ports: list[SlicePort] = []
+
+
+class EndpointAddress(Loose, kw_only=True):
+    ip: str
+
+
+class EndpointPort(Loose, kw_only=True):
+    name: str | None = None
+    port: Port
+    protocol: str = "TCP"
+
+
+class EndpointSubset(Loose, kw_only=True):
+    addresses: list[EndpointAddress] = []
+    not_ready_addresses: list[EndpointAddress] = []
+    ports: list[EndpointPort] = []
+
+
+class Endpoints(Object, kw_only=True):
+    subsets: list[EndpointSubset] = []
+
+
+# --- Secret and ConfigMap -------------------------------------------------------------------
+
+
+class Secret(Object, kw_only=True):
+    data: dict[str, str] = {}
+    string_data: dict[str, str] = {}
+    type: str | None = None
+
+    def value(self, key: str) -> bytes | None:
+        # stringData wins, as the API server merges it over data on write.
+        if key in self.string_data:
+            return self.string_data[key].encode()
+        if key in self.data:
+            return decode_base64(self.data[key])
+        return None
+
+    def field_of(self, key: str) -> str:
+        return f"stringData.{key}" if key in self.string_data else f"data.{key}"
+
+
+class ConfigMap(Object, kw_only=True):
+    data: dict[str, str] = {}
+
+    def value(self, key: str) -> bytes | None:
+        text = self.data.get(key)
+        return None if text is None else text.encode()
+
+    def field_of(self, key: str) -> str:
+        return f"data.{key}"
+
+
+def decode_base64(text: str) -> bytes:
+    """Strict base64 as the API server reads it, tolerating line breaks of block scalars."""
+    return base64.b64decode("".join(text.split()), validate=True)
+
+
+Base64Error = binascii.Error
+
+
+# --- Flomesh UpstreamTLSPolicy --------------------------------------------------------------
+
+
+class SecretRef(Spec, kw_only=True):
+    group: str = ""
+    kind: str = "Secret"
+    name: str
+    namespace: str | None = None
+
+
+class UpstreamTLSConfig(Spec, kw_only=True):
+    certificate_ref: SecretRef | None = None
+    m_tls: bool | None = msgspec.field(default=None, name="mTLS")
+
+
+class UpstreamTLSPort(Spec, kw_only=True):
+    port: Port
+    config: UpstreamTLSConfig | None = None
+
+
+class PolicyTargetRef(Spec, kw_only=True):
+    group: str = ""
+    kind: str
+    name: str
+    namespace: str | None = None
+
+
+class UpstreamTLSPolicySpec(Spec, kw_only=True):
+    target_ref: PolicyTargetRef
+    ports: list[UpstreamTLSPort] = []
+    config: UpstreamTLSConfig | None = None
+
+
+class UpstreamTLSPolicy(Object, kw_only=True):
+    spec: UpstreamTLSPolicySpec
+
+
+# --- Gateway API BackendTLSPolicy -----------------------------------------------------------
+
+
+class LocalTargetRef(Spec, kw_only=True):
+    group: str = ""
+    kind: str
+    name: str
+    section_name: str | None = None
+
+
+class LocalObjectRef(Spec, kw_only=True):
+    group: str = ""
+    kind: str
+    name: str
+
+
+class SubjectAltNameSpec(Spec, kw_only=True):
+    type: Literal["Hostname", "URI"]
+    hostname: str | None = None
+    uri: str | None = None
+
+
+class BackendTLSValidation(Spec, kw_only=True):
+    ca_certificate_refs: list[LocalObjectRef] = []
+    well_known_ca_certificates: Literal["System"] | None = msgspec.field(default=None, name="wellKnownCACertificates")
+    hostname: str
+    subject_alt_names: list[SubjectAltNameSpec] = []
+
+
+class BackendTLSPolicySpec(Spec, kw_only=True):
+    target_refs: list[LocalTargetRef]
+    validation: BackendTLSValidation
+    options: dict[str, str] = {}
+
+
+class BackendTLSPolicy(Object, kw_only=True):
+    spec: BackendTLSPolicySpec
+
+
+# --- the whole set --------------------------------------------------------------------------
+
+
+class Manifests(msgspec.Struct, kw_only=True):
+    """Every valid object, in file/document order; invalid ones are left out."""
+
+    gateway_classes: list[GatewayClass] = []
+    gateways: list[Gateway] = []
+    routes: list[HTTPRoute] = []
+    reference_grants: list[ReferenceGrant] = []
+    namespaces: list[Namespace] = []
+    services: list[Service] = []
+    endpoint_slices: list[EndpointSlice] = []
+    endpoints: list[Endpoints] = []
+    secrets: list[Secret] = []
+    config_maps: list[ConfigMap] = []
+    upstream_tls_policies: list[UpstreamTLSPolicy] = []
+    backend_tls_policies: list[BackendTLSPolicy] = []
+    files: list[str] = []
+    documents: int = 0
+    digest: str = ""

@@ -87,6 +87,22 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="after SIGTERM, how long in-flight requests may take (default: %(default)gs)",
     )
+    timeouts = (
+        ("--connect-timeout", "connect_timeout", "upstream connect and TLS handshake; expiry answers 504"),
+        ("--response-timeout", "response_timeout", "upstream silence while a request is in flight; expiry answers 504"),
+        ("--keepalive-timeout", "keepalive_timeout", "idle client keep-alive connections are closed after this"),
+        ("--header-timeout", "header_timeout", "a client must send its request head within this; else 408"),
+        ("--pool-idle-timeout", "pool_idle_timeout", "idle upstream keep-alive connections are closed after this"),
+    )
+    for flag, field, text in timeouts:
+        run.add_argument(
+            flag,
+            dest=field,
+            type=positive_float,
+            default=getattr(_DEFAULTS, field),
+            metavar="S",
+            help=f"{text} (default: %(default)gs)",
+        )
 
     check_ = sub.add_parser(
         "check",
@@ -110,6 +126,11 @@ def settings_from(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> Se
         pid_file=os.path.abspath(ns.pid_file) if ns.pid_file else None,
         access_log=ns.access_log,
         graceful_timeout=ns.graceful_timeout,
+        connect_timeout=ns.connect_timeout,
+        response_timeout=ns.response_timeout,
+        keepalive_timeout=ns.keepalive_timeout,
+        header_timeout=ns.header_timeout,
+        pool_idle_timeout=ns.pool_idle_timeout,
     )
 
 
@@ -159,6 +180,13 @@ def non_negative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, not {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
     return value
 
 

@@ -281,7 +281,8 @@ class ClientConnection(asyncio.Protocol):
             self.flush()
             self.close()
             return
-        self.resume_reading(self.PAUSE_QUEUE)
+        # Pauses belonged to the finished exchange's upstream and buffers.
+        self.resume_reading(self.PAUSE_QUEUE | self.PAUSE_UPSTREAM | self.PAUSE_PENDING)
         if self.queue:
             self.queue[0].activate()
         else:
@@ -365,7 +366,7 @@ class ClientConnection(asyncio.Protocol):
                 return
         if "Invalid method" in text or "invalid method" in text.lower():
             self._refuse(400, "invalid method", "bad_request")
-        elif "version" in text.lower():
+        elif any(m in text for m in ("Invalid HTTP version", "Invalid major version", "Invalid minor version")):
             self._refuse(505, "unsupported HTTP version", "http_version_not_supported")
         else:
             self._refuse(400, f"malformed request: {text}", "bad_request")

@@ -190,6 +190,9 @@ class Exchange:
         if self.up_out and self.conn is not None:
             self.conn.write(self.up_out)
             self.up_out = []
+            # A long upload keeps the exchange alive: the response timeout counts from the
+            # last byte exchanged with the upstream, in either direction (nginx's send/read).
+            self.touch()
         elif self.up_out:
             self.up_out = []
 

@@ -108,6 +108,9 @@ class Pool:
             conn.close()
             return
         conn.idle_since = time.monotonic()
+        # Reading may have been paused for a slow client; an idle connection must read to
+        # notice the server closing it.
+        conn.resume_reading()
         self.idle.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
@@ -285,12 +288,8 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None:
             self.exchange = None
-            # A close-delimited body ends here: tell llhttp, which then completes the message.
-            try:
-                self.parser.feed_data(b"")
-            except httptools.HttpParserError:
-                pass
             exchange.upstream_lost(self, exc)
+            exchange.flush_client()
 
     def pause_writing(self) -> None:
         if self.exchange is not None:

@@ -1,0 +1,66 @@
+# fsmfast set-up. On a fresh Debian 12 (Python 3.10+, root) these two are all that is needed:
+#   make demo   - the founding scenario on this machine: 502 without the upstream TLS policy, 200 with it
+#   make test   - Debian packages, venv, build, ruff, the whole suite, then the unit tests over the pure-Python twin
+#
+# Both targets use .venv (created with `$(PYTHON) -m venv` when absent) and a normal, non-editable install:
+# an editable install does not always put the compiled fsmfast._parser where the code imports it from.
+
+PYTHON ?= python3
+VENV ?= .venv
+VPY := $(VENV)/bin/python
+PIP := $(VPY) -m pip --disable-pip-version-check --no-input
+# Installed into the venv once so every build below can run without isolation (no re-download per build).
+BUILD_REQS := "setuptools>=68" wheel "Cython>=3"
+PYTEST := $(VPY) -m pytest -q -p no:cacheprovider
+
+.PHONY: all demo test venv install-demo install-test inplace lint clean distclean
+
+all: test
+
+# A venv whose interpreter vanished (e.g. Python upgraded) is rebuilt instead of failing obscurely.
+venv:
+	@if [ ! -x "$(VPY)" ] || ! "$(VPY)" -c 'import sys' >/dev/null 2>&1; then \
+		rm -rf "$(VENV)"; \
+		echo "creating $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv "$(VENV)"; \
+	fi
+	$(PIP) install -q $(BUILD_REQS)
+
+# build/ is removed first: setuptools reuses build/lib, so a module deleted from the source would survive there.
+install-demo: venv
+	rm -rf build
+	$(PIP) install -q --no-build-isolation ".[demo]"
+
+install-test: venv
+	rm -rf build
+	$(PIP) install -q --no-build-isolation ".[test]"
+
+# pytest puts the checkout first on sys.path (tests/ is a package), so the tests import fsmfast from here:
+# build the extension in place too, and fail now rather than silently testing the pure-Python twin only.
+inplace: venv
+	$(VPY) setup.py -q build_ext --inplace
+	$(VPY) -c 'import fsmfast._parser'
+
+demo:
+	bash .ci/sysdeps "$(PYTHON)" demo
+	$(MAKE) --no-print-directory install-demo
+	$(VENV)/bin/fsmfast demo
+
+lint:
+	$(VENV)/bin/ruff check fsmfast tests
+
+test:
+	bash .ci/sysdeps "$(PYTHON)" test
+	$(MAKE) --no-print-directory install-test
+	$(MAKE) --no-print-directory inplace
+	$(MAKE) --no-print-directory lint
+	$(PYTEST)
+	@# The same unit tests over the pure-Python twins (fsmfast/_accel.py honours FSMFAST_NO_EXTENSIONS).
+	if [ -d tests/unit ]; then FSMFAST_NO_EXTENSIONS=1 $(PYTEST) tests/unit; fi
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -f fsmfast/*.so fsmfast/_parser.c fsmfast/_parser.html
+
+distclean: clean
+	rm -rf $(VENV)

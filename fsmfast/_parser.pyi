@@ -1,0 +1,31 @@
+"""Stub for the compiled twin of ``fsmfast.proxy.headers`` (same names, same signatures)."""
+
+from typing import Final
+
+FRAME_NONE: Final = -1
+FRAME_CHUNKED: Final = -2
+FRAME_CLOSE: Final = -3
+
+HOP_BY_HOP: Final[frozenset[bytes]]
+GATEWAY_OWNED: Final[frozenset[bytes]]
+
+def parse_content_length(value: bytes) -> int: ...
+def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]: ...
+def build_request_head(
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    client_ip: bytes,
+    proto: bytes,
+    host: bytes,
+    framing: int,
+) -> bytes: ...
+def build_response_head(
+    http11: bool,
+    status: int,
+    reason: bytes,
+    headers: list[tuple[bytes, bytes]],
+    framing: int,
+    keep_alive: bool,
+) -> bytes: ...
+def chunk(data: bytes) -> list[bytes]: ...

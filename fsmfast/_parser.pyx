@@ -1,0 +1,659 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Header rewriting for both directions: the Cython twin of ``fsmfast/proxy/headers.py``.
+
+That module is the specification (rules, RFC references); this one must return byte-identical
+results for the same arguments, and ``tests/unit/test_parser_twin.py`` checks it does.
+
+Theory of operation. Every function works in three steps over a C array of ``Hdr`` records:
+
+1. *load*: read the header list once, keeping borrowed pointers into the name and value
+   ``bytes`` and a ``flags`` word saying which known header each name is (length switch, then
+   a case-insensitive compare against the lower-case literal: no lowered copy is allocated).
+   Anything but a list of exact ``(bytes, bytes)`` tuples goes through ``_normalize`` first,
+   which raises the errors the pure twin raises (``TypeError``, ``ValueError``) or builds a
+   clean list.
+2. *classify*: collect the Connection tokens as pointers into the values (up to
+   ``MAX_TOKENS`` distinct ones, compared case-insensitively, length first) and mark each
+   header kept, skipped, or X-Forwarded-For.
+3. *fill*: add up the output size, allocate one ``bytes`` with
+   ``PyBytes_FromStringAndSize(NULL, n)`` and ``memcpy`` the pieces into it.
+
+The borrowed pointers are safe because no Python code can run between load and fill: only
+``bytes`` (not tracked by the GC, so no collection and no finalizer can run) and ``PyMem``
+blocks are allocated there. The one path that needs a Python set, a message naming more than
+``MAX_TOKENS`` headers in Connection, first copies the list so that nothing else can change it.
+
+Inputs: header names and values, method, target, client_ip, proto, reason must be ``bytes``
+(anything else raises ``TypeError``; the pure twin happens to accept ``bytearray`` values
+through ``b"".join`` and ignores ``str`` names in ``connection_tokens``); ``host`` may also be
+None. ``framing`` and ``status`` are C ``long long``.
+"""
+
+from cpython.bytes cimport (
+    PyBytes_AS_STRING,
+    PyBytes_Check,
+    PyBytes_CheckExact,
+    PyBytes_FromStringAndSize,
+    PyBytes_GET_SIZE,
+)
+from cpython.list cimport PyList_CheckExact
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
+from cpython.object cimport PyObject
+from cpython.set cimport PySet_Add
+from libc.string cimport memcpy
+
+cdef extern from "Python.h":
+    # Borrowed-pointer spellings of the cpython.* declarations: the loops below read items of a
+    # list that nothing can change while they run, so they skip the reference counting.
+    Py_ssize_t _list_size "PyList_GET_SIZE" (object o)
+    PyObject* _list_item "PyList_GET_ITEM" (object o, Py_ssize_t i)
+    bint _tuple_exact "PyTuple_CheckExact" (PyObject* o)
+    Py_ssize_t _tuple_size "PyTuple_GET_SIZE" (PyObject* o)
+    PyObject* _tuple_item "PyTuple_GET_ITEM" (PyObject* o, Py_ssize_t i)
+    bint _is_bytes "PyBytes_Check" (PyObject* o)
+    char* _bytes_str "PyBytes_AS_STRING" (PyObject* o)
+    Py_ssize_t _bytes_size "PyBytes_GET_SIZE" (PyObject* o)
+    frozenset _new_frozenset "PyFrozenSet_New" (PyObject* iterable)
+
+cdef extern from *:
+    """
+    #ifndef FSMFAST_DEBUG
+    #define FSMFAST_DEBUG 0
+    #endif
+    #define FSM_LIT(name, text) static const char name[] = text; enum { name##_LEN = sizeof(text) - 1 };
+    FSM_LIT(S_HTTP11_REQ, " HTTP/1.1\\r\\n")
+    FSM_LIT(S_HTTP11, "HTTP/1.1 ")
+    FSM_LIT(S_HTTP10, "HTTP/1.0 ")
+    FSM_LIT(S_XFF, "X-Forwarded-For: ")
+    FSM_LIT(S_XFP, "X-Forwarded-Proto: ")
+    FSM_LIT(S_XFH, "X-Forwarded-Host: ")
+    FSM_LIT(S_CL, "Content-Length: ")
+    FSM_LIT(S_CHUNKED, "Transfer-Encoding: chunked\\r\\n")
+    FSM_LIT(S_CLOSE, "Connection: close\\r\\n")
+    FSM_LIT(S_KEEPALIVE, "Connection: keep-alive\\r\\n")
+    """
+    const int FSMFAST_DEBUG  # -DFSMFAST_DEBUG=1 turns on the invariant checks
+    const char* S_HTTP11_REQ
+    const char* S_HTTP11
+    const char* S_HTTP10
+    const char* S_XFF
+    const char* S_XFP
+    const char* S_XFH
+    const char* S_CL
+    const char* S_CHUNKED
+    const char* S_CLOSE
+    const char* S_KEEPALIVE
+    enum:
+        S_HTTP11_REQ_LEN
+        S_HTTP11_LEN
+        S_HTTP10_LEN
+        S_XFF_LEN
+        S_XFP_LEN
+        S_XFH_LEN
+        S_CL_LEN
+        S_CHUNKED_LEN
+        S_CLOSE_LEN
+        S_KEEPALIVE_LEN
+
+FRAME_NONE = -1  # no body and no framing header (GET without body, 204, 304)
+FRAME_CHUNKED = -2  # Transfer-Encoding: chunked
+FRAME_CLOSE = -3  # body delimited by closing the connection (HTTP/1.0 clients)
+# n >= 0: Content-Length: n
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-connection",
+        b"content-length",
+    }
+)
+GATEWAY_OWNED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"host"})
+
+cdef object _DIGITS = frozenset(b"0123456789")
+cdef bytes _CRLF = b"\r\n"
+cdef const char* _HEX = b"0123456789abcdef"
+
+cdef enum:
+    _FRAME_CHUNKED = -2
+    # Hdr.flags
+    F_HOP = 1  # in HOP_BY_HOP
+    F_CONN = 2  # Connection itself
+    F_EXPECT = 4
+    F_XFF = 8
+    F_OWNED_SET = 16  # X-Forwarded-Proto / X-Forwarded-Host: the gateway replaces them
+    F_HOST = 32
+    F_LISTED = 64  # named by a Connection token
+    F_KEEP = 128  # written out
+    STACK_HEADERS = 32
+    MAX_TOKENS = 16
+
+cdef struct Hdr:
+    const char* name
+    const char* value
+    Py_ssize_t nlen
+    Py_ssize_t vlen
+    int flags
+
+cdef struct HdrBuf:
+    Hdr* h  # stack, or a PyMem block for long lists
+    Py_ssize_t n
+    Py_ssize_t cap
+    Hdr stack[STACK_HEADERS]
+
+cdef struct Tok:
+    const char* p
+    Py_ssize_t n
+
+cdef unsigned char _LOWER[256]  # what bytes.lower() does: ASCII A-Z only
+cdef int _c
+for _c in range(256):
+    _LOWER[_c] = _c + 32 if 65 <= _c <= 90 else _c
+
+
+cdef inline bint _ieq(const char* s, const char* lit, Py_ssize_t n) noexcept nogil:
+    """s equals the lower-case literal lit, ignoring ASCII case in s."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if _LOWER[<unsigned char>s[i]] != <unsigned char>lit[i]:
+            return False
+    return True
+
+
+cdef inline bint _ieq2(const char* a, const char* b, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if _LOWER[<unsigned char>a[i]] != _LOWER[<unsigned char>b[i]]:
+            return False
+    return True
+
+
+cdef int _classify(const char* s, Py_ssize_t n) noexcept nogil:
+    """Flags of a header name: which of the names the rules mention it is, if any."""
+    cdef unsigned char c
+    if n < 2 or n > 17:
+        return 0
+    c = _LOWER[<unsigned char>s[0]]
+    if n == 2:
+        return F_HOP if _ieq(s, b"te", 2) else 0
+    if n == 4:
+        return F_HOST if _ieq(s, b"host", 4) else 0
+    if n == 6:
+        return F_EXPECT if _ieq(s, b"expect", 6) else 0
+    if n == 7:
+        if (c == b't' and _ieq(s, b"trailer", 7)) or (c == b'u' and _ieq(s, b"upgrade", 7)):
+            return F_HOP
+        return 0
+    if n == 10:
+        if c == b'c':
+            return F_HOP | F_CONN if _ieq(s, b"connection", 10) else 0
+        return F_HOP if c == b'k' and _ieq(s, b"keep-alive", 10) else 0
+    if n == 14:
+        return F_HOP if _ieq(s, b"content-length", 14) else 0
+    if n == 15:
+        return F_XFF if _ieq(s, b"x-forwarded-for", 15) else 0
+    if n == 16:
+        if c == b'p':
+            return F_HOP if _ieq(s, b"proxy-connection", 16) else 0
+        return F_OWNED_SET if c == b'x' and _ieq(s, b"x-forwarded-host", 16) else 0
+    if n == 17:
+        if c == b't':
+            return F_HOP if _ieq(s, b"transfer-encoding", 17) else 0
+        return F_OWNED_SET if c == b'x' and _ieq(s, b"x-forwarded-proto", 17) else 0
+    return 0
+
+
+cdef inline void _buf_init(HdrBuf* b) noexcept nogil:
+    b.h = b.stack
+    b.n = 0
+    b.cap = STACK_HEADERS
+
+
+cdef inline void _buf_free(HdrBuf* b) noexcept:
+    if b.h != b.stack:
+        PyMem_Free(b.h)
+        b.h = b.stack
+        b.cap = STACK_HEADERS
+
+
+cdef int _load(list lst, HdrBuf* b) except -1:
+    """Fills b from lst; 0 (b unusable) when an item is not an exact tuple of two bytes."""
+    cdef Py_ssize_t i, n = _list_size(lst)
+    cdef PyObject* item
+    cdef PyObject* name
+    cdef PyObject* value
+    cdef Hdr* h
+    if n > b.cap:
+        h = <Hdr*>PyMem_Malloc(<size_t>n * sizeof(Hdr))
+        if h == NULL:
+            raise MemoryError()
+        _buf_free(b)
+        b.h = h
+        b.cap = n
+    for i in range(n):
+        item = _list_item(lst, i)
+        if not _tuple_exact(item) or _tuple_size(item) != 2:
+            return 0
+        name = _tuple_item(item, 0)
+        value = _tuple_item(item, 1)
+        if not _is_bytes(name) or not _is_bytes(value):
+            return 0
+        h = &b.h[i]
+        h.name = _bytes_str(name)
+        h.nlen = _bytes_size(name)
+        h.value = _bytes_str(value)
+        h.vlen = _bytes_size(value)
+        h.flags = _classify(h.name, h.nlen)
+    b.n = n
+    return 1
+
+
+cdef list _normalize(object headers):
+    """The slow path: unpack like ``for name, value in headers`` and insist on bytes."""
+    cdef list out = []
+    for item in headers:
+        name, value = item
+        if not isinstance(name, bytes) or not isinstance(value, bytes):
+            raise TypeError(
+                f"headers must be (bytes, bytes) pairs, not ({type(name).__name__}, {type(value).__name__})"
+            )
+        out.append((name, value))
+    return out
+
+
+cdef list _prepare(object headers, HdrBuf* b, bint copy):
+    """Loads b from headers; returns the list b points into (a private copy if copy)."""
+    cdef list lst
+    if copy or not PyList_CheckExact(headers):
+        lst = list(headers)  # any iterable, like the pure twin's for loop
+    else:
+        lst = <list>headers
+    if not _load(lst, b):
+        lst = _normalize(lst)
+        _load(lst, b)
+    return lst
+
+
+cdef Py_ssize_t _scan_tokens(HdrBuf* b, Tok* toks) noexcept nogil:
+    """Distinct Connection tokens (split on ",", strip " \\t") as pointers; -1 past MAX_TOKENS."""
+    cdef Py_ssize_t i, j, nt = 0, tn
+    cdef const char* p
+    cdef const char* end
+    cdef const char* s
+    cdef const char* e
+    cdef bint seen
+    for i in range(b.n):
+        if not (b.h[i].flags & F_CONN):
+            continue
+        p = b.h[i].value
+        end = p + b.h[i].vlen
+        while True:
+            s = p
+            while p < end and p[0] != b',':
+                p += 1
+            e = p
+            while s < e and (s[0] == b' ' or s[0] == b'\t'):
+                s += 1
+            while e > s and ((e - 1)[0] == b' ' or (e - 1)[0] == b'\t'):
+                e -= 1
+            tn = e - s
+            if tn:
+                seen = False
+                for j in range(nt):
+                    if toks[j].n == tn and _ieq2(toks[j].p, s, tn):
+                        seen = True
+                        break
+                if not seen:
+                    if nt == MAX_TOKENS:
+                        return -1
+                    toks[nt].p = s
+                    toks[nt].n = tn
+                    nt += 1
+            if p == end:
+                break
+            p += 1  # past the comma
+    return nt
+
+
+cdef int _tokens_into(HdrBuf* b, object out) except -1:
+    """Adds the lowered Connection tokens to the new set or frozenset out (only bytes are allocated)."""
+    cdef Py_ssize_t i, k
+    cdef const char* p
+    cdef const char* end
+    cdef const char* s
+    cdef const char* e
+    cdef bytes tok
+    cdef char* t
+    for i in range(b.n):
+        if not (b.h[i].flags & F_CONN):
+            continue
+        p = b.h[i].value
+        end = p + b.h[i].vlen
+        while True:
+            s = p
+            while p < end and p[0] != b',':
+                p += 1
+            e = p
+            while s < e and (s[0] == b' ' or s[0] == b'\t'):
+                s += 1
+            while e > s and ((e - 1)[0] == b' ' or (e - 1)[0] == b'\t'):
+                e -= 1
+            if e > s:
+                tok = PyBytes_FromStringAndSize(NULL, e - s)
+                t = PyBytes_AS_STRING(tok)
+                for k in range(e - s):
+                    t[k] = <char>_LOWER[<unsigned char>s[k]]
+                PySet_Add(out, tok)
+            if p == end:
+                break
+            p += 1
+    return 0
+
+
+cdef list _mark_listed(list lst, HdrBuf* b):
+    """Sets F_LISTED on every header a Connection token names; returns the list b now points into."""
+    cdef Tok toks[MAX_TOKENS]
+    cdef Py_ssize_t i, j, nt = _scan_tokens(b, toks)
+    cdef set listed
+    cdef bytes lname
+    cdef char* t
+    cdef Hdr* h
+    if nt > 0:
+        for i in range(b.n):
+            h = &b.h[i]
+            for j in range(nt):
+                if toks[j].n == h.nlen and _ieq2(toks[j].p, h.name, h.nlen):
+                    h.flags |= F_LISTED
+                    break
+    elif nt < 0:
+        # Rare (a client naming many headers): hash the tokens like the pure twin, so the cost
+        # stays linear. The set is a GC object, so reload b from a private copy of the list first.
+        lst = _prepare(lst, b, True)
+        listed = set()
+        _tokens_into(b, listed)
+        for i in range(b.n):
+            h = &b.h[i]
+            lname = PyBytes_FromStringAndSize(NULL, h.nlen)
+            t = PyBytes_AS_STRING(lname)
+            for j in range(h.nlen):
+                t[j] = <char>_LOWER[<unsigned char>h.name[j]]
+            if lname in listed:
+                h.flags |= F_LISTED
+    return lst
+
+
+cdef inline char* _put(char* p, const char* s, Py_ssize_t n) noexcept nogil:
+    memcpy(p, s, <size_t>n)
+    return p + n
+
+
+cdef inline Py_ssize_t _fmt_dec(long long v, char* buf) noexcept nogil:
+    """Decimal digits of v into buf (at least 20 chars), like b"%d"; returns the length."""
+    cdef char tmp[24]
+    cdef Py_ssize_t i = 0, n = 0
+    cdef unsigned long long u = <unsigned long long>v
+    if v < 0:
+        u = 0ULL - u
+        buf[0] = b'-'
+        n = 1
+    while True:
+        tmp[i] = <char>(48 + <int>(u % 10ULL))
+        i += 1
+        u //= 10ULL
+        if u == 0:
+            break
+    while i:
+        i -= 1
+        buf[n] = tmp[i]
+        n += 1
+    return n
+
+
+cdef inline Py_ssize_t _framing_size(long long framing, char* digits, Py_ssize_t* ndigits) noexcept nogil:
+    if framing >= 0:
+        ndigits[0] = _fmt_dec(framing, digits)
+        return S_CL_LEN + ndigits[0] + 2
+    if framing == _FRAME_CHUNKED:
+        return S_CHUNKED_LEN
+    return 0
+
+
+cdef inline char* _put_framing(char* p, long long framing, const char* digits, Py_ssize_t ndigits) noexcept nogil:
+    if framing >= 0:
+        p = _put(p, S_CL, S_CL_LEN)
+        p = _put(p, digits, ndigits)
+        return _put(p, b"\r\n", 2)
+    if framing == _FRAME_CHUNKED:
+        return _put(p, S_CHUNKED, S_CHUNKED_LEN)
+    return p
+
+
+cdef inline int _check_filled(bytes out, char* p) except -1:
+    if FSMFAST_DEBUG and p != PyBytes_AS_STRING(out) + PyBytes_GET_SIZE(out):
+        raise SystemError("fsmfast._parser: head size mismatch")
+    return 0
+
+
+cdef inline int _need_bytes(object value, str name) except -1:
+    if not PyBytes_Check(value):
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+    return 0
+
+
+cpdef long long parse_content_length(object value) except? -2:
+    """Strict Content-Length: 1*DIGIT, nothing else (no sign, space, comma list, ``_``).
+
+    Returns -1 when invalid.
+    """
+    cdef const char* s
+    cdef Py_ssize_t i, n
+    cdef long long r = 0
+    cdef unsigned char c
+    if PyBytes_CheckExact(value):
+        n = PyBytes_GET_SIZE(value)
+        if n == 0 or n > 18:  # 18 digits always fit in a long long
+            return -1
+        s = PyBytes_AS_STRING(value)
+        for i in range(n):
+            c = <unsigned char>s[i] - 48
+            if c > 9:
+                return -1
+            r = r * 10 + c
+        return r
+    # Anything else: exactly what the pure twin does, whatever that is for the type.
+    if not value or len(value) > 18:
+        return -1
+    for ch in value:
+        if ch not in _DIGITS:
+            return -1
+    return int(value)
+
+
+cpdef frozenset connection_tokens(object headers):
+    """Lower-cased tokens of every Connection header (it may repeat)."""
+    cdef HdrBuf b
+    cdef list lst
+    # Filled in place (allowed on a frozenset nobody else has seen yet), and created before
+    # _prepare so that nothing GC-tracked is allocated while b holds pointers.
+    cdef frozenset tokens = _new_frozenset(NULL)
+    _buf_init(&b)
+    try:
+        lst = _prepare(headers, &b, False)
+        _tokens_into(&b, tokens)
+    finally:
+        _buf_free(&b)
+    return tokens
+
+
+cpdef bytes build_request_head(
+    object method,
+    object target,
+    object headers,
+    object client_ip,
+    object proto,
+    object host,
+    long long framing,
+):
+    """The HTTP/1.1 request head sent upstream, ending with the blank line.
+
+    ``host`` is the client's Host value (for X-Forwarded-Host); ``framing`` is FRAME_NONE,
+    FRAME_CHUNKED or a Content-Length.
+    """
+    cdef HdrBuf b
+    cdef Hdr* h
+    cdef list lst
+    cdef Py_ssize_t i, size, ndigits = 0, nhost = 0
+    cdef char digits[24]
+    cdef bytes out
+    cdef char* p
+    cdef int f
+    _need_bytes(method, "method")
+    _need_bytes(target, "target")
+    _need_bytes(client_ip, "client_ip")
+    _need_bytes(proto, "proto")
+    if host is not None:
+        _need_bytes(host, "host")
+        nhost = PyBytes_GET_SIZE(host)
+    _buf_init(&b)
+    try:
+        lst = _prepare(headers, &b, False)
+        lst = _mark_listed(lst, &b)  # lst keeps alive what b points into
+        size = PyBytes_GET_SIZE(method) + 1 + PyBytes_GET_SIZE(target) + S_HTTP11_REQ_LEN
+        for i in range(b.n):
+            h = &b.h[i]
+            f = h.flags
+            if f & F_XFF:
+                size += h.vlen + 2  # "value, "
+            elif f & (F_HOP | F_EXPECT | F_OWNED_SET):
+                pass
+            elif f & F_LISTED and not f & F_HOST:  # Connection cannot remove Host
+                pass
+            else:
+                h.flags = f | F_KEEP
+                size += h.nlen + h.vlen + 4
+        size += S_XFF_LEN + PyBytes_GET_SIZE(client_ip) + 2
+        size += S_XFP_LEN + PyBytes_GET_SIZE(proto) + 2
+        if nhost:
+            size += S_XFH_LEN + nhost + 2
+        size += _framing_size(framing, digits, &ndigits) + 2
+
+        out = PyBytes_FromStringAndSize(NULL, size)
+        p = PyBytes_AS_STRING(out)
+        p = _put(p, PyBytes_AS_STRING(method), PyBytes_GET_SIZE(method))
+        p[0] = b' '
+        p = _put(p + 1, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target))
+        p = _put(p, S_HTTP11_REQ, S_HTTP11_REQ_LEN)
+        for i in range(b.n):
+            h = &b.h[i]
+            if h.flags & F_KEEP:
+                p = _put(p, h.name, h.nlen)
+                p = _put(p, b": ", 2)
+                p = _put(p, h.value, h.vlen)
+                p = _put(p, b"\r\n", 2)
+        p = _put(p, S_XFF, S_XFF_LEN)
+        for i in range(b.n):
+            h = &b.h[i]
+            if h.flags & F_XFF:
+                p = _put(p, h.value, h.vlen)
+                p = _put(p, b", ", 2)
+        p = _put(p, PyBytes_AS_STRING(client_ip), PyBytes_GET_SIZE(client_ip))
+        p = _put(p, b"\r\n", 2)
+        p = _put(p, S_XFP, S_XFP_LEN)
+        p = _put(p, PyBytes_AS_STRING(proto), PyBytes_GET_SIZE(proto))
+        p = _put(p, b"\r\n", 2)
+        if nhost:
+            p = _put(p, S_XFH, S_XFH_LEN)
+            p = _put(p, PyBytes_AS_STRING(host), nhost)
+            p = _put(p, b"\r\n", 2)
+        p = _put_framing(p, framing, digits, ndigits)
+        p = _put(p, b"\r\n", 2)
+        _check_filled(out, p)
+    finally:
+        _buf_free(&b)
+    return out
+
+
+cpdef bytes build_response_head(
+    bint http11,
+    long long status,
+    object reason,
+    object headers,
+    long long framing,
+    bint keep_alive,
+):
+    """The response head sent to the client, ending with the blank line.
+
+    ``http11`` is the client's version; a 1.0 client gets ``HTTP/1.0`` and an explicit
+    ``Connection: keep-alive`` when the connection stays open (it is not its default).
+    """
+    cdef HdrBuf b
+    cdef Hdr* h
+    cdef list lst
+    cdef Py_ssize_t i, size, nstatus, ndigits = 0
+    cdef char digits[24]
+    cdef char status_digits[24]
+    cdef bytes out
+    cdef char* p
+    _need_bytes(reason, "reason")
+    _buf_init(&b)
+    try:
+        lst = _prepare(headers, &b, False)
+        lst = _mark_listed(lst, &b)  # lst keeps alive what b points into
+        nstatus = _fmt_dec(status, status_digits)
+        size = S_HTTP11_LEN + nstatus + 1 + PyBytes_GET_SIZE(reason) + 2
+        for i in range(b.n):
+            h = &b.h[i]
+            if not h.flags & (F_HOP | F_LISTED):
+                h.flags |= F_KEEP
+                size += h.nlen + h.vlen + 4
+        size += _framing_size(framing, digits, &ndigits)
+        if not keep_alive:
+            size += S_CLOSE_LEN
+        elif not http11:
+            size += S_KEEPALIVE_LEN
+        size += 2
+
+        out = PyBytes_FromStringAndSize(NULL, size)
+        p = PyBytes_AS_STRING(out)
+        p = _put(p, S_HTTP11 if http11 else S_HTTP10, S_HTTP11_LEN)
+        p = _put(p, status_digits, nstatus)
+        p[0] = b' '
+        p = _put(p + 1, PyBytes_AS_STRING(reason), PyBytes_GET_SIZE(reason))
+        p = _put(p, b"\r\n", 2)
+        for i in range(b.n):
+            h = &b.h[i]
+            if h.flags & F_KEEP:
+                p = _put(p, h.name, h.nlen)
+                p = _put(p, b": ", 2)
+                p = _put(p, h.value, h.vlen)
+                p = _put(p, b"\r\n", 2)
+        p = _put_framing(p, framing, digits, ndigits)
+        if not keep_alive:
+            p = _put(p, S_CLOSE, S_CLOSE_LEN)
+        elif not http11:
+            p = _put(p, S_KEEPALIVE, S_KEEPALIVE_LEN)
+        p = _put(p, b"\r\n", 2)
+        _check_filled(out, p)
+    finally:
+        _buf_free(&b)
+    return out
+
+
+cpdef list chunk(object data):
+    """One chunk of chunked transfer coding, as pieces for ``writelines``."""
+    cdef Py_ssize_t n = len(data)
+    cdef char buf[24]
+    cdef Py_ssize_t i = 20
+    buf[20] = b'\r'
+    buf[21] = b'\n'
+    while True:
+        i -= 1
+        buf[i] = _HEX[n & 15]
+        n >>= 4
+        if n == 0:
+            break
+    return [PyBytes_FromStringAndSize(buf + i, 22 - i), data, _CRLF]

@@ -1,0 +1,654 @@
+"""The Cython twin ``fsmfast._parser`` against the pure-Python spec ``fsmfast.proxy.headers``.
+
+Table tests run over both implementations (fixture ``impl``); property tests check that the two
+agree byte for byte on random input and that what ``build_request_head`` writes parses back.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import httptools
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fsmfast
+from fsmfast.proxy import headers as pure
+
+try:
+    from fsmfast import _parser as cython_impl
+
+    _MISSING = ""
+except ImportError as exc:  # pragma: no cover - depends on the build
+    cython_impl = None  # type: ignore[assignment]
+    _MISSING = f"fsmfast._parser is not built ({exc}); run `python setup.py build_ext --inplace`"
+
+needs_extension = pytest.mark.skipif(cython_impl is None, reason=_MISSING or "built")
+IMPLS = [
+    pytest.param(pure, id="pure"),
+    pytest.param(cython_impl, id="cython", marks=needs_extension),
+]
+FRAME_NONE, FRAME_CHUNKED, FRAME_CLOSE = pure.FRAME_NONE, pure.FRAME_CHUNKED, pure.FRAME_CLOSE
+Headers = list[tuple[bytes, bytes]]
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request: pytest.FixtureRequest) -> ModuleType:
+    return request.param  # type: ignore[no-any-return]
+
+
+def request_head(
+    impl: ModuleType,
+    headers: Headers,
+    *,
+    client_ip: bytes = b"10.0.0.9",
+    proto: bytes = b"http",
+    host: bytes = b"",
+    framing: int = FRAME_NONE,
+) -> bytes:
+    return impl.build_request_head(b"GET", b"/p?q=1", headers, client_ip, proto, host, framing)  # type: ignore[no-any-return]
+
+
+def expected_request(
+    kept: Headers, xff: bytes = b"10.0.0.9", proto: bytes = b"http", host: bytes = b"", framing: bytes = b""
+) -> bytes:
+    lines = b"".join(n + b": " + v + b"\r\n" for n, v in kept)
+    xfh = b"X-Forwarded-Host: " + host + b"\r\n" if host else b""
+    return (
+        b"GET /p?q=1 HTTP/1.1\r\n"
+        + lines
+        + b"X-Forwarded-For: "
+        + xff
+        + b"\r\nX-Forwarded-Proto: "
+        + proto
+        + b"\r\n"
+        + xfh
+        + framing
+        + b"\r\n"
+    )
+
+
+# --- API ------------------------------------------------------------------------------------------
+
+
+PUBLIC = [
+    "FRAME_NONE",
+    "FRAME_CHUNKED",
+    "FRAME_CLOSE",
+    "HOP_BY_HOP",
+    "GATEWAY_OWNED",
+    "parse_content_length",
+    "connection_tokens",
+    "build_request_head",
+    "build_response_head",
+    "chunk",
+]
+
+
+@needs_extension
+def test_same_public_api() -> None:
+    def public(mod: ModuleType) -> set[str]:
+        return {n for n in vars(mod) if not n.startswith("_") and n != "annotations"}
+
+    assert public(cython_impl) == public(pure) == set(PUBLIC)
+    for name in PUBLIC:
+        a, b = getattr(cython_impl, name), getattr(pure, name)
+        if callable(b):
+            assert list(inspect.signature(a).parameters) == list(inspect.signature(b).parameters), name
+        else:
+            assert a == b, name
+
+
+def test_accel_picks_extension_by_default_and_pure_when_forced() -> None:
+    root = str(Path(fsmfast.__file__).resolve().parent.parent)
+    code = "from fsmfast import _accel; print(_accel.impl.__name__, _accel.USING_EXTENSION)"
+
+    def run(**extra: str) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "FSMFAST_NO_EXTENSIONS"}
+        env["PYTHONPATH"] = root
+        env.update(extra)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, timeout=60, check=True
+        )
+        return out.stdout.strip()
+
+    assert run(FSMFAST_NO_EXTENSIONS="1") == "fsmfast.proxy.headers False"
+    if cython_impl is None:
+        pytest.skip(_MISSING)
+    assert run() == "fsmfast._parser True"
+
+
+# --- parse_content_length ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"0", 0),
+        (b"123", 123),
+        (b"007", 7),
+        (b"", -1),
+        (b"+5", -1),
+        (b"-1", -1),
+        (b" 5", -1),
+        (b"5 ", -1),
+        (b"5\t", -1),
+        (b"1,2", -1),
+        (b"0x10", -1),
+        (b"1_0", -1),
+        (b"1.0", -1),
+        (b"5\x00", -1),
+        ("٣".encode(), -1),  # ARABIC-INDIC DIGIT THREE: int() would take it as a str
+        ("12".encode("utf-16-le"), -1),
+        (b"9" * 18, 999_999_999_999_999_999),
+        (b"0" * 18, 0),
+        (b"1" + b"0" * 18, -1),  # 19 digits
+        (b"9" * 19, -1),
+        (b"9" * 40, -1),
+    ],
+)
+def test_parse_content_length(impl: ModuleType, value: bytes, expected: int) -> None:
+    assert impl.parse_content_length(value) == expected
+
+
+# --- connection_tokens ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([], set()),
+        ([(b"Host", b"a")], set()),
+        ([(b"Connection", b"close")], {b"close"}),
+        ([(b"CONNECTION", b"Keep-Alive, X-Foo")], {b"keep-alive", b"x-foo"}),
+        ([(b"connection", b" \tX-A\t ,  x-b ,, ,\t")], {b"x-a", b"x-b"}),
+        ([(b"Connection", b"a"), (b"X", b"y"), (b"cOnNeCtIoN", b"B,a")], {b"a", b"b"}),
+        ([(b"Connection", b"")], set()),
+        ([(b"Connection ", b"a"), (b"Proxy-Connection", b"b")], set()),  # only the exact name counts
+        ([(b"Connection", b"a b, c\x80\xc3\x89")], {b"a b", b"c\x80\xc3\x89"}),  # lower() is ASCII only
+        ([(b"Connection", b"@AZ[`az{\xc0\xda")], {b"@az[`az{\xc0\xda"}),  # the edges of A-Z
+    ],
+)
+def test_connection_tokens(impl: ModuleType, headers: Headers, expected: set[bytes]) -> None:
+    tokens = impl.connection_tokens(headers)
+    assert isinstance(tokens, frozenset)
+    assert tokens == expected
+
+
+# --- build_request_head --------------------------------------------------------------------------
+
+ACCEPT = (b"Accept", b"*/*")
+
+
+@pytest.mark.parametrize(
+    ("headers", "kept"),
+    [
+        pytest.param([], [], id="empty"),
+        pytest.param(
+            [
+                (b"Connection", b"close"),
+                (b"Keep-Alive", b"timeout=5"),
+                (b"TE", b"trailers"),
+                (b"Trailer", b"X-Sum"),
+                (b"Transfer-Encoding", b"chunked"),
+                (b"Upgrade", b"websocket"),
+                (b"Proxy-Connection", b"keep-alive"),
+                (b"Content-Length", b"5"),
+                ACCEPT,
+            ],
+            [ACCEPT],
+            id="hop-by-hop",
+        ),
+        pytest.param(
+            [(b"cOnNeCtIoN", b"x"), (b"KEEP-ALIVE", b"1"), (b"tE", b"t"), (b"trAILER", b"t"), (b"uPGRADE", b"h2c")],
+            [],
+            id="hop-by-hop-mixed-case",
+        ),
+        pytest.param(
+            [(b"X-Foo", b"1"), (b"Connection", b"X-Foo, x-BAR"), (b"x-bar", b"2"), (b"X-Baz", b"3")],
+            [(b"X-Baz", b"3")],
+            id="listed-in-connection",
+        ),
+        pytest.param(
+            [(b"Connection", b"x-a"), (b"X-A", b"1"), (b"Connection", b"X-B"), (b"x-b", b"2"), (b"x-c", b"3")],
+            [(b"x-c", b"3")],
+            id="several-connection-headers",
+        ),
+        pytest.param(
+            [(b"Connection", b" \tx-a\t ,  X-B ,,"), (b"x-a", b"1"), (b"x-b", b"2"), ACCEPT],
+            [ACCEPT],
+            id="connection-whitespace",
+        ),
+        pytest.param([(b"Expect", b"100-continue"), (b"EXPECT", b"x"), ACCEPT], [ACCEPT], id="expect-dropped"),
+        pytest.param(
+            [(b"A", b"1"), (b"B", b"2"), (b"a", b"3"), (b"Cookie", b"x=1"), (b"Cookie", b"y=2"), (b"A", b"")],
+            [(b"A", b"1"), (b"B", b"2"), (b"a", b"3"), (b"Cookie", b"x=1"), (b"Cookie", b"y=2"), (b"A", b"")],
+            id="duplicates-and-order",
+        ),
+        pytest.param(
+            [
+                (b"Tf", b"1"),
+                (b"Hosts", b"1"),
+                (b"Connectio", b"1"),
+                (b"Connections", b"1"),
+                (b"keep_alive", b"1"),
+                (b"Content-Lengths", b"1"),
+                (b"x-forwarded-fox", b"1"),
+                (b"X-Forwarded-Hosts", b"1"),
+                (b"Expects", b"1"),
+                (b"\xc3\x89tag", b"\xff"),
+            ],
+            [
+                (b"Tf", b"1"),
+                (b"Hosts", b"1"),
+                (b"Connectio", b"1"),
+                (b"Connections", b"1"),
+                (b"keep_alive", b"1"),
+                (b"Content-Lengths", b"1"),
+                (b"x-forwarded-fox", b"1"),
+                (b"X-Forwarded-Hosts", b"1"),
+                (b"Expects", b"1"),
+                (b"\xc3\x89tag", b"\xff"),
+            ],
+            id="near-misses-kept",
+        ),
+        pytest.param(
+            [(b"Connection", b", ".join(b"x-%d" % i for i in range(40)))] + [(b"X-%d" % i, b"v") for i in range(45)],
+            [(b"X-%d" % i, b"v") for i in range(40, 45)],
+            id="many-connection-tokens",
+        ),
+        pytest.param(
+            [(b"H-%d" % i, b"v" * i) for i in range(100)] + [(b"Connection", b"h-7")],
+            [(b"H-%d" % i, b"v" * i) for i in range(100) if i != 7],
+            id="many-headers",
+        ),
+    ],
+)
+def test_request_strips_hop_by_hop(impl: ModuleType, headers: Headers, kept: Headers) -> None:
+    assert request_head(impl, headers) == expected_request(kept)
+
+
+def test_connection_cannot_strip_what_the_gateway_owns(impl: ModuleType) -> None:
+    headers = [
+        (b"Connection", b"Host, X-Forwarded-For, x-forwarded-proto, X-FORWARDED-HOST, X-Other"),
+        (b"Host", b"app.example"),
+        (b"X-Forwarded-For", b"1.1.1.1"),
+        (b"X-Forwarded-Proto", b"https"),
+        (b"X-Forwarded-Host", b"evil.example"),
+        (b"X-Other", b"gone"),
+    ]
+    head = request_head(impl, headers, host=b"app.example")
+    assert head == expected_request([(b"Host", b"app.example")], xff=b"1.1.1.1, 10.0.0.9", host=b"app.example")
+
+
+@pytest.mark.parametrize(
+    ("headers", "xff"),
+    [
+        ([], b"10.0.0.9"),
+        ([(b"X-Forwarded-For", b"1.1.1.1")], b"1.1.1.1, 10.0.0.9"),
+        ([(b"x-forwarded-for", b"1.1.1.1, 2.2.2.2")], b"1.1.1.1, 2.2.2.2, 10.0.0.9"),
+        (
+            [(b"X-Forwarded-For", b"a"), ACCEPT, (b"X-FORWARDED-FOR", b"b"), (b"x-Forwarded-for", b"c")],
+            b"a, b, c, 10.0.0.9",
+        ),
+        ([(b"X-Forwarded-For", b"")], b", 10.0.0.9"),
+    ],
+)
+def test_x_forwarded_for_appends(impl: ModuleType, headers: Headers, xff: bytes) -> None:
+    kept = [ACCEPT] if ACCEPT in headers else []
+    assert request_head(impl, headers) == expected_request(kept, xff=xff)
+
+
+@pytest.mark.parametrize("host", [b"", b"app.example:8443"])
+def test_x_forwarded_proto_and_host_are_replaced(impl: ModuleType, host: bytes) -> None:
+    headers = [(b"X-Forwarded-Proto", b"http"), (b"x-forwarded-host", b"spoofed"), (b"X-Forwarded-Proto", b"ftp")]
+    head = request_head(impl, headers, proto=b"https", host=host)
+    assert head == expected_request([], proto=b"https", host=host)
+    assert head.count(b"X-Forwarded-Proto") == 1
+    assert head.count(b"X-Forwarded-Host") == (1 if host else 0)
+
+
+@pytest.mark.parametrize(
+    ("framing", "line"),
+    [
+        (FRAME_NONE, b""),
+        (FRAME_CLOSE, b""),
+        (FRAME_CHUNKED, b"Transfer-Encoding: chunked\r\n"),
+        (0, b"Content-Length: 0\r\n"),
+        (123, b"Content-Length: 123\r\n"),
+        (10**18, b"Content-Length: 1000000000000000000\r\n"),
+    ],
+)
+def test_request_framing(impl: ModuleType, framing: int, line: bytes) -> None:
+    headers = [(b"Content-Length", b"99"), (b"Transfer-Encoding", b"gzip, chunked")]
+    assert request_head(impl, headers, framing=framing) == expected_request([], framing=line)
+
+
+# --- build_response_head -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("http11", "keep_alive", "status_line", "connection"),
+    [
+        (True, True, b"HTTP/1.1 200 OK\r\n", b""),
+        (True, False, b"HTTP/1.1 200 OK\r\n", b"Connection: close\r\n"),
+        (False, True, b"HTTP/1.0 200 OK\r\n", b"Connection: keep-alive\r\n"),
+        (False, False, b"HTTP/1.0 200 OK\r\n", b"Connection: close\r\n"),
+    ],
+)
+def test_response_versions_and_keep_alive(
+    impl: ModuleType, http11: bool, keep_alive: bool, status_line: bytes, connection: bytes
+) -> None:
+    headers = [(b"Server", b"up"), (b"Connection", b"keep-alive"), (b"Keep-Alive", b"timeout=5")]
+    head = impl.build_response_head(http11, 200, b"OK", headers, 5, keep_alive)
+    assert head == status_line + b"Server: up\r\nContent-Length: 5\r\n" + connection + b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("headers", "kept"),
+    [
+        pytest.param(
+            [
+                (b"Date", b"d"),
+                (b"Transfer-Encoding", b"chunked"),
+                (b"content-length", b"3"),
+                (b"Trailer", b"x"),
+                (b"Upgrade", b"h2"),
+                (b"TE", b"x"),
+                (b"Proxy-Connection", b"x"),
+                (b"Set-Cookie", b"a=1"),
+                (b"set-cookie", b"b=2"),
+            ],
+            [(b"Date", b"d"), (b"Set-Cookie", b"a=1"), (b"set-cookie", b"b=2")],
+            id="hop-by-hop-dups-order",
+        ),
+        pytest.param(
+            # Unlike requests, a response's Connection may name anything, Host and X-Forwarded-* too.
+            [(b"Connection", b"X-Forwarded-For, host , X-Up"), (b"X-Forwarded-For", b"1"), (b"Host", b"h"),
+             (b"x-up", b"1"), (b"Expect", b"kept"), (b"X-Forwarded-Proto", b"kept")],
+            [(b"Expect", b"kept"), (b"X-Forwarded-Proto", b"kept")],
+            id="listed-in-connection",
+        ),
+    ],
+)  # fmt: skip
+def test_response_strips_hop_by_hop(impl: ModuleType, headers: Headers, kept: Headers) -> None:
+    head = impl.build_response_head(True, 404, b"Not Found", headers, FRAME_CHUNKED, True)
+    lines = b"".join(n + b": " + v + b"\r\n" for n, v in kept)
+    assert head == b"HTTP/1.1 404 Not Found\r\n" + lines + b"Transfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "framing", "expected"),
+    [
+        (204, b"No Content", FRAME_NONE, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (200, b"", FRAME_CLOSE, b"HTTP/1.1 200 \r\n\r\n"),
+        (599, b"X", 0, b"HTTP/1.1 599 X\r\nContent-Length: 0\r\n\r\n"),
+        (100, b"Continue", 123456789, b"HTTP/1.1 100 Continue\r\nContent-Length: 123456789\r\n\r\n"),
+    ],
+)
+def test_response_status_and_framing(
+    impl: ModuleType, status: int, reason: bytes, framing: int, expected: bytes
+) -> None:
+    assert impl.build_response_head(True, status, reason, [], framing, True) == expected
+
+
+# --- chunk ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("size", "head"), [(0, b"0\r\n"), (1, b"1\r\n"), (15, b"f\r\n"), (255, b"ff\r\n"), (4096, b"1000\r\n")]
+)
+def test_chunk(impl: ModuleType, size: int, head: bytes) -> None:
+    data = b"x" * size
+    pieces = impl.chunk(data)
+    assert pieces == [head, data, b"\r\n"]
+    assert pieces[1] is data
+
+
+# --- input validation ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "error"),
+    [
+        (None, TypeError),
+        (5, TypeError),
+        ([(b"a",)], ValueError),
+        ([(b"a", b"b", b"c")], ValueError),
+        ([("a", b"b")], TypeError),
+        ([(b"a", None)], TypeError),
+    ],
+)
+def test_bad_headers_raise(impl: ModuleType, headers: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        request_head(impl, headers)  # type: ignore[arg-type]
+    with pytest.raises(error):
+        impl.build_response_head(True, 200, b"OK", headers, FRAME_NONE, True)
+
+
+@pytest.mark.parametrize("bad", [None, "GET"])
+def test_bad_scalars_raise(impl: ModuleType, bad: object) -> None:
+    with pytest.raises(TypeError):
+        impl.build_request_head(bad, b"/", [], b"1", b"http", b"", FRAME_NONE)
+    with pytest.raises(TypeError):
+        impl.build_request_head(b"GET", b"/", [], bad, b"http", b"", FRAME_NONE)
+    with pytest.raises(TypeError):
+        impl.build_response_head(True, 200, bad, [], FRAME_NONE, True)
+
+
+@needs_extension
+@pytest.mark.parametrize(
+    "headers",
+    [[(b"Connection", bytearray(b"x"))], [("Connection", b"x")], [b"ab"], [(b"a", memoryview(b"b"))]],
+)
+def test_extension_wants_bytes_pairs(headers: list[object]) -> None:
+    """Stricter than the spec, which half-accepts some of these by accident of b"".join."""
+    for call in (
+        lambda: cython_impl.connection_tokens(headers),
+        lambda: cython_impl.build_request_head(b"GET", b"/", headers, b"1", b"http", b"", FRAME_NONE),
+        lambda: cython_impl.build_response_head(True, 200, b"OK", headers, FRAME_NONE, True),
+    ):
+        with pytest.raises(TypeError):
+            call()
+
+
+def test_header_iterables_and_list_items(impl: ModuleType) -> None:
+    pairs = [(b"A", b"1"), (b"Connection", b"b")]
+    expected = expected_request([(b"A", b"1")])
+    assert request_head(impl, tuple(pairs)) == expected  # type: ignore[arg-type]
+    assert request_head(impl, [list(p) for p in pairs]) == expected  # type: ignore[misc]
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+VCHAR = "".join(chr(c) for c in range(0x21, 0x7F))
+SPECIAL = sorted(
+    pure.HOP_BY_HOP
+    | pure.GATEWAY_OWNED
+    | {b"expect", b"tf", b"hosts", b"connectio", b"keep_alive", b"x-forwarded-fox", b"x-a", b"x-b"}
+)
+
+
+def random_case(name: bytes, bits: int) -> bytes:
+    return bytes(c - 32 if 97 <= c <= 122 and (bits >> (i % 60)) & 1 else c for i, c in enumerate(name))
+
+
+tokens = st.text(TCHAR, min_size=1, max_size=12).map(str.encode)
+known_names = st.builds(random_case, st.sampled_from(SPECIAL), st.integers(0, 2**60))
+names = st.one_of(known_names, tokens)
+values = st.text(VCHAR + " \t", max_size=30).map(str.encode)
+ows = st.sampled_from([b"", b" ", b"\t", b" \t "])
+connection_values = st.lists(st.tuples(ows, st.one_of(names, st.just(b"")), ows), max_size=20).map(
+    lambda items: b",".join(a + t + b for a, t, b in items)
+)
+header = st.one_of(
+    st.tuples(names, values),
+    st.tuples(st.builds(random_case, st.just(b"connection"), st.integers(0, 2**60)), connection_values),
+)
+methods = st.sampled_from([b"GET", b"POST", b"PUT", b"DELETE", b"PATCH", b"OPTIONS", b"HEAD"])
+targets = st.text(TCHAR + "/?=&;:@", max_size=30).map(lambda s: b"/" + s.encode())
+client_ips = st.sampled_from([b"127.0.0.1", b"10.1.2.3", b"::1", b"2001:db8::7", b"-"])
+protos = st.sampled_from([b"http", b"https"])
+hosts = st.one_of(st.just(b""), st.text(TCHAR + ".:", min_size=1, max_size=20).map(str.encode))
+framings = st.one_of(st.sampled_from([FRAME_NONE, FRAME_CHUNKED, FRAME_CLOSE]), st.integers(0, 2**63 - 1))
+# Arbitrary bytes too, for the twin comparison only: commas, non-ASCII, empty names.
+any_connection_values = st.lists(st.tuples(ows, st.one_of(names, st.binary(max_size=8)), ows), max_size=20).map(
+    lambda items: b",".join(a + t + b for a, t, b in items)
+)
+any_header_lists = st.lists(
+    st.one_of(
+        header,
+        st.tuples(st.binary(max_size=18), st.binary(max_size=20)),
+        st.tuples(st.builds(random_case, st.just(b"connection"), st.integers(0, 2**60)), any_connection_values),
+    ),
+    max_size=40,
+)
+
+PROPERTY = settings(max_examples=200, deadline=None)
+
+
+@needs_extension
+@PROPERTY
+@given(
+    st.one_of(
+        st.binary(max_size=24), st.from_regex(rb"\A[0-9]{0,22}\Z"), st.text("0123456789٣๓", max_size=20).map(str.encode)
+    )
+)
+def test_twin_parse_content_length(value: bytes) -> None:
+    assert cython_impl.parse_content_length(value) == pure.parse_content_length(value)
+
+
+@needs_extension
+@PROPERTY
+@given(any_header_lists)
+def test_twin_connection_tokens(headers: Headers) -> None:
+    assert cython_impl.connection_tokens(headers) == pure.connection_tokens(headers)
+
+
+@needs_extension
+@PROPERTY
+@given(methods, targets, any_header_lists, client_ips, protos, hosts, framings)
+def test_twin_request_head(
+    method: bytes, target: bytes, headers: Headers, client_ip: bytes, proto: bytes, host: bytes, framing: int
+) -> None:
+    args = (method, target, headers, client_ip, proto, host, framing)
+    assert cython_impl.build_request_head(*args) == pure.build_request_head(*args)
+
+
+@needs_extension
+@PROPERTY
+@given(
+    st.booleans(),
+    st.one_of(st.integers(100, 999), st.integers(-(2**63), 2**63 - 1)),
+    values,
+    any_header_lists,
+    framings,
+    st.booleans(),
+)
+def test_twin_response_head(
+    http11: bool, status: int, reason: bytes, headers: Headers, framing: int, keep_alive: bool
+) -> None:
+    args = (http11, status, reason, headers, framing, keep_alive)
+    assert cython_impl.build_response_head(*args) == pure.build_response_head(*args)
+
+
+@needs_extension
+@PROPERTY
+@given(st.binary(max_size=5000))
+def test_twin_chunk(data: bytes) -> None:
+    assert cython_impl.chunk(data) == pure.chunk(data)
+
+
+class Collect:
+    """httptools request-parser protocol that records what it sees."""
+
+    def __init__(self) -> None:
+        self.url = b""
+        self.headers: Headers = []
+        self.body = b""
+        self.headers_done = False
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+@pytest.mark.parametrize("mod", IMPLS)
+@PROPERTY
+@given(
+    methods,
+    targets,
+    st.lists(header, max_size=30),
+    client_ips,
+    protos,
+    hosts,
+    st.one_of(st.sampled_from([FRAME_NONE, FRAME_CHUNKED, FRAME_CLOSE]), st.integers(0, 3000)),
+)
+def test_request_head_parses_back(
+    mod: ModuleType,
+    method: bytes,
+    target: bytes,
+    raw: Headers,
+    client_ip: bytes,
+    proto: bytes,
+    host: bytes,
+    framing: int,
+) -> None:
+    headers = [(n, v.strip(b" \t")) for n, v in raw]  # llhttp trims the whitespace around a value
+    head = mod.build_request_head(method, target, headers, client_ip, proto, host, framing)
+
+    seen = Collect()
+    parser = httptools.HttpRequestParser(seen)
+    parser.feed_data(head)
+    assert seen.headers_done
+    assert parser.get_method() == method
+    assert seen.url == target
+
+    # Expected, restated independently of either implementation.
+    listed = {t.strip(b" \t").lower() for n, v in headers if n.lower() == b"connection" for t in v.split(b",")}
+    dropped = pure.HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+    forwarded = [
+        (n, v) for n, v in headers if n.lower() not in dropped and (n.lower() == b"host" or n.lower() not in listed)
+    ]
+    xff = b", ".join([v for n, v in headers if n.lower() == b"x-forwarded-for"] + [client_ip])
+    added = [(b"X-Forwarded-For", xff.strip(b" \t")), (b"X-Forwarded-Proto", proto)]
+    if host:
+        added.append((b"X-Forwarded-Host", host))
+    if framing >= 0:
+        added.append((b"Content-Length", b"%d" % framing))
+    elif framing == FRAME_CHUNKED:
+        added.append((b"Transfer-Encoding", b"chunked"))
+    assert seen.headers == forwarded + added
+
+    # The framing the parser sees: feed a body in that framing and watch the message end where it should.
+    if framing == FRAME_CHUNKED:
+        assert not seen.complete
+        parser.feed_data(b"3\r\nabc\r\n0\r\n\r\n")
+        assert seen.complete and seen.body == b"abc"
+    elif framing > 0:
+        assert not seen.complete
+        parser.feed_data(b"y" * (framing - 1))
+        assert not seen.complete
+        parser.feed_data(b"y")
+        assert seen.complete and seen.body == b"y" * framing
+    else:  # Content-Length: 0, or no framing header: no body (RFC 9112 §6.3 item 7)
+        assert seen.complete and seen.body == b""

@@ -29,5 +29,17 @@ parse_content_length = impl.parse_content_length
 build_request_head = impl.build_request_head
 build_response_head = impl.build_response_head
 chunk = impl.chunk
+scan_request = impl.scan_request
+response_framing = impl.response_framing
+parse_response_head = impl.parse_response_head
 
-__all__ = ["USING_EXTENSION", "build_request_head", "build_response_head", "chunk", "parse_content_length"]
+__all__ = [
+    "USING_EXTENSION",
+    "build_request_head",
+    "build_response_head",
+    "chunk",
+    "parse_content_length",
+    "parse_response_head",
+    "response_framing",
+    "scan_request",
+]

@@ -657,3 +657,182 @@ cpdef list chunk(object data):
         if n == 0:
             break
     return [PyBytes_FromStringAndSize(buf + i, 22 - i), data, _CRLF]
+
+
+cdef inline const char* _strip_ows(const char* s, Py_ssize_t* n) noexcept nogil:
+    """Trim spaces and tabs at both ends (what ``bytes.strip(b" \\t")`` does)."""
+    cdef Py_ssize_t a = 0, b = n[0]
+    while a < b and (s[a] == 32 or s[a] == 9):
+        a += 1
+    while b > a and (s[b - 1] == 32 or s[b - 1] == 9):
+        b -= 1
+    n[0] = b - a
+    return s + a
+
+
+cdef inline long long _digits(const char* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef long long r = 0
+    cdef unsigned char c
+    if n == 0 or n > 18:
+        return -1
+    for i in range(n):
+        c = <unsigned char>s[i] - 48
+        if c > 9:
+            return -1
+        r = r * 10 + c
+    return r
+
+
+cdef list _exact_pairs(object headers):
+    """The header list itself when it is a list of (bytes, bytes); else the normalized copy."""
+    cdef Py_ssize_t i
+    cdef PyObject* item
+    if PyList_CheckExact(headers):
+        for i in range(_list_size(headers)):
+            item = _list_item(headers, i)
+            if not (_tuple_exact(item) and _tuple_size(item) == 2 and PyBytes_CheckExact(<object>_tuple_item(item, 0))
+                    and PyBytes_CheckExact(<object>_tuple_item(item, 1))):
+                return _normalize(headers)
+        return <list>headers
+    return _normalize(headers)
+
+
+cpdef tuple scan_request(object headers):
+    """See ``fsmfast.proxy.headers.scan_request``."""
+    cdef list lst = _exact_pairs(headers)
+    cdef Py_ssize_t i, n, vn
+    cdef PyObject* item
+    cdef object name, value
+    cdef const char* s
+    cdef long long cl, content_length = -1
+    host = None
+    te = None
+    expect = None
+    for i in range(_list_size(lst)):
+        item = _list_item(lst, i)
+        name = <object>_tuple_item(item, 0)
+        value = <object>_tuple_item(item, 1)
+        n = PyBytes_GET_SIZE(name)
+        s = PyBytes_AS_STRING(name)
+        if n == 4 and _ieq(s, b"host", 4):
+            if host is not None:
+                return host, content_length, te, expect, "more than one Host header"
+            host = value
+        elif n == 14 and _ieq(s, b"content-length", 14):
+            cl = _digits(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+            if cl < 0:
+                return host, content_length, te, expect, "invalid Content-Length"
+            if content_length >= 0 and cl != content_length:
+                return host, content_length, te, expect, "conflicting Content-Length headers"
+            content_length = cl
+        elif n == 17 and _ieq(s, b"transfer-encoding", 17):
+            if te is not None:
+                return host, content_length, te, expect, "more than one Transfer-Encoding header"
+            te = value
+        elif n == 6 and _ieq(s, b"expect", 6):
+            expect = value
+    return host, content_length, te, expect, None
+
+
+cpdef tuple response_framing(object headers):
+    """See ``fsmfast.proxy.headers.response_framing``."""
+    cdef list lst = _exact_pairs(headers)
+    cdef Py_ssize_t i, n, vn, k
+    cdef PyObject* item
+    cdef object name, value
+    cdef const char* s
+    cdef const char* v
+    cdef long long length = -1
+    cdef bint chunked = False
+    for i in range(_list_size(lst)):
+        item = _list_item(lst, i)
+        name = <object>_tuple_item(item, 0)
+        value = <object>_tuple_item(item, 1)
+        n = PyBytes_GET_SIZE(name)
+        s = PyBytes_AS_STRING(name)
+        if n == 17 and _ieq(s, b"transfer-encoding", 17):
+            v = PyBytes_AS_STRING(value)
+            vn = PyBytes_GET_SIZE(value)
+            k = vn
+            while k > 0 and v[k - 1] != 44:  # the last comma-separated coding
+                k -= 1
+            vn = vn - k
+            v = _strip_ows(v + k, &vn)
+            chunked = vn == 7 and _ieq(v, b"chunked", 7)
+        elif n == 14 and _ieq(s, b"content-length", 14):
+            vn = PyBytes_GET_SIZE(value)
+            v = _strip_ows(PyBytes_AS_STRING(value), &vn)
+            length = _digits(v, vn)
+    return length, chunked
+
+
+cdef inline Py_ssize_t _find_crlf(const char* s, Py_ssize_t pos, Py_ssize_t end) noexcept nogil:
+    while pos + 1 < end:
+        if s[pos] == 13 and s[pos + 1] == 10:
+            return pos
+        pos += 1
+    return -1
+
+
+cpdef tuple parse_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
+    """See ``fsmfast.proxy.headers.parse_response_head``."""
+    cdef const char* s = PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    cdef Py_ssize_t line_end, pos, eol, a, b, colon, sp1, sp2, i
+    cdef long long status = 0
+    cdef list headers = []
+    cdef bytes name, value
+    if start < 0 or end > n or start > end:
+        raise ValueError("head bounds outside the buffer")
+    line_end = _find_crlf(s, start, end)
+    if line_end < 0:
+        line_end = end
+    sp1 = start
+    while sp1 < line_end and s[sp1] != 32:
+        sp1 += 1
+    sp2 = sp1 + 1
+    while sp2 < line_end and s[sp2] != 32:
+        sp2 += 1
+    if sp1 >= line_end or sp2 == sp1 + 1:
+        raise ValueError("invalid status line")
+    for i in range(sp1 + 1, sp2):
+        if s[i] < 48 or s[i] > 57:
+            raise ValueError("invalid status code")
+        status = status * 10 + (s[i] - 48)
+    reason = PyBytes_FromStringAndSize(s + sp2 + 1, line_end - sp2 - 1) if sp2 < line_end else b""
+    pos = line_end + 2
+    while pos < end:
+        eol = _find_crlf(s, pos, end)
+        if eol < 0:
+            eol = end
+        a = pos
+        pos = eol + 2
+        if a == eol:
+            continue
+        if s[a] == 32 or s[a] == 9:
+            # obs-fold: join to the previous value with one space
+            b = eol
+            while a < b and (s[a] == 32 or s[a] == 9):
+                a += 1
+            while b > a and (s[b - 1] == 32 or s[b - 1] == 9):
+                b -= 1
+            if headers:
+                i = len(headers) - 1  # no negative indexing: the module sets wraparound=False
+                name, value = headers[i]
+                headers[i] = (name, value + b" " + PyBytes_FromStringAndSize(s + a, b - a))
+            continue
+        colon = a
+        while colon < eol and s[colon] != 58:
+            colon += 1
+        if colon == a or colon >= eol:
+            continue
+        name = PyBytes_FromStringAndSize(s + a, colon - a)
+        a = colon + 1
+        b = eol
+        while a < b and (s[a] == 32 or s[a] == 9):
+            a += 1
+        while b > a and (s[b - 1] == 32 or s[b - 1] == 9):
+            b -= 1
+        headers.append((name, PyBytes_FromStringAndSize(s + a, b - a)))
+    return status, reason, headers

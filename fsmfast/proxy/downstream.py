@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from fsmfast._accel import parse_content_length
+from fsmfast._accel import scan_request
 from fsmfast.proxy.exchange import DONE, Exchange
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
 from fsmfast.proxy.router import normalize_host
@@ -167,32 +167,15 @@ class ClientConnection(asyncio.Protocol):
         method = parser.get_method()
         target = self._url
         headers = self._headers
-        host: bytes | None = None
-        content_length = -1
-        te: bytes | None = None
+        host, content_length, te, expect, problem = scan_request(headers)
+        if problem is not None:
+            raise RejectRequest(400, problem, "bad_request")
         expect_continue = False
-        for name, value in headers:
-            n = len(name)
-            if n == 4 and name.lower() == b"host":
-                if host is not None:
-                    raise RejectRequest(400, "more than one Host header", "bad_request")
-                host = value
-            elif n == 14 and name.lower() == b"content-length":
-                cl = parse_content_length(value)
-                if cl < 0:
-                    raise RejectRequest(400, "invalid Content-Length", "bad_request")
-                if content_length >= 0 and cl != content_length:
-                    raise RejectRequest(400, "conflicting Content-Length headers", "bad_request")
-                content_length = cl
-            elif n == 17 and name.lower() == b"transfer-encoding":
-                if te is not None:
-                    raise RejectRequest(400, "more than one Transfer-Encoding header", "bad_request")
-                te = value
-            elif n == 6 and name.lower() == b"expect":
-                if value.strip(b" \t").lower() == b"100-continue":
-                    expect_continue = http11
-                else:
-                    raise RejectRequest(417, "only Expect: 100-continue is supported", "expectation_failed")
+        if expect is not None:
+            if expect.strip(b" \t").lower() == b"100-continue":
+                expect_continue = http11
+            else:
+                raise RejectRequest(417, "only Expect: 100-continue is supported", "expectation_failed")
         if te is not None:
             if content_length >= 0:
                 raise RejectRequest(400, "both Content-Length and Transfer-Encoding", "bad_request")

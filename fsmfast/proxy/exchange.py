@@ -31,7 +31,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from fsmfast._accel import build_request_head, build_response_head, chunk, parse_content_length
+from fsmfast._accel import build_request_head, build_response_head, chunk, response_framing
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 from fsmfast.proxy.local_reply import CONTINUE_100, error_response
 from fsmfast.proxy.upstream import Pool, UpstreamConnection, UpstreamError
@@ -200,7 +200,8 @@ class Exchange:
         self.client.flush()
 
     def touch(self) -> None:
-        self.deadline = time.monotonic() + self.client.ctx.settings.response_timeout
+        ctx = self.client.ctx
+        self.deadline = ctx.clock + ctx.response_window
 
     def client_lost(self) -> None:
         """The client went away. Nothing more will be written to it."""
@@ -285,14 +286,7 @@ class Exchange:
         self.state = RESPONDING
         self.status = status
         self.touch()
-        chunked = False
-        length = -1
-        for name, value in headers:
-            lname = name.lower()
-            if lname == b"transfer-encoding":
-                chunked = value.rsplit(b",", 1)[-1].strip(b" \t").lower() == b"chunked"
-            elif lname == b"content-length":
-                length = parse_content_length(value.strip(b" \t"))
+        length, chunked = response_framing(headers)
         if status == 204 or status == 304:
             framing = FRAME_NONE
         elif self.is_head:

@@ -66,6 +66,93 @@ def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
+def scan_request(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[bytes | None, int, bytes | None, bytes | None, str | None]:
+    """The fields of a request head that decide framing and routing, in one pass.
+
+    Returns ``(host, content_length, transfer_encoding, expect, problem)``: ``content_length``
+    is -1 when absent; ``problem`` is None or why the request must be refused with 400
+    (a second Host, an invalid or conflicting Content-Length, a second Transfer-Encoding).
+    Identical duplicate Content-Length values are accepted, as RFC 9112 §6.3 allows.
+    """
+    host: bytes | None = None
+    content_length = -1
+    te: bytes | None = None
+    expect: bytes | None = None
+    for name, value in headers:
+        n = len(name)
+        if n == 4 and name.lower() == b"host":
+            if host is not None:
+                return host, content_length, te, expect, "more than one Host header"
+            host = value
+        elif n == 14 and name.lower() == b"content-length":
+            cl = parse_content_length(value)
+            if cl < 0:
+                return host, content_length, te, expect, "invalid Content-Length"
+            if content_length >= 0 and cl != content_length:
+                return host, content_length, te, expect, "conflicting Content-Length headers"
+            content_length = cl
+        elif n == 17 and name.lower() == b"transfer-encoding":
+            if te is not None:
+                return host, content_length, te, expect, "more than one Transfer-Encoding header"
+            te = value
+        elif n == 6 and name.lower() == b"expect":
+            expect = value
+    return host, content_length, te, expect, None
+
+
+def response_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int, bool]:
+    """``(content_length, chunked)`` of a response head: -1 when there is no valid length;
+    chunked when the last Transfer-Encoding coding is ``chunked``."""
+    length = -1
+    chunked = False
+    for name, value in headers:
+        n = len(name)
+        if n == 17 and name.lower() == b"transfer-encoding":
+            chunked = value.rsplit(b",", 1)[-1].strip(b" \t").lower() == b"chunked"
+        elif n == 14 and name.lower() == b"content-length":
+            length = parse_content_length(value.strip(b" \t"))
+    return length, chunked
+
+
+def parse_response_head(buf: bytes, start: int, end: int) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """``(status, reason, headers)`` of the response head ``buf[start:end]`` (without its
+    blank line), which llhttp has already validated.
+
+    The upstream side does not use llhttp's per-header callbacks (a Python call for every
+    header); it lets llhttp validate and frame, and reads the head here in one call.
+    Values lose surrounding spaces and tabs; an obs-fold continuation line is joined to the
+    previous value with one space (RFC 9112 §5.2).
+    """
+    line_end = buf.find(b"\r\n", start, end)
+    if line_end < 0:
+        line_end = end
+    parts = buf[start:line_end].split(b" ", 2)
+    status = int(parts[1])
+    reason = parts[2] if len(parts) > 2 else b""
+    headers: list[tuple[bytes, bytes]] = []
+    pos = line_end + 2
+    while pos < end:
+        eol = buf.find(b"\r\n", pos, end)
+        if eol < 0:
+            eol = end
+        line = buf[pos:eol]
+        pos = eol + 2
+        if not line:
+            continue
+        if line[0] in b" \t":
+            if headers:
+                name, value = headers[-1]
+                headers[-1] = (name, value + b" " + line.strip(b" \t"))
+            continue
+        colon = line.find(b":")
+        if colon <= 0:
+            continue
+        headers.append((line[:colon], line[colon + 1 :].strip(b" \t")))
+    return status, reason, headers
+
+
 def _framing_line(framing: int) -> bytes:
     if framing >= 0:
         return b"Content-Length: %d\r\n" % framing

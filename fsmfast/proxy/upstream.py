@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from fsmfast import tls as tlsmod
+from fsmfast._accel import parse_response_head
 from fsmfast.snapshot import Backend, UpstreamTLS
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 WRITE_HIGH = 64 * 1024
 WRITE_LOW = 16 * 1024
+MAX_RESPONSE_HEAD = 64 * 1024
 
 
 class UpstreamError(Exception):
@@ -225,9 +227,10 @@ class Pool:
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
-        "_headers",
+        "_head",
+        "_head_pos",
+        "_in_head",
         "_informational",
-        "_reason",
         "_skip_body",
         "exchange",
         "got_bytes",
@@ -246,8 +249,11 @@ class UpstreamConnection(asyncio.Protocol):
         self.served = 0
         self.idle_since = 0.0
         self.got_bytes = False
-        self._headers: list[tuple[bytes, bytes]] = []
-        self._reason = b""
+        # The response head is read from the received bytes in one call once llhttp says it
+        # is complete (see parse_response_head): bytes since the head began, and where it began.
+        self._head = b""
+        self._head_pos = 0
+        self._in_head = True
         self._informational = False
         self._skip_body = False
 
@@ -265,7 +271,15 @@ class UpstreamConnection(asyncio.Protocol):
             self.close()
             return
         self.got_bytes = True
-        exchange.touch()
+        ctx = self.pool.ctx
+        exchange.deadline = ctx.clock + ctx.response_window
+        if self._in_head:
+            head = self._head = self._head + data if self._head else data
+            pos = self._head_pos
+            if len(head) - pos > MAX_RESPONSE_HEAD and head.find(b"\r\n\r\n", pos, pos + MAX_RESPONSE_HEAD) < 0:
+                exchange.upstream_protocol_error(f"upstream response head exceeds {MAX_RESPONSE_HEAD} bytes")
+                self.close()
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -276,6 +290,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._skip_body:
             # A HEAD response ended at its head; llhttp would wait for a body, so start afresh.
             self._skip_body = False
+            self._in_head = True
             self.parser = httptools.HttpResponseParser(self)
         exchange.flush_client()
 
@@ -301,31 +316,31 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -----------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self._headers = []
-        self._reason = b""
-
-    def on_status(self, status: bytes) -> None:
-        self._reason += status
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
-
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
+        head = self._head
+        start = self._head_pos
+        end = head.find(b"\r\n\r\n", start)
+        if end < 0:  # llhttp accepted a head we cannot find: never guess at framing
+            raise httptools.HttpParserError("response head without CRLF CRLF")
+        self._head_pos = end + 4
+        status, reason, headers = parse_response_head(head, start, end)
         if 100 <= status < 200:
             # Interim responses (103 Early Hints, a stray 100) are not forwarded: Expect
             # is answered by the gateway itself, and Upgrade is never sent upstream.
             self._informational = True
             return
+        self._in_head = False
+        self._head = b""
+        self._head_pos = 0
         exchange = self.exchange
         if exchange is None:
             return
+        keep_alive = self.parser.should_keep_alive()
         if exchange.is_head:
             self._skip_body = True
-        exchange.response_head(status, self._reason, self._headers, self.parser.should_keep_alive())
+        exchange.response_head(status, reason, headers, keep_alive)
         if self._skip_body and self.exchange is not None:
-            self.exchange.response_complete(self, self.parser.should_keep_alive())
+            self.exchange.response_complete(self, keep_alive)
 
     def on_body(self, body: bytes) -> None:
         if self.exchange is not None and not self._skip_body:
@@ -335,6 +350,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self._informational:
             self._informational = False
             return
+        self._in_head = True
         if self.exchange is not None and not self._skip_body:
             self.exchange.response_complete(self, self.parser.should_keep_alive())
 

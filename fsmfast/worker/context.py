@@ -44,6 +44,11 @@ class Context:
         self.connections: set[ClientConnection] = set()
         self.access_log = AccessLog(loop, enabled=settings.access_log)
         self.draining = False
+        # A coarse clock, advanced by the tick: deadlines are set on every upstream read, and
+        # a C call per read for sub-tick precision buys nothing. The extra TICK in the window
+        # makes a deadline fire late rather than early.
+        self.clock = time.monotonic()
+        self.response_window = settings.response_timeout + TICK
         self._tick_handle: asyncio.TimerHandle | None = None
 
     def apply(self, snapshot: Snapshot) -> None:
@@ -74,7 +79,7 @@ class Context:
 
     def _tick(self) -> None:
         self._tick_handle = self.loop.call_later(TICK, self._tick)
-        now = time.monotonic()
+        now = self.clock = time.monotonic()
         settings = self.settings
         for conn in list(self.connections):
             if conn.closing:

@@ -61,7 +61,7 @@ class ClientConnection(asyncio.Protocol):
         self._paused = 0
         # Per-request parse state.
         self.in_head = False
-        self._head_bytes = 0
+        self._head_room = 0  # bytes the current head may still take
         self._line_seen = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -86,8 +86,14 @@ class ClientConnection(asyncio.Protocol):
             return
         if not self.in_head and self._parsing is None:
             self._start_head()
-        if self.in_head and not self._head_fits(data):
-            return
+        if self.in_head:
+            room = self._head_room - len(data)
+            if room >= 0:
+                self._head_room = room
+                if not self._line_seen and b"\n" in data:
+                    self._line_seen = True
+            elif not self._head_fits(data):
+                return
         try:
             self.parser.feed_data(data)
         except RejectRequest as exc:
@@ -138,7 +144,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _start_head(self) -> None:
         self.in_head = True
-        self._head_bytes = 0
+        self._head_room = self.ctx.settings.max_header_bytes
         self._line_seen = False
         self.head_started = time.monotonic()
 
@@ -264,8 +270,9 @@ class ClientConnection(asyncio.Protocol):
             self.flush()
             self.close()
             return
-        # Pauses belonged to the finished exchange's upstream and buffers.
-        self.resume_reading(self.PAUSE_QUEUE | self.PAUSE_UPSTREAM | self.PAUSE_PENDING)
+        if self._paused:
+            # Pauses belonged to the finished exchange's upstream and buffers.
+            self.resume_reading(self.PAUSE_QUEUE | self.PAUSE_UPSTREAM | self.PAUSE_PENDING)
         if self.queue:
             self.queue[0].activate()
         else:
@@ -314,18 +321,15 @@ class ClientConnection(asyncio.Protocol):
     # -- refusals ---------------------------------------------------------------------
 
     def _head_fits(self, data: bytes) -> bool:
-        """Bound the request line plus headers before llhttp buffers them (it has no limit)."""
+        """The read overran the head allowance: accept it only if the head ends within it.
+
+        llhttp has no limit of its own, so the request line plus headers are bounded here,
+        before it buffers them.
+        """
         limit = self.ctx.settings.max_header_bytes
-        room = limit - self._head_bytes
-        if len(data) <= room:
-            self._head_bytes += len(data)
-            if not self._line_seen and b"\n" in data:
-                self._line_seen = True
-            return True
-        # Over the limit, unless the head ends within the allowed part of this read.
-        end = data.find(b"\r\n\r\n", 0, room + 4)
-        if end >= 0:
-            self._head_bytes = limit
+        room = self._head_room
+        if data.find(b"\r\n\r\n", 0, room + 4) >= 0:
+            self._head_room = 0
             return True
         if self._line_seen or b"\n" in data[:room]:
             self._refuse(431, f"request header section exceeds {limit} bytes", "header_too_large")

@@ -215,7 +215,8 @@ class Exchange:
             self.status = 499  # nginx's code for "client closed request"
         self.reason = self.reason or "downstream_disconnect"
         self.state = DONE
-        self._log()
+        if self.client.ctx.access_log.enabled:
+            self._log()
 
     def client_write_paused(self) -> None:
         if self.conn is not None:
@@ -247,14 +248,16 @@ class Exchange:
             self.host,
             self.req_framing,
         )
+        transport = conn.transport
+        if transport is None:
+            return  # lost already; connection_lost() has told us, or will
         if self.pending:
-            conn.write([head, *self.pending])
+            transport.writelines([head, *self.pending])
             self.pending = []
             self.pending_size = 0
             self.client.resume_reading(self.client.PAUSE_PENDING)
         else:
-            conn.write([head])
-        self.client.flush()
+            transport.write(head)
 
     def upstream_failed(self, err: UpstreamError, pool: Pool) -> None:
         if self.state == DONE:
@@ -325,7 +328,8 @@ class Exchange:
         # After HEAD, a server that wrongly sends a body would poison the next exchange:
         # HEAD connections are not reused.
         if up_keep_alive and self.request_done and not self.close_delimited and not self.is_head:
-            pool.remember_session(conn)
+            if pool.tls is not None:
+                pool.remember_session(conn)
             pool.give_back(conn)
         else:
             conn.close()
@@ -413,20 +417,20 @@ class Exchange:
         log.warning("aborting client %s: %s [%s]", self.client.client_ip.decode(), message, code)
         self.keep_alive = False
         self.state = DONE
-        self._log()
+        if self.client.ctx.access_log.enabled:
+            self._log()
         self.client.abort()
 
     def _finish(self) -> None:
         self.state = DONE
-        self._log()
+        if self.client.ctx.access_log.enabled:
+            self._log()
         if self.request_done or not self.keep_alive:
             self.client.exchange_finished(self)
         # else: request_complete() will call exchange_finished once the body has arrived.
 
     def _log(self) -> None:
         ctx = self.client.ctx
-        if not ctx.access_log.enabled:
-            return
         pool = self.pool
         ctx.access_log.write(
             {

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import ssl
-import time
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -109,10 +108,11 @@ class Pool:
         if len(self.idle) >= self.ctx.settings.pool_idle_limit or self.ctx.draining:
             conn.close()
             return
-        conn.idle_since = time.monotonic()
-        # Reading may have been paused for a slow client; an idle connection must read to
-        # notice the server closing it.
-        conn.resume_reading()
+        conn.idle_since = self.ctx.clock
+        if conn.paused:
+            # Paused for a slow client; an idle connection must read to notice the server
+            # closing it.
+            conn.resume_reading()
         self.idle.append(conn)
 
     def discard(self, conn: UpstreamConnection) -> None:
@@ -236,6 +236,7 @@ class UpstreamConnection(asyncio.Protocol):
         "got_bytes",
         "idle_since",
         "parser",
+        "paused",
         "pool",
         "served",
         "transport",
@@ -247,6 +248,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
         self.served = 0
+        self.paused = False
         self.idle_since = 0.0
         self.got_bytes = False
         # The response head is read from the received bytes in one call once llhttp says it
@@ -362,10 +364,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            self.paused = False
             self.transport.resume_reading()
 
     def close(self) -> None:

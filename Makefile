@@ -13,7 +13,7 @@ PIP := $(VPY) -m pip --disable-pip-version-check --no-input
 BUILD_REQS := "setuptools>=68" wheel "Cython>=3"
 PYTEST := $(VPY) -m pytest -q -p no:cacheprovider
 
-.PHONY: all demo test venv install-demo install-test inplace lint clean distclean
+.PHONY: all demo test bench venv install-demo install-test inplace lint clean distclean
 
 all: test
 
@@ -47,7 +47,7 @@ demo:
 	$(VENV)/bin/fsmfast demo
 
 lint:
-	$(VENV)/bin/ruff check fsmfast tests
+	$(VENV)/bin/ruff check fsmfast tests bench
 
 test:
 	bash .ci/sysdeps "$(PYTHON)" test
@@ -57,6 +57,16 @@ test:
 	$(PYTEST)
 	@# The same unit tests over the pure-Python twins (fsmfast/_accel.py honours FSMFAST_NO_EXTENSIONS).
 	if [ -d tests/unit ]; then FSMFAST_NO_EXTENSIONS=1 $(PYTEST) tests/unit; fi
+
+# fsmfast, nginx and HAProxy side by side (bench/README.md). The harness installs nginx, haproxy, wrk (Debian) and
+# matplotlib (pip, into the venv) itself when absent. Options go in BENCH_ARGS, e.g.
+#   make bench BENCH_ARGS="--quick --scenarios S1,S4"
+BENCH_ARGS ?=
+bench:
+	bash .ci/sysdeps "$(PYTHON)" bench
+	$(MAKE) --no-print-directory install-test
+	$(MAKE) --no-print-directory inplace
+	$(VPY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis

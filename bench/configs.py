@@ -1,0 +1,386 @@
+"""Configuration files for the upstream and for each system under test, from one :class:`Scenario`.
+
+Equivalence rules every proxy config keeps (bench/README.md explains each):
+- one worker (nginx ``worker_processes 1``, haproxy ``nbthread 1``, fsmfast ``--workers 1``);
+- keep-alive to clients and to the upstream (nginx: an ``upstream`` ``keepalive`` pool, HTTP/1.1,
+  ``Connection ""``; haproxy: ``http-reuse always``; fsmfast: its per-worker pool, 64 idle max);
+- no access log anywhere; X-Forwarded-For added everywhere; the Host header passed through;
+- request bodies streamed, not spooled (nginx ``proxy_request_buffering off``; the others stream anyway),
+  responses never spooled to disk (nginx ``proxy_max_temp_file_size 0``), nginx's proxy buffers 16 KiB like
+  HAProxy's ``tune.bufsize`` (nginx's default is one memory page, 4 KiB);
+- TLS: TLS 1.3 with TLS_AES_128_GCM_SHA256 on every TLS socket the harness configures (S2's upstream,
+  S3's listeners), so no system negotiates a cheaper or dearer suite than another.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from bench.scenarios import (
+    BIG_SIZE,
+    HOST,
+    ROUTES_HOSTS,
+    ROUTES_PATHS,
+    SMALL_BODY,
+    Scenario,
+    route_host,
+    route_prefix,
+)
+from tests.support import manifests as m
+from tests.support.pki import Pki, blog_pki
+
+TLS_SUITE = "TLS_AES_128_GCM_SHA256"
+KEEPALIVE_REQUESTS = 1_000_000
+POOL_SIZE = 64  # idle upstream connections kept per worker: fsmfast's default pool_idle_limit
+
+
+@dataclass(frozen=True)
+class Certs:
+    blog: Pki  # CA CN=flomesh.io, server cert CN=foo.example.com (RSA 2048, no SAN): the S2 upstream
+    ecdsa_cert: Path  # S3 listener certificate: ECDSA P-256, CN and SAN foo.example.com, self-signed
+    ecdsa_key: Path
+    ecdsa_pem: Path  # cert + key in one file, for haproxy's `crt`
+
+
+def make_certs(dir: Path) -> Certs:
+    blog = blog_pki(dir / "blog")
+    cert, key, pem = dir / "ecdsa-cert.pem", dir / "ecdsa-key.pem", dir / "ecdsa.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+            "-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", f"/CN={HOST}",
+            "-addext", f"subjectAltName=DNS:{HOST}",
+        ],
+        check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
+    )  # fmt: skip
+    pem.write_bytes(cert.read_bytes() + key.read_bytes())
+    return Certs(blog=blog, ecdsa_cert=cert, ecdsa_key=key, ecdsa_pem=pem)
+
+
+@dataclass(frozen=True)
+class UpstreamPorts:
+    http: int  # `return 200` (12 bytes), /1m.bin, /upload
+    https: int  # the same over TLS with the blog's server certificate (S2)
+    sink: int  # where /upload's read body ends up: a `return 200` that gets a bodiless request
+    status: int  # stub_status, to count the connections the upstream accepts per run
+
+
+def _nginx_common(prefix: Path) -> str:
+    """Top of every nginx config the harness writes: all paths under ``prefix``, never the system's."""
+    return f"""\
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+worker_rlimit_nofile 10000;
+events {{ worker_connections 4096; }}
+"""
+
+
+def _nginx_http_common(prefix: Path) -> str:
+    return f"""\
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+    keepalive_requests {KEEPALIVE_REQUESTS};
+    keepalive_timeout 300s;
+    sendfile on;
+    tcp_nodelay on;
+    default_type text/plain;
+"""
+
+
+def write_upstream(prefix: Path, ports: UpstreamPorts, certs: Certs) -> Path:
+    """The upstream: a separate nginx (1 worker) in its own prefix: 12-byte `return 200`, a static 1 MiB file,
+    and ``/upload``, which reads the whole 1 MiB body into memory before answering 200."""
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    www = prefix / "www"
+    www.mkdir(exist_ok=True)
+    big = www / "1m.bin"
+    big.write_bytes(bytes(range(256)) * (BIG_SIZE // 256))
+    # The worker runs unprivileged when nginx starts as root: it must be able to read the file.
+    for path, mode in ((prefix, 0o711), (www, 0o755), (big, 0o644)):
+        path.chmod(mode)
+    small = SMALL_BODY.decode()
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        _nginx_common(prefix)
+        + f"""\
+http {{
+{_nginx_http_common(prefix)}
+    # /upload: the proxy module reads the client body completely (into one 2 MiB memory buffer) before it
+    # sends the bodiless request to the sink; a plain `return` would only discard the body. The sink pool
+    # keeps more idle connections than any run has clients, so stub_status "accepts" counts only new
+    # connections from the system under test.
+    upstream sink {{ server 127.0.0.1:{ports.sink}; keepalive 256; keepalive_requests {KEEPALIVE_REQUESTS}; }}
+
+    server {{
+        listen 127.0.0.1:{ports.http} backlog=4096;
+        listen 127.0.0.1:{ports.https} ssl backlog=4096;
+        ssl_certificate {certs.blog.server_cert};
+        ssl_certificate_key {certs.blog.server_key};
+        ssl_protocols TLSv1.3;
+        ssl_conf_command Ciphersuites {TLS_SUITE};
+        ssl_session_cache shared:UP:10m;
+        root {www};
+
+        location / {{ return 200 "{small}"; }}
+        location = /1m.bin {{ default_type application/octet-stream; }}
+        location = /upload {{
+            client_max_body_size 2m;
+            client_body_buffer_size 2m;
+            client_body_in_single_buffer on;
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Connection "";
+            proxy_http_version 1.1;
+            proxy_pass http://sink/;
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{ports.sink};
+        location / {{ return 200 "{small}"; }}
+    }}
+    server {{
+        listen 127.0.0.1:{ports.status};
+        location / {{ stub_status; }}
+    }}
+}}
+"""
+    )
+    return conf
+
+
+# --- nginx as the proxy -----------------------------------------------------------------------------
+
+
+def write_nginx(prefix: Path, scenario: Scenario, port: int, up: UpstreamPorts, certs: Certs) -> Path:
+    (prefix / "tmp").mkdir(parents=True, exist_ok=True)
+    listen = f"127.0.0.1:{port}"
+    tls = ""
+    if scenario.listener_tls:
+        listen += " ssl"
+        tls = f"""\
+    ssl_certificate {certs.ecdsa_cert};
+    ssl_certificate_key {certs.ecdsa_key};
+    ssl_protocols TLSv1.3;
+    ssl_conf_command Ciphersuites {TLS_SUITE};
+    ssl_session_cache shared:SSL:10m;
+"""
+    if scenario.upstream_tls:
+        upstream = f"server 127.0.0.1:{up.https};"
+        proxy = f"""\
+            proxy_pass https://be;
+            proxy_ssl_verify on;
+            proxy_ssl_verify_depth 2;
+            proxy_ssl_trusted_certificate {certs.blog.ca_cert};
+            proxy_ssl_name {HOST};
+            proxy_ssl_session_reuse on;
+            proxy_ssl_protocols TLSv1.3;
+            proxy_ssl_conf_command Ciphersuites {TLS_SUITE};"""
+    else:
+        upstream = f"server 127.0.0.1:{up.http};"
+        proxy = "            proxy_pass http://be;"
+
+    if scenario.many_routes:
+        servers = []
+        for i in range(ROUTES_HOSTS):
+            locations = "\n".join(
+                f"        location {route_prefix(j)}/ {{ proxy_pass http://be; }}" for j in range(ROUTES_PATHS)
+            )
+            servers.append(
+                f"    server {{\n        listen {listen};\n        server_name {route_host(i)};\n{locations}\n    }}"
+            )
+        vhosts = "\n".join(servers)
+    else:
+        vhosts = f"""\
+    server {{
+        listen {listen};
+        server_name {HOST};
+        location / {{
+{proxy}
+        }}
+    }}"""
+
+    conf = prefix / "nginx.conf"
+    conf.write_text(
+        _nginx_common(prefix)
+        + f"""\
+http {{
+{_nginx_http_common(prefix)}
+    server_names_hash_max_size 4096;
+    server_names_hash_bucket_size 64;
+    client_max_body_size 2m;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Host $http_host;
+    proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+    proxy_request_buffering off;
+    proxy_max_temp_file_size 0;
+    proxy_buffer_size 16k;
+    proxy_buffers 8 16k;
+    proxy_busy_buffers_size 32k;
+{tls}
+    upstream be {{
+        {upstream}
+        keepalive {POOL_SIZE};
+        keepalive_requests {KEEPALIVE_REQUESTS};
+        keepalive_timeout 300s;
+    }}
+
+    # Unknown hosts: 404, like fsmfast (no route for the host) and haproxy's be_404.
+    server {{
+        listen {listen} default_server;
+        server_name _;
+        return 404;
+    }}
+{vhosts}
+}}
+"""
+    )
+    return conf
+
+
+# --- haproxy ----------------------------------------------------------------------------------------
+
+
+def write_haproxy(dir: Path, scenario: Scenario, port: int, up: UpstreamPorts, certs: Certs) -> Path:
+    dir.mkdir(parents=True, exist_ok=True)
+    bind = f"127.0.0.1:{port}"
+    if scenario.listener_tls:
+        bind += f" ssl crt {certs.ecdsa_pem}"
+    if scenario.upstream_tls:
+        server = f"server up 127.0.0.1:{up.https} ssl verify required ca-file {certs.blog.ca_cert} verifyhost {HOST}"
+    else:
+        server = f"server up 127.0.0.1:{up.http}"
+    if scenario.many_routes:
+        # One lookup on "host/path" in a prefix tree (map_beg), as haproxy-ingress routes host+path.
+        routes = dir / "routes.map"
+        routes.write_text(
+            "".join(f"{route_host(i)}{route_prefix(j)}/ be\n" for i in range(ROUTES_HOSTS) for j in range(ROUTES_PATHS))
+        )
+        routing = f"    use_backend %[base,map_beg({routes},be_404)]"
+    else:
+        routing = f"    use_backend be if {{ hdr(host) -i {HOST} }}"
+    conf = dir / "haproxy.cfg"
+    conf.write_text(
+        f"""\
+global
+    nbthread 1
+    maxconn 4096
+    ssl-default-bind-ciphersuites {TLS_SUITE}
+    ssl-default-bind-options ssl-min-ver TLSv1.3
+    ssl-default-server-ciphersuites {TLS_SUITE}
+    ssl-default-server-options ssl-min-ver TLSv1.3
+
+defaults
+    mode http
+    option http-keep-alive
+    option forwardfor
+    http-reuse always
+    timeout connect 10s
+    timeout client 300s
+    timeout server 60s
+    timeout http-request 60s
+    timeout http-keep-alive 300s
+
+frontend fe
+    bind {bind}
+{routing}
+    default_backend be_404
+
+backend be
+    {server}
+
+backend be_404
+    http-request return status 404
+"""
+    )
+    return conf
+
+
+# --- fsmfast ----------------------------------------------------------------------------------------
+
+
+def _dump(doc: dict) -> str:
+    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+
+def _gateway(port: int, tls_secret: str | None) -> str:
+    listener: dict = {
+        "name": "http",
+        "protocol": "HTTP",
+        "port": port,
+        "allowedRoutes": {"namespaces": {"from": "Same"}},
+    }
+    if tls_secret is not None:
+        listener = {
+            "name": "https",
+            "protocol": "HTTPS",
+            "port": port,
+            "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": tls_secret}]},
+            "allowedRoutes": {"namespaces": {"from": "Same"}},
+        }
+    return _dump(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "Gateway",
+            "metadata": {"name": m.GATEWAY_NAME, "namespace": m.NAMESPACE},
+            "spec": {"gatewayClassName": m.GATEWAY_CLASS, "listeners": [listener]},
+        }
+    )
+
+
+def _route(name: str, hostname: str, prefixes: list[str], service: str, service_port: int) -> str:
+    return _dump(
+        {
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": m.NAMESPACE},
+            "spec": {
+                "parentRefs": [{"name": m.GATEWAY_NAME}],
+                "hostnames": [hostname],
+                "rules": [
+                    {
+                        "matches": [{"path": {"type": "PathPrefix", "value": p}}],
+                        "backendRefs": [{"name": service, "port": service_port}],
+                    }
+                    for p in prefixes
+                ],
+            },
+        }
+    )
+
+
+def write_fsmfast(dir: Path, scenario: Scenario, port: int, up: UpstreamPorts, certs: Certs) -> Path:
+    """Gateway API manifests (plus the FSM UpstreamTLSPolicy for S2) in ``dir``; ``fsmfast run -c dir``."""
+    dir.mkdir(parents=True, exist_ok=True)
+    service, service_port = "upstream", 80
+    docs = []
+    if scenario.listener_tls:
+        docs.append(m.tls_secret("listener-cert", certs.ecdsa_cert, certs.ecdsa_key))
+    docs.append(_gateway(port, "listener-cert" if scenario.listener_tls else None))
+    if scenario.upstream_tls:
+        service, service_port = "upstream-tls", 443
+        docs.append(m.service(service, service_port, up.https))
+        docs.append(m.endpoint_slice(service, up.https))
+        docs.append(m.ca_secret("upstream-ca", certs.blog.ca_cert))
+        docs.append(m.upstream_tls_policy(secret="upstream-ca", port=service_port, service=service))
+    else:
+        docs.append(m.service(service, service_port, up.http))
+        docs.append(m.endpoint_slice(service, up.http))
+    (dir / "gateway.yaml").write_text(m.documents(*docs))
+    if scenario.many_routes:
+        prefixes = [route_prefix(j) for j in range(ROUTES_PATHS)]
+        routes = [_route(f"route-{i:04d}", route_host(i), prefixes, service, service_port) for i in range(ROUTES_HOSTS)]
+    else:
+        routes = [_route("route-foo", HOST, ["/"], service, service_port)]
+    (dir / "routes.yaml").write_text(m.documents(*routes))
+    return dir

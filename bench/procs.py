@@ -1,0 +1,195 @@
+"""Processes the harness starts, and what /proc says about them.
+
+Every process is started in its own session (``start_new_session=True``): its tree is one process group,
+stopped with ``killpg`` on that group's id (the child's pid) and nothing else. CPU time and memory are read
+from /proc for the whole tree of a system: the process the harness started and all its descendants
+(fsmfast's master and workers, nginx's master and workers, haproxy's single process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ppid_and_times(pid: int) -> tuple[int, int] | None:
+    """(ppid, utime+stime in ticks) from /proc/<pid>/stat, or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # comm may contain spaces and parentheses: split after the last ")".
+    fields = data[data.rindex(b")") + 2 :].split()
+    # fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15 (1-based, proc(5)).
+    return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and all its descendants alive now."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        info = _ppid_and_times(int(name))
+        if info is not None:
+            children.setdefault(info[0], []).append(int(name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        if os.path.exists(f"/proc/{pid}"):
+            out.append(pid)
+            todo.extend(children.get(pid, ()))
+    return sorted(out)
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime+stime of ``pids`` (all their threads), in seconds; processes that vanished count 0."""
+    ticks = 0
+    for pid in pids:
+        info = _ppid_and_times(pid)
+        if info is not None:
+            ticks += info[1]
+    return ticks / CLK_TCK
+
+
+def busy_seconds() -> float:
+    """CPU time the whole machine spent busy so far (all CPUs: everything but idle and iowait), in seconds."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already inside user and nice]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / CLK_TCK
+
+
+def _status_kib(pid: int, key: bytes) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_kib(pids: Sequence[int]) -> int:
+    return sum(_status_kib(pid, b"VmRSS:") for pid in pids)
+
+
+def hwm_kib(pids: Sequence[int]) -> int:
+    return sum(_status_kib(pid, b"VmHWM:") for pid in pids)
+
+
+class RssSampler:
+    """Samples the summed VmRSS of a process tree every ``interval`` seconds and keeps the maximum."""
+
+    def __init__(self, root: int, interval: float = 0.2) -> None:
+        self.root = root
+        self.interval = interval
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        pids = tree(self.root)
+        while True:
+            self.peak_kib = max(self.peak_kib, rss_kib(pids))
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        # One last sample after the load, so a short run still has one.
+        self.peak_kib = max(self.peak_kib, rss_kib(tree(self.root)))
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited with status {proc.returncode} before 127.0.0.1:{port} accepted")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                return
+        except OSError:
+            pass
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"127.0.0.1:{port} did not accept a connection within {timeout:g}s")
+        time.sleep(0.05)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+class Proc:
+    """One long-running process (and its children) started by the harness, output into files in ``logdir``."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        logdir: Path,
+        cpus: str | None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.cpus = cpus
+        self.stdout = logdir / f"{name}.out"
+        self.stderr = logdir / f"{name}.err"
+        cmd = (["taskset", "-c", cpus] if cpus is not None else []) + argv
+        with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
+            # taskset execs the command, so the pid is the system's own root process.
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, env=env, cwd=cwd
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stderr_tail(self, lines: int = 30) -> str:
+        return tail(self.stderr, lines)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM to the process group, SIGKILL to it after ``grace`` seconds."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        # Workers may outlive a master that exited: the group goes in any case.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)

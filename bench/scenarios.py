@@ -1,0 +1,101 @@
+"""The scenarios S1–S6: what the load generator sends, and what each system must be configured to do.
+
+A scenario has one or more *cases* (S5 has two: 1 MiB downloads and 1 MiB uploads). A case is one wrk
+load: method, path, Host header, extra headers, body, and the response the pre-flight check expects.
+The per-system configuration is written by ``bench/configs.py`` from the same :class:`Scenario`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HOST = "foo.example.com"
+SMALL_BODY = b"Hello World!"  # 12 bytes, the upstream's `return 200`
+BIG_SIZE = 1 << 20  # 1 MiB, the static file and the upload body
+BIG_PATH = "/1m.bin"
+UPLOAD_PATH = "/upload"
+
+# S4: 1,000 HTTPRoutes, one distinct hostname each, 10 PathPrefix rules each; the load hits the last rule
+# of the last route.
+ROUTES_HOSTS = 1000
+ROUTES_PATHS = 10
+
+
+def route_host(i: int) -> str:
+    return f"h{i:04d}.example.com"
+
+
+def route_prefix(j: int) -> str:
+    return f"/svc-{j}"
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # "get", "download", "upload", ...
+    path: str
+    method: str = "GET"
+    host: str = HOST
+    headers: tuple[tuple[str, str], ...] = ()
+    body_size: int = 0  # request body bytes (POST)
+    expect_size: int = len(SMALL_BODY)  # response body bytes the pre-flight check wants
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    name: str
+    summary: str
+    cases: tuple[Case, ...]
+    listener_tls: bool = False  # S3: the proxies terminate TLS
+    upstream_tls: bool = False  # S2: the proxies speak TLS to the upstream
+    many_routes: bool = False  # S4
+    notes: tuple[str, ...] = field(default=())
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.id: s
+    for s in (
+        Scenario(
+            "S1",
+            "plain",
+            "HTTP listener -> HTTP upstream, keep-alive both sides, 12-byte response",
+            (Case("get", "/"),),
+        ),
+        Scenario(
+            "S2",
+            "seed",
+            "HTTP listener -> HTTPS upstream verified against a private CA (the founding scenario)",
+            (Case("get", "/"),),
+            upstream_tls=True,
+        ),
+        Scenario(
+            "S3",
+            "terminate",
+            "HTTPS listener (TLS 1.3, ECDSA P-256 cert) -> HTTP upstream, keep-alive clients",
+            (Case("get", "/"),),
+            listener_tls=True,
+        ),
+        Scenario(
+            "S4",
+            "routes",
+            f"{ROUTES_HOSTS:,} HTTPRoutes x {ROUTES_PATHS} PathPrefix rules; requests hit the last rule of the last",
+            (Case("get", f"{route_prefix(ROUTES_PATHS - 1)}/x", host=route_host(ROUTES_HOSTS - 1)),),
+            many_routes=True,
+        ),
+        Scenario(
+            "S5",
+            "big",
+            "1 MiB responses (GET a static file); 1 MiB uploads (POST, upstream reads the body)",
+            (
+                Case("download", BIG_PATH, expect_size=BIG_SIZE),
+                Case("upload", UPLOAD_PATH, method="POST", body_size=BIG_SIZE),
+            ),
+        ),
+        Scenario(
+            "S6",
+            "churn",
+            "a new client connection for every request (Connection: close); upstream keep-alive",
+            (Case("get", "/", headers=(("Connection", "close"),)),),
+        ),
+    )
+}

@@ -1,0 +1,137 @@
+"""The systems measured: fsmfast, nginx, HAProxy (proxies) and ``direct`` (wrk straight to the upstream).
+
+Each one is started per scenario from that scenario's config and stopped after its rounds. A system that
+cannot serve a scenario says why (:meth:`System.unsupported`), and the report shows that reason instead of
+numbers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import fsmfast
+from bench import configs, deps
+from bench.configs import Certs, UpstreamPorts
+from bench.procs import Proc, free_port, wait_port
+from bench.scenarios import Scenario
+
+# The directory holding the fsmfast package this process imported: the gateway must run that same code.
+_FSMFAST_ROOT = str(Path(fsmfast.__file__).resolve().parent.parent)
+
+PROXIES = ("fsmfast", "nginx", "haproxy")
+ALL_SYSTEMS = (*PROXIES, "direct")
+
+
+class System:
+    name = ""
+
+    def __init__(self, workdir: Path, up: UpstreamPorts, certs: Certs, cpus: str | None) -> None:
+        self.workdir = workdir
+        self.up = up
+        self.certs = certs
+        self.cpus = cpus
+        self.proc: Proc | None = None
+        self.port = 0
+        self.tls = False
+
+    def unsupported(self, scenario: Scenario, dir: Path) -> str | None:
+        return None
+
+    def start(self, scenario: Scenario, dir: Path) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float) -> None:
+        assert self.proc is not None
+        try:
+            wait_port(self.port, timeout, self.proc.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            err = self.proc.stderr_tail()
+            self.stop()
+            raise RuntimeError(f"{self.name} did not start: {exc}\n{err}") from exc
+
+    def url(self, path: str) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{path}"
+
+    @property
+    def root_pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+
+class Fsmfast(System):
+    name = "fsmfast"
+
+    def unsupported(self, scenario: Scenario, dir: Path) -> str | None:
+        """Compile the scenario's manifests the way ``fsmfast check`` does: a listener the compiler drops (e.g.
+        HTTPS, not implemented yet) makes the scenario n/a, with the compiler's own warning as the reason."""
+        from fsmfast.compile import build
+
+        port = free_port()
+        configs.write_fsmfast(dir, scenario, port, self.up, self.certs)
+        result = build(str(dir))
+        if port in {listener.port for listener in result.snapshot.listeners}:
+            return None
+        # Warnings read "file#doc Kind ns/name: field: message": keep "field: message" (no paths in reports).
+        found = [re.search(r"spec\.listeners\S*: .*", w) for w in result.warnings]
+        why = next((f"fsmfast check: {m.group(0)}" for m in found if m), "listener not served")
+        if scenario.listener_tls:
+            return f"HTTPS listeners not implemented yet; {why}"
+        return why
+
+    def start(self, scenario: Scenario, dir: Path) -> None:
+        self.port = free_port()
+        self.tls = scenario.listener_tls
+        configs.write_fsmfast(dir, scenario, self.port, self.up, self.certs)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_FSMFAST_ROOT, env.get("PYTHONPATH", "")) if p)
+        env.pop("FSMFAST_WORKERS", None)
+        argv = [sys.executable, "-m", "fsmfast", "run", "-c", str(dir), "--workers", "1", "--no-access-log"]
+        argv += ["--listen-address", "127.0.0.1"]
+        self.proc = Proc("fsmfast", argv, dir, self.cpus, env=env, cwd=dir)
+
+
+class Nginx(System):
+    name = "nginx"
+
+    def start(self, scenario: Scenario, dir: Path) -> None:
+        self.port = free_port()
+        self.tls = scenario.listener_tls
+        conf = configs.write_nginx(dir, scenario, self.port, self.up, self.certs)
+        argv = [deps.tool("nginx"), "-p", str(dir), "-c", str(conf), "-e", str(dir / "error.log")]
+        self.proc = Proc("nginx", argv, dir, self.cpus)
+
+
+class Haproxy(System):
+    name = "haproxy"
+
+    def start(self, scenario: Scenario, dir: Path) -> None:
+        self.port = free_port()
+        self.tls = scenario.listener_tls
+        conf = configs.write_haproxy(dir, scenario, self.port, self.up, self.certs)
+        # -db: foreground, no daemon; one process, nbthread 1 in the config.
+        self.proc = Proc("haproxy", [deps.tool("haproxy"), "-db", "-f", str(conf)], dir, self.cpus)
+
+
+class Direct(System):
+    """wrk to the upstream itself, over the protocol the proxies use to reach it (TLS in S2): the ceiling."""
+
+    name = "direct"
+
+    def start(self, scenario: Scenario, dir: Path) -> None:
+        self.tls = scenario.upstream_tls
+        self.port = self.up.https if scenario.upstream_tls else self.up.http
+
+    def wait_ready(self, timeout: float) -> None:
+        wait_port(self.port, timeout)
+
+
+def make(name: str, workdir: Path, up: UpstreamPorts, certs: Certs, cpus: str | None) -> System:
+    cls = {"fsmfast": Fsmfast, "nginx": Nginx, "haproxy": Haproxy, "direct": Direct}[name]
+    return cls(workdir, up, certs, cpus)

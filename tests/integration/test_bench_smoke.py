@@ -1,0 +1,63 @@
+"""The benchmark harness runs end to end in a tiny mode and writes its JSON record.
+
+Only the harness's plumbing is checked: every system starts on scenario S1's config, answers the pre-flight
+request, serves a one-second wrk run, and the JSON has the documented keys. Benchmark numbers are never
+asserted: this box runs other work, and a test that depends on speed fails for reasons unrelated to the code.
+nginx, haproxy and wrk come from ``.ci/sysdeps`` (purpose ``test``); the harness is told not to install.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SYSTEMS = ("fsmfast", "nginx", "haproxy", "direct")
+
+
+@pytest.mark.timeout(150)
+def test_quick_run_writes_json_with_requests_for_every_system(tmp_path: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "bench", "--quick", "--scenarios", "S1", "--systems", ",".join(SYSTEMS),
+        "--rounds", "1", "--duration", "1", "--warmup", "0", "--connections", "8",
+        "--no-install", "--no-chart", "--results-dir", str(tmp_path),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=140, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+    files = list(tmp_path.glob("*.json"))
+    assert len(files) == 1, files
+    assert files[0].name.endswith("-quick.json")
+    doc = json.loads(files[0].read_text())
+    for key in ("schema", "date", "command", "machine", "versions", "settings", "summary", "ratios", "runs"):
+        assert key in doc, key
+    assert doc["settings"]["scenarios"] == ["S1"]
+    assert doc["failures"] == [], doc["failures"]
+    for system in SYSTEMS:
+        runs = [r for r in doc["runs"] if r["system"] == system]
+        assert len(runs) == 1, (system, runs)
+        run = runs[0]
+        assert run["requests"] > 0, run
+        assert run["non_2xx_3xx"] == 0, run
+        for key in ("rps", "latency_us", "errors", "harness_cpu_util"):
+            assert key in run, (system, key)
+        if system != "direct":
+            assert run["cpu_us_per_req"] is not None and run["cpu_us_per_req"] > 0, run
+            assert run["rss_peak_kib"] > 0, run
+    assert {(r["vs"], r["scenario"]) for r in doc["ratios"]} == {("nginx", "S1"), ("haproxy", "S1")}
+    # The Markdown report goes to stdout, one row per system.
+    for system in SYSTEMS:
+        assert f"| S1 plain | {system} |" in proc.stdout
+
+
+@pytest.mark.timeout(60)
+def test_route_lookup_prints_ns_per_lookup() -> None:
+    cmd = [sys.executable, "-m", "bench", "lookup", "--sizes", "10,100", "--repeat", "1", "--min-time", "0.01"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=50, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| 10")]
+    assert len(rows) == 2, proc.stdout

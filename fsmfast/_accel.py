@@ -32,14 +32,20 @@ chunk = impl.chunk
 scan_request = impl.scan_request
 response_framing = impl.response_framing
 parse_response_head = impl.parse_response_head
+normalize_target = impl.normalize_target
+scan_request_line = impl.scan_request_line
+valid_host = impl.valid_host
 
 __all__ = [
     "USING_EXTENSION",
     "build_request_head",
     "build_response_head",
     "chunk",
+    "normalize_target",
     "parse_content_length",
     "parse_response_head",
     "response_framing",
     "scan_request",
+    "scan_request_line",
+    "valid_host",
 ]

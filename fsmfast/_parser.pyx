@@ -42,6 +42,9 @@ from cpython.object cimport PyObject
 from cpython.set cimport PySet_Add
 from libc.string cimport memcpy
 
+from fsmfast.proxy.paths import BAD_CHAR as _BAD_CHAR
+from fsmfast.proxy.paths import normalize_slow as _normalize_slow
+
 cdef extern from "Python.h":
     # Borrowed-pointer spellings of the cpython.* declarations: the loops below read items of a
     # list that nothing can change while they run, so they skip the reference counting.
@@ -698,7 +701,56 @@ cdef list _exact_pairs(object headers):
     return _normalize(headers)
 
 
-cpdef tuple scan_request(object headers):
+cdef unsigned char _HOSTCHAR[256]  # valid_host: letters, digits, "-", ".", "_"
+cdef unsigned char _V6CHAR[256]  # inside "[...]": hex digits, ":", "."
+cdef unsigned char _BADANY[256]  # normalize_target: refused anywhere in the target
+cdef unsigned char _BADPATH[256]  # ... and in the path ("\\" too)
+for _c in range(256):
+    _HOSTCHAR[_c] = (48 <= _c <= 57) or (65 <= _c <= 90) or (97 <= _c <= 122) or _c in (45, 46, 95)
+    _V6CHAR[_c] = (48 <= _c <= 57) or (65 <= _c <= 70) or (97 <= _c <= 102) or _c in (58, 46)
+    _BADANY[_c] = _c <= 32 or _c >= 127 or _c in (35, 34, 60, 62)  # CTL SP DEL non-ASCII # " < >
+    _BADPATH[_c] = _BADANY[_c] or _c == 92
+
+
+cdef bint _host_ok(const char* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i = 0, k
+    cdef unsigned char c
+    if n == 0:
+        return True
+    if s[0] == 91:  # "["
+        i = 1
+        while i < n and s[i] != 93:  # "]"
+            if not _V6CHAR[<unsigned char>s[i]]:
+                return False
+            i += 1
+        if i == n or i == 1:
+            return False
+        i += 1
+    else:
+        while i < n and s[i] != 58:  # ":"
+            c = <unsigned char>s[i]
+            if not _HOSTCHAR[c] or (c == 46 and i > 0 and s[i - 1] == 46):
+                return False
+            i += 1
+        if i == 0:
+            return False
+    if i == n:
+        return True
+    if s[i] != 58 or n - i - 1 > 5:
+        return False
+    for k in range(i + 1, n):
+        if s[k] < 48 or s[k] > 57:
+            return False
+    return True
+
+
+cpdef bint valid_host(object value):
+    """See ``fsmfast.proxy.headers.valid_host``."""
+    _need_bytes(value, "value")
+    return _host_ok(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+
+
+cpdef tuple scan_request(object headers, Py_ssize_t max_field):
     """See ``fsmfast.proxy.headers.scan_request``."""
     cdef list lst = _exact_pairs(headers)
     cdef Py_ssize_t i, n, vn
@@ -709,30 +761,91 @@ cpdef tuple scan_request(object headers):
     host = None
     te = None
     expect = None
+    upgrade = None
     for i in range(_list_size(lst)):
         item = _list_item(lst, i)
         name = <object>_tuple_item(item, 0)
         value = <object>_tuple_item(item, 1)
         n = PyBytes_GET_SIZE(name)
+        vn = PyBytes_GET_SIZE(value)
         s = PyBytes_AS_STRING(name)
+        if n + vn > max_field:
+            return host, content_length, te, expect, upgrade, (431, f"a header field exceeds {max_field} bytes")
         if n == 4 and _ieq(s, b"host", 4):
             if host is not None:
-                return host, content_length, te, expect, "more than one Host header"
+                return host, content_length, te, expect, upgrade, (400, "more than one Host header")
+            if not _host_ok(PyBytes_AS_STRING(value), vn):
+                return host, content_length, te, expect, upgrade, (400, "invalid Host header")
             host = value
         elif n == 14 and _ieq(s, b"content-length", 14):
-            cl = _digits(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+            cl = _digits(PyBytes_AS_STRING(value), vn)
             if cl < 0:
-                return host, content_length, te, expect, "invalid Content-Length"
+                return host, content_length, te, expect, upgrade, (400, "invalid Content-Length")
             if content_length >= 0 and cl != content_length:
-                return host, content_length, te, expect, "conflicting Content-Length headers"
+                return host, content_length, te, expect, upgrade, (400, "conflicting Content-Length headers")
             content_length = cl
         elif n == 17 and _ieq(s, b"transfer-encoding", 17):
             if te is not None:
-                return host, content_length, te, expect, "more than one Transfer-Encoding header"
+                return host, content_length, te, expect, upgrade, (400, "more than one Transfer-Encoding header")
             te = value
         elif n == 6 and _ieq(s, b"expect", 6):
             expect = value
-    return host, content_length, te, expect, None
+        elif n == 7 and upgrade is None and _ieq(s, b"upgrade", 7):
+            upgrade = value
+    return host, content_length, te, expect, upgrade, None
+
+
+cpdef Py_ssize_t scan_request_line(object data) except? -2:
+    """See ``fsmfast.proxy.headers.scan_request_line``."""
+    cdef const char* s
+    cdef Py_ssize_t n, i = 0
+    _need_bytes(data, "data")
+    s = PyBytes_AS_STRING(data)
+    n = PyBytes_GET_SIZE(data)
+    while i + 1 < n and s[i] == 13 and s[i + 1] == 10:
+        i += 2
+    if i < n and s[i] == 32:
+        # A leading space is refused whether or not the line is complete, like the pure twin.
+        while i < n and s[i] != 10:
+            i += 1
+        return -1 if i < n else 0
+    while i < n and s[i] != 10:
+        if s[i] == 32 and i + 1 < n and s[i + 1] == 32:
+            while i < n and s[i] != 10:
+                i += 1
+            return -1 if i < n else 0
+        i += 1
+    return i + 1 if i < n else 0
+
+
+cpdef tuple normalize_target(object target):
+    """See ``fsmfast.proxy.paths.normalize_target``: the scan in C, the rare rewrite in Python."""
+    cdef const char* s
+    cdef Py_ssize_t n, i, q = -1
+    cdef unsigned char c, prev = 0
+    cdef bint work = False
+    _need_bytes(target, "target")
+    s = PyBytes_AS_STRING(target)
+    n = PyBytes_GET_SIZE(target)
+    for i in range(n):
+        if s[i] == 63:  # "?"
+            q = i
+            break
+    path = target if q < 0 else PyBytes_FromStringAndSize(s, q)
+    if q >= 0:
+        for i in range(q + 1, n):
+            if _BADANY[<unsigned char>s[i]]:
+                return path, target, _BAD_CHAR
+    for i in range(n if q < 0 else q):
+        c = <unsigned char>s[i]
+        if _BADPATH[c]:
+            return path, target, _BAD_CHAR
+        if c == 37 or (prev == 47 and (c == 47 or c == 46)):  # "%", "//", "/."
+            work = True
+        prev = c
+    if not work:
+        return path, target, None
+    return _normalize_slow(path, target, q)
 
 
 cpdef tuple response_framing(object headers):

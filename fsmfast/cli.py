@@ -1,4 +1,5 @@
-"""The ``fsmfast`` command: ``run`` the gateway, ``check`` a configuration, or start the ``demo``.
+"""The ``fsmfast`` command: ``run`` the gateway, ``check`` a configuration, show its ``routes``,
+``explain`` how one request is routed, or start the ``demo``.
 
 Exit codes (``fsmfast.errors``): 0 ok, 1 configuration invalid, 2 usage, 3 worker boot
 failure, 4 listener bind failure (or another master already running per the pidfile).
@@ -22,6 +23,19 @@ from fsmfast.settings import Settings
 
 WORKERS_ENV = ("FSMFAST_WORKERS", "WEB_CONCURRENCY")
 _DEFAULTS = Settings(config_path="")
+# Hostile-input limits of `run` (docs/hardening.md): flag, Settings field, metavar, help.
+LIMITS = (
+    ("--max-request-line", "max_request_line", "BYTES", "longest request-target; longer gets 414"),
+    ("--max-field-size", "max_field_size", "BYTES", "longest header field, name and value; longer gets 431"),
+    ("--max-head-size", "max_header_bytes", "BYTES", "largest request line plus headers; larger gets 431 or 414"),
+    ("--max-header-count", "max_header_count", "N", "most header fields in a request; more get 431"),
+    (
+        "--max-connections",
+        "max_connections",
+        "N",
+        "client connections per worker; past it the worker stops accepting until back under 90%%",
+    ),
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -38,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = settings_from(ns, parser)
         elif ns.command == "check":
             return check(ns.config)
+        elif ns.command in ("routes", "explain"):
+            return routes_or_explain(ns)
         else:
             parser.print_usage(sys.stderr)
             return EXIT_USAGE
@@ -93,6 +109,7 @@ def make_parser() -> argparse.ArgumentParser:
         ("--keepalive-timeout", "keepalive_timeout", "idle client keep-alive connections are closed after this"),
         ("--header-timeout", "header_timeout", "a client must send its request head within this; else 408"),
         ("--pool-idle-timeout", "pool_idle_timeout", "idle upstream keep-alive connections are closed after this"),
+        ("--body-timeout", "body_timeout", "a request body that stops arriving for this long gets 408"),
     )
     for flag, field, text in timeouts:
         run.add_argument(
@@ -103,6 +120,15 @@ def make_parser() -> argparse.ArgumentParser:
             metavar="S",
             help=f"{text} (default: %(default)gs)",
         )
+    for flag, field, metavar, text in LIMITS:
+        run.add_argument(
+            flag,
+            dest=field,
+            type=positive_int,
+            default=getattr(_DEFAULTS, field),
+            metavar=metavar,
+            help=f"{text} (default: %(default)d)",
+        )
 
     check_ = sub.add_parser(
         "check",
@@ -111,6 +137,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     check_.add_argument("-c", "--config", required=True, metavar="PATH", help="manifest file or directory")
 
+    add_route_tools(sub)
     sub.add_parser("demo", help="run a self-contained demo (fsmfast demo --help)", add_help=False)
     return parser
 
@@ -131,6 +158,8 @@ def settings_from(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> Se
         keepalive_timeout=ns.keepalive_timeout,
         header_timeout=ns.header_timeout,
         pool_idle_timeout=ns.pool_idle_timeout,
+        body_timeout=ns.body_timeout,
+        **{field: getattr(ns, field) for _, field, _, _ in LIMITS},
     )
 
 
@@ -164,6 +193,63 @@ def check(path: str) -> int:
         print(f"fsmfast: warning: {warning}", file=sys.stderr)
     print(result.summary)
     return EXIT_OK
+
+
+def add_route_tools(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    routes = sub.add_parser(
+        "routes",
+        help="print the compiled route table, per port and hostname, in precedence order",
+        description="Compile the manifests at PATH as `run` would and print every port's hostnames and rules,"
+        " in the order the data plane tries them.",
+    )
+    routes.add_argument("-c", "--config", required=True, metavar="PATH", help="manifest file or directory")
+    explain = sub.add_parser(
+        "explain",
+        help="show how one request would be routed, and why every other candidate does not match",
+        description="Compile the manifests at PATH and walk one request through the data plane's router.",
+    )
+    explain.add_argument("-c", "--config", required=True, metavar="PATH", help="manifest file or directory")
+    explain.add_argument("--port", required=True, type=positive_int, help="listener port the request arrives on")
+    explain.add_argument("--host", required=True, help="Host header (a :port suffix is ignored, as when serving)")
+    explain.add_argument("--path", required=True, help="request path, optionally with ?query")
+    explain.add_argument("--method", default="GET", help="request method (default: GET)")
+    explain.add_argument(
+        "--header", action="append", default=[], type=key_value, metavar="NAME=VALUE", help="a request header"
+    )
+    explain.add_argument(
+        "--query", action="append", default=[], type=key_value, metavar="NAME=VALUE", help="a query parameter"
+    )
+
+
+def routes_or_explain(ns: argparse.Namespace) -> int:
+    """``fsmfast routes`` / ``fsmfast explain``: the same build as ``run``, then the worker's router."""
+    from fsmfast import explain
+    from fsmfast.compile import build
+
+    try:
+        result = build(ns.config, 1)
+    except ConfigError as e:
+        n = len(e.issues)
+        print(f"fsmfast: configuration is invalid ({n} error{'' if n == 1 else 's'}):", file=sys.stderr)
+        for issue in e.issues:
+            print(str(issue), file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as e:
+        print(f"fsmfast: cannot read configuration {ns.config}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_CONFIG
+    if ns.command == "routes":
+        sys.stdout.write(explain.render_routes(result.snapshot))
+    else:
+        text = explain.explain(result.snapshot, ns.port, ns.host, ns.path, ns.method, ns.header, ns.query)
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def key_value(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    return name, value
 
 
 def positive_int(text: str) -> int:

@@ -17,24 +17,28 @@ from collections import defaultdict
 import msgspec
 
 from fsmfast.config import model as m
-from fsmfast.config.attach import attach, http_listeners
-from fsmfast.config.checks import unserved
+from fsmfast.config import rules as rulemod
+from fsmfast.config.attach import Attachment, attach, http_listeners
 from fsmfast.config.endpoints import resolve
-from fsmfast.config.hostnames import specificity
-from fsmfast.config.index import Index, age_key
+from fsmfast.config.frontends import Frontends
+from fsmfast.config.httproute import UNSUPPORTED
+from fsmfast.config.index import Index
 from fsmfast.config.issues import Issues, Where
+from fsmfast.config.l4routes import L4Routes
 from fsmfast.config.loader import load
+from fsmfast.config.route_knobs import apply_route_knobs
+from fsmfast.config.routetable import Precedence, build_vhosts, match_precedence
 from fsmfast.config.tls import TLSPolicies
 from fsmfast.errors import ConfigError
 from fsmfast.snapshot import (
     SCHEMA,
     Backend,
     BackendRef,
+    Filters,
     Listener,
-    PathMatch,
     Rule,
     Snapshot,
-    VirtualHost,
+    Timeouts,
 )
 
 __all__ = ["Build", "build"]
@@ -52,15 +56,6 @@ def _plural(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else (plural or word + 's')}"
 
 
-def normalise_path(match: m.HTTPPathMatch) -> PathMatch:
-    value = match.value
-    # PathPrefix matches whole segments and ignores a trailing "/", so "/foo/" is "/foo".
-    if match.type == "PathPrefix" and len(value) > 1:
-        value = value.rstrip("/") or "/"
-    assert match.type in ("Exact", "PathPrefix")
-    return PathMatch(type=match.type, value=value)
-
-
 class _Compiler:
     def __init__(self, manifests: m.Manifests, issues: Issues) -> None:
         self.manifests = manifests
@@ -68,35 +63,29 @@ class _Compiler:
         self.index = Index(manifests)
         self.tls = TLSPolicies(self.index, issues)
         self.used: dict[str, tuple[m.Service, m.ServicePort]] = {}
-        self._rule_backends: dict[tuple[str, int], tuple[BackendRef, ...]] = {}
+        self._entries: dict[str, list[tuple[Precedence, Rule]]] = {}
         self.attached_routes: set[str] = set()
 
     def run(self, generation: int) -> Snapshot:
+        # Listener protocols, certificates and client trust first: listeners that cannot be
+        # served are marked in the index, so no route attaches to them.
+        frontends = Frontends(self.index, self.issues)
         attachments, self.attached_routes = attach(self.index, self.issues)
-        # port -> hostname -> rule name -> (precedence key, rule)
-        table: dict[int, dict[str, dict[str, tuple[tuple[object, ...], Rule]]]] = defaultdict(lambda: defaultdict(dict))
+        by_port: dict[int, list[Attachment]] = defaultdict(list)
         for att in attachments:
-            route = att.route
-            port = att.listener.listener.port
-            for i, rule in enumerate(route.spec.rules):
-                backends = self._backends(route, i, rule)
-                for j, match in enumerate(rule.matches):
-                    if unserved(match):
-                        continue
-                    path = normalise_path(match.path)
-                    name = f"httproute/{route.namespace}/{route.name}/rule/{i}/match/{j}"
-                    # Gateway API precedence: Exact first, longer prefix, older route, ns/name, order.
-                    key = (0 if path.type == "Exact" else 1, -len(path.value), *age_key(route), i, j)
-                    for hostname in att.hostnames:
-                        table[port][hostname].setdefault(name, (key, Rule(name=name, path=path, backends=backends)))
+            by_port[att.listener.listener.port].append(att)
+            if att.route.key not in self._entries:
+                self._entries[att.route.key] = self._route_entries(att.route)
         listeners = []
         for port, refs in sorted(http_listeners(self.index).items()):
-            vhosts = tuple(
-                VirtualHost(hostname=h, rules=tuple(rule for _, rule in sorted(rules.values(), key=lambda kr: kr[0])))
-                for h, rules in sorted(table[port].items(), key=lambda item: specificity(item[0]))
-            )
+            vhosts = build_vhosts(refs, by_port[port], self._entries)
             names = tuple(sorted(ref.name for ref in refs))
-            listeners.append(Listener(port=port, protocol="HTTP", names=names, vhosts=vhosts))
+            listeners.append(frontends.listener(Listener(port=port, protocol="HTTP", names=names, vhosts=vhosts)))
+        l4 = L4Routes(
+            self.index, self.issues, frontends, lambda svc, sp: self.used.setdefault(f"{svc.key}:{sp.port}", (svc, sp))
+        )
+        self.attached_routes |= l4.attached
+        listeners = sorted([*listeners, *l4.listeners()], key=lambda listener: listener.port)
         backends = {key: self._backend(key, *self.used[key]) for key in sorted(self.used)}
         return Snapshot(
             schema=SCHEMA,
@@ -106,47 +95,80 @@ class _Compiler:
             source_digest=self.manifests.digest,
         )
 
-    def _backends(self, route: m.HTTPRoute, i: int, rule: m.HTTPRouteRule) -> tuple[BackendRef, ...]:
-        cache_key = (route.key, i)
-        if cache_key not in self._rule_backends:
-            if any(f.type == "ExtensionRef" for f in rule.filters):
-                # Gateway API: an unresolvable ExtensionRef must not be skipped; 500 instead.
-                refs: tuple[BackendRef, ...] = (BackendRef(weight=1, error="filter ExtensionRef is not supported"),)
-            else:
-                refs = tuple(
-                    self._ref(route, f"spec.rules[{i}].backendRefs[{k}]", ref)
-                    for k, ref in enumerate(rule.backend_refs)
+    # -- routes ----------------------------------------------------------------------------
+
+    def _route_entries(self, route: m.HTTPRoute) -> list[tuple[Precedence, Rule]]:
+        """Every (rule, match) of ``route`` as a snapshot Rule with its precedence key."""
+        out = []
+        for i, rule in enumerate(route.spec.rules):
+            backends, filters, timeouts = self._rule_action(route, i, rule)
+            for j, match in enumerate(rule.matches):
+                path = rulemod.path_match(match.path)
+                entry = Rule(
+                    name=f"httproute/{route.namespace}/{route.name}/rule/{i}/match/{j}",
+                    path=path,
+                    backends=backends,
+                    method=match.method,
+                    headers=rulemod.header_matches(match),
+                    query=rulemod.query_matches(match),
+                    filters=filters,
+                    timeouts=timeouts,
                 )
-            self._rule_backends[cache_key] = refs
-        return self._rule_backends[cache_key]
+                out.append((match_precedence(route, i, j, match, path.value), entry))
+        return out
+
+    def _rule_action(
+        self, route: m.HTTPRoute, i: int, rule: m.HTTPRouteRule
+    ) -> tuple[tuple[BackendRef, ...], Filters | None, Timeouts | None]:
+        field = f"spec.rules[{i}]"
+        timeouts = rulemod.timeouts(rule)
+        unsupported = next((f.type for f in rule.filters if f.type in UNSUPPORTED), None)
+        if unsupported:
+            # Gateway API: a filter that cannot be honoured must not be skipped; 500 instead.
+            return (BackendRef(weight=1, error=f"filter {unsupported} is not supported"),), None, timeouts
+        filters = rulemod.filters(rule.filters, field, lambda ref, where: self._mirror_ref(route, where, ref))
+        backends = tuple(self._ref(route, f"{field}.backendRefs[{k}]", ref) for k, ref in enumerate(rule.backend_refs))
+        return backends, filters, timeouts
 
     def _ref(self, route: m.HTTPRoute, field: str, ref: m.HTTPBackendRef) -> BackendRef:
-        error = self._ref_error(route, ref)
+        error = self._ref_error(route, ref.group, ref.kind, ref.namespace, ref.name, ref.port)
         if error:
             self.issues.warn(Where.of(route), field, f"{error}; requests sent to it get 500")
             return BackendRef(weight=ref.weight, error=error)
-        svc_key = f"{ref.namespace or route.namespace}/{ref.name}"
-        key = f"{svc_key}:{ref.port}"
-        return BackendRef(weight=ref.weight, backend=key)
+        unsupported = next((f.type for f in ref.filters if f.type in (*UNSUPPORTED, "RequestRedirect")), None)
+        if unsupported:
+            # Already reported by the route check, with the filter's own field.
+            return BackendRef(weight=ref.weight, error=f"filter {unsupported} is not supported on a backendRef")
+        key = f"{ref.namespace or route.namespace}/{ref.name}:{ref.port}"
+        filters = rulemod.filters(ref.filters, field, lambda mref, where: self._mirror_ref(route, where, mref))
+        return BackendRef(weight=ref.weight, backend=key, filters=filters)
 
-    def _ref_error(self, route: m.HTTPRoute, ref: m.HTTPBackendRef) -> str | None:
-        if (ref.group, ref.kind) != ("", "Service"):
-            return f"unsupported backend kind {ref.group + '/' if ref.group else ''}{ref.kind}"
-        if any(f.type == "ExtensionRef" for f in ref.filters):
-            return "filter ExtensionRef is not supported"
-        namespace = ref.namespace or route.namespace
-        svc_key = f"{namespace}/{ref.name}"
+    def _mirror_ref(self, route: m.HTTPRoute, field: str, ref: m.BackendObjectRef) -> tuple[str | None, str | None]:
+        error = self._ref_error(route, ref.group, ref.kind, ref.namespace, ref.name, ref.port)
+        if error:
+            self.issues.warn(Where.of(route), field, f"{error}; this mirror is dropped")
+            return None, error
+        return f"{ref.namespace or route.namespace}/{ref.name}:{ref.port}", None
+
+    def _ref_error(
+        self, route: m.HTTPRoute, group: str, kind: str, namespace: str | None, name: str, port: int | None
+    ) -> str | None:
+        """Why a Service reference of ``route`` is invalid, or None (and the port is then used)."""
+        if (group, kind) != ("", "Service"):
+            return f"unsupported backend kind {group + '/' if group else ''}{kind}"
+        namespace = namespace or route.namespace
+        svc_key = f"{namespace}/{name}"
         if namespace != route.namespace and not self.index.route_may_reference_service(
-            route.namespace, namespace, ref.name
+            route.namespace, namespace, name
         ):
             return f"cross-namespace reference to {svc_key} needs a ReferenceGrant"
         svc = self.index.services.get(svc_key)
         if svc is None:
             return f"service {svc_key} not found"
-        sp = next((p for p in svc.spec.ports if p.port == ref.port and p.protocol == "TCP"), None)
+        sp = next((p for p in svc.spec.ports if p.port == port and p.protocol == "TCP"), None)
         if sp is None:
-            return f"service {svc_key} has no port {ref.port}"
-        self.used[f"{svc_key}:{ref.port}"] = (svc, sp)
+            return f"service {svc_key} has no port {port}"
+        self.used[f"{svc_key}:{port}"] = (svc, sp)
         return None
 
     def _backend(self, key: str, svc: m.Service, sp: m.ServicePort) -> Backend:
@@ -164,6 +186,7 @@ def _summary(snapshot: Snapshot, manifests: m.Manifests, routes: int) -> str:
     if ports:
         listeners += f" ({'port' if len(ports) == 1 else 'ports'} {', '.join(ports)})"
     policies = len(manifests.upstream_tls_policies) + len(manifests.backend_tls_policies)
+    policies += len(manifests.gateway_tls_policies)
     return (
         f"ok: {listeners}, {_plural(routes, 'route')}, {_plural(len(manifests.services), 'service')}, "
         f"{_plural(policies, 'policy', 'policies')} "
@@ -180,6 +203,8 @@ def build(path: str, generation: int = 1) -> Build:
     manifests = load(path, issues)
     compiler = _Compiler(manifests, issues)
     snapshot = compiler.run(generation)
+    # fsmfast.io annotations (body size limit, WebSocket): a separate pass over the compiled rules.
+    snapshot = apply_route_knobs(snapshot, manifests.routes, issues)
     errors, warnings = issues.sorted(manifests.files)
     if errors:
         raise ConfigError(errors)

@@ -28,4 +28,14 @@ class Settings(msgspec.Struct, frozen=True):
     pool_idle_timeout: float = 30.0
     # Request line plus headers.
     max_header_bytes: int = 65536
+    # Hostile-input limits (nginx's large_client_header_buffers is 8 KiB): a longer request-target
+    # is 414, a longer header field (name and value) or more fields is 431.
+    max_request_line: int = 8192
+    max_field_size: int = 8192
+    max_header_count: int = 100
+    # A request body that stops arriving for this long is answered 408 (nginx's client_body_timeout).
+    body_timeout: float = 60.0
+    # Client connections per worker: past this the worker stops accepting, and new connections
+    # wait in the listen backlog until it is back under 90 % of it.
+    max_connections: int = 4096
     backlog: int = 1024

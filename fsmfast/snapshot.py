@@ -15,7 +15,7 @@ from typing import Literal
 
 import msgspec
 
-SCHEMA = 1
+SCHEMA = 2
 
 
 class Endpoint(msgspec.Struct, frozen=True, gc=False):
@@ -66,53 +66,206 @@ class Backend(msgspec.Struct, frozen=True, gc=False):
     tls: UpstreamTLS | None = None
 
 
-class BackendRef(msgspec.Struct, frozen=True, gc=False):
+# --- HTTPRoute filters and timeouts, resolved (see fsmfast.proxy.filters for run time) ---------
+
+
+class HeaderValue(msgspec.Struct, frozen=True, gc=False):
+    name: str
+    value: str
+
+
+class HeaderModifier(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Request/ResponseHeaderModifier. ``remove`` names are lower-case; ``set``/``add`` keep
+    the configured spelling, since that is what goes on the wire."""
+
+    set: tuple[HeaderValue, ...] = ()
+    add: tuple[HeaderValue, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+class PathModifier(msgspec.Struct, frozen=True, gc=False):
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    value: str
+
+
+class Redirect(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """RequestRedirect: unset parts come from the request (and the listener port)."""
+
+    status: int = 302
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+    path: PathModifier | None = None
+
+
+class Rewrite(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """URLRewrite: the Host header and/or the path sent upstream."""
+
+    hostname: str | None = None
+    path: PathModifier | None = None
+
+
+class Mirror(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """RequestMirror: ``backend`` is a key of ``Snapshot.backends``, or None with ``error``
+    when the reference is invalid (the mirror is then dropped; the request is unaffected)."""
+
+    backend: str | None = None
+    error: str | None = None
+    percent: float = 100.0
+
+
+class Filters(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """The filters of a rule or of one backendRef, one slot per kind (Gateway API allows each
+    of these once per list, except RequestMirror)."""
+
+    request_headers: HeaderModifier | None = None
+    response_headers: HeaderModifier | None = None
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+    mirrors: tuple[Mirror, ...] = ()
+
+
+class Timeouts(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """HTTPRoute ``timeouts`` in seconds; None (or "0s" in the manifest) means no limit."""
+
+    request: float | None = None
+    backend_request: float | None = None
+
+
+class BackendRef(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """One weighted choice of a rule.
 
     ``backend`` is a key of ``Snapshot.backends``. When the reference is invalid (missing
     Service, unknown kind, unknown port) ``backend`` is None and ``error`` says why; that
-    share of traffic gets 500, as Gateway API requires.
+    share of traffic gets 500, as Gateway API requires. ``filters`` apply only when this
+    choice is taken (backendRef-level filters).
     """
 
     weight: int
     backend: str | None = None
     error: str | None = None
+    filters: Filters | None = None
+
+
+# --- matching ------------------------------------------------------------------------------
 
 
 class PathMatch(msgspec.Struct, frozen=True, gc=False):
-    type: Literal["Exact", "PathPrefix"]
+    """``Exact`` and ``PathPrefix`` compare raw (undecoded) path bytes; a PathPrefix value is
+    stored without its trailing "/". ``RegularExpression`` is a Python ``re`` full match."""
+
+    type: Literal["Exact", "PathPrefix", "RegularExpression"]
     value: str
 
 
-class Rule(msgspec.Struct, frozen=True, gc=False):
+class HeaderMatch(msgspec.Struct, frozen=True, gc=False):
+    """``name`` is lower-case (header names are case-insensitive)."""
+
+    type: Literal["Exact", "RegularExpression"]
+    name: str
+    value: str
+
+
+class QueryMatch(msgspec.Struct, frozen=True, gc=False):
+    """``name`` is case-sensitive; the first value of a repeated parameter is matched."""
+
+    type: Literal["Exact", "RegularExpression"]
+    name: str
+    value: str
+
+
+class Rule(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """One (route, rule, match) triple, in precedence order within its virtual host.
 
-    ``name`` is ``httproute/<ns>/<name>/rule/<i>/match/<j>``, used in the access log.
+    ``name`` is ``httproute/<ns>/<name>/rule/<i>/match/<j>``, used in the access log. The
+    same name always has the same content, wherever it appears (a rule can be a candidate
+    in several virtual hosts). ``filters`` and ``timeouts`` are the rule's (shared by its
+    matches); a rule with a ``redirect`` has no backends.
     """
 
     name: str
     path: PathMatch
     backends: tuple[BackendRef, ...]
+    method: str | None = None
+    headers: tuple[HeaderMatch, ...] = ()
+    query: tuple[QueryMatch, ...] = ()
+    filters: Filters | None = None
+    timeouts: Timeouts | None = None
+    # Hardening knobs from the route's fsmfast.io annotations (fsmfast.config.annotations):
+    # request bodies larger than this get 413; a WebSocket handshake may be tunnelled.
+    max_body_size: int | None = None
+    websocket: bool = False
 
 
-class VirtualHost(msgspec.Struct, frozen=True, gc=False):
-    """Rules served for one hostname on one port.
+class VirtualHost(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Every rule a request for this hostname may use on one port, in precedence order.
 
-    ``hostname`` is lower-case: an exact name, a ``*.suffix`` wildcard, or ``*`` for any.
-    It is already the intersection of the listener hostname and the route hostname.
+    ``hostname`` is lower-case: an exact name, a ``*.suffix`` wildcard, or ``*`` for any. A
+    request uses the most specific virtual host its Host matches (exact, then the longest
+    wildcard, then ``*``); that one already lists, after its own rules, the rules of the
+    less specific hostnames that also match (Gateway API ranks by route hostname first, then
+    by match). ``listeners`` are the Gateway listeners that own this hostname on the port
+    (listener isolation: only their routes are candidates).
     """
 
     hostname: str
     rules: tuple[Rule, ...]
+    listeners: tuple[str, ...] = ()
 
 
-class Listener(msgspec.Struct, frozen=True, gc=False):
-    """Everything served on one port (several Gateway listeners may share it)."""
+# --- listener TLS and L4 routes (TLS termination, passthrough, TCP) ----------------------------
+
+
+class Certificate(msgspec.Struct, frozen=True, gc=False):
+    """One ``certificateRefs`` Secret, resolved. ``names`` are what SNI is matched against:
+    the certificate's DNS subjectAltNames and its subject CN, lower-case (FSM indexes both)."""
+
+    name: str  # namespace/secret
+    cert_pem: str
+    key_pem: str
+    names: tuple[str, ...]
+
+
+class L4Route(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """A TLSRoute (for one SNI ``hostname``: exact, ``*.suffix`` or ``*``) or a TCPRoute:
+    backends chosen per connection by weight."""
+
+    name: str  # tlsroute/<ns>/<name> or tcproute/<ns>/<name>
+    backends: tuple[BackendRef, ...]
+    hostname: str = "*"
+
+
+class ListenerTLS(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """One Gateway listener that terminates TLS on a port: SNI picks it by ``hostname`` (None:
+    any), then one of its certificates. ``route`` is the TCPRoute of a TLS Terminate listener."""
+
+    name: str  # namespace/gateway/listener
+    hostname: str | None
+    certificates: tuple[Certificate, ...]
+    route: L4Route | None = None
+
+
+class Listener(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Everything served on one port (several Gateway listeners may share it).
+
+    One protocol per port: HTTP and HTTPS serve ``vhosts``; HTTPS and TLS with ``tls_mode``
+    Terminate terminate with ``tls`` (declaration order; the first listener's first
+    certificate answers a ClientHello without SNI); TLS Passthrough routes by SNI over
+    ``routes`` (most specific first) and TCP forwards to ``routes[0]``. Client certificates
+    are required on the whole port when ``client_ca_pem`` is set (one handshake policy per
+    port, as FSM's per-port GatewayTLSPolicy and Gateway API v1.3's per-port validation).
+    """
 
     port: int
-    protocol: Literal["HTTP"]
+    protocol: Literal["HTTP", "HTTPS", "TLS", "TCP"]
     names: tuple[str, ...]
     vhosts: tuple[VirtualHost, ...]
+    tls_mode: Literal["Terminate", "Passthrough"] | None = None
+    tls: tuple[ListenerTLS, ...] = ()
+    client_ca_pem: str | None = None
+    # Request header (as configured) that carries the verified client certificate's subject.
+    client_cert_header: str | None = None
+    routes: tuple[L4Route, ...] = ()
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):

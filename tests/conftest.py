@@ -30,9 +30,10 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark everything under tests/integration ``slow`` (real processes), so ``-m "not slow"`` is the fast loop."""
+    """Mark everything under tests/integration and tests/conformance ``slow`` (real processes), so
+    ``-m "not slow"`` is the fast loop."""
     for item in items:
-        if "integration" in item.path.parts:
+        if "integration" in item.path.parts or "conformance" in item.path.parts:
             item.add_marker(pytest.mark.slow)
 
 

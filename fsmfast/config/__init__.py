@@ -9,6 +9,8 @@ One job per module, in data-flow order:
 - ``loader``: documents -> ``Manifests`` (kinds, versions, metadata, duplicates, unknown kinds);
 - ``index``, ``hostnames``, ``attach``, ``endpoints``, ``tls``, ``pem``: cross-object
   resolution used by ``fsmfast.compile`` to build the snapshot.
+- ``frontends`` (listeners per port, certificates via ``certs``, client trust), ``l4routes``
+  (TLSRoute/TCPRoute), ``grants``; their per-object rules are in ``listenerchecks``.
 
 Problems are collected in ``issues.Issues`` as ``fsmfast.errors.ConfigIssue``: errors make
 the configuration invalid, warnings are reported and the rest is served.

@@ -16,6 +16,7 @@ from fsmfast.config import model as m
 from fsmfast.config.hostnames import covers, effective, specificity
 from fsmfast.config.index import Index
 from fsmfast.config.issues import Issues, Where
+from fsmfast.config.listenerchecks import HTTP_PROTOCOLS
 
 
 class ListenerRef(msgspec.Struct, frozen=True):
@@ -37,8 +38,9 @@ def http_listeners(index: Index) -> dict[int, list[ListenerRef]]:
     by_port: dict[int, list[ListenerRef]] = defaultdict(list)
     for gw in index.manifests.gateways:
         for listener in gw.spec.listeners:
-            if listener.protocol == "HTTP":
-                by_port[listener.port].append(ListenerRef(gw, listener))
+            ref = ListenerRef(gw, listener)
+            if listener.protocol in HTTP_PROTOCOLS and ref.name not in index.ignored_listeners:
+                by_port[listener.port].append(ref)
     return by_port
 
 
@@ -60,8 +62,10 @@ def selector_matches(selector: m.LabelSelector, labels: dict[str, str]) -> bool:
 
 def _refusal(ref: ListenerRef, route: m.HTTPRoute, index: Index) -> str | None:
     listener = ref.listener
-    if listener.protocol != "HTTP":
+    if listener.protocol not in HTTP_PROTOCOLS:
         return f"listener {ref.name} is not served (protocol {listener.protocol})"
+    if ref.name in index.ignored_listeners:
+        return f"listener {ref.name} is not served ({index.ignored_listeners[ref.name]})"
     allowed = listener.allowed_routes
     namespaces = allowed.namespaces
     if namespaces.from_ == "Same" and route.namespace != ref.gateway.namespace:

@@ -12,6 +12,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
+from fsmfast.config import httproute, listenerchecks
 from fsmfast.config.hostnames import hostname_problem
 from fsmfast.config.issues import Issues, Where
 from fsmfast.config.model import (
@@ -19,9 +20,6 @@ from fsmfast.config.model import (
     Base64Error,
     Gateway,
     HTTPRoute,
-    HTTPRouteFilter,
-    HTTPRouteMatch,
-    HTTPRouteRule,
     Object,
     Secret,
     Service,
@@ -78,97 +76,15 @@ def check_gateway(gw: Gateway, issues: Issues) -> Gateway | None:
         ns = listener.allowed_routes.namespaces
         if ns.from_ == "Selector" and ns.selector is None:
             c.error(f"{path}.allowedRoutes.namespaces.selector", "required when from is Selector")
-        if listener.protocol != "HTTP":
-            hint = " (protocol names are case-sensitive)" if listener.protocol.upper() == "HTTP" else ""
-            c.warn(path, f"listener protocol {listener.protocol} is not served yet; listener ignored{hint}")
+        listener = listenerchecks.check_listener(c, path, listener)
         listeners.append(listener)
+    gw = listenerchecks.check_client_cert_header(c, gw)
     return replace(gw, spec=replace(gw.spec, listeners=listeners)) if c.ok else None
 
 
-# Path values Gateway API rejects (HTTPPathMatch CEL rules).
-_FORBIDDEN_IN_PATH = ("//", "/./", "/../", "%2f", "%2F", "#")
-_FORBIDDEN_PATH_ENDS = ("/..", "/.")
-
-
-def path_problem(value: str) -> str | None:
-    if not value.startswith("/"):
-        return 'must start with "/"'
-    for bad in _FORBIDDEN_IN_PATH:
-        if bad in value:
-            return f'must not contain "{bad}"'
-    for bad in _FORBIDDEN_PATH_ENDS:
-        if value.endswith(bad):
-            return f'must not end with "{bad}"'
-    if len(value) > 1024:
-        return "must be at most 1024 characters"
-    return None
-
-
-def unserved(match: HTTPRouteMatch) -> list[str]:
-    """The conditions of a match fsmfast cannot evaluate yet (the match is then skipped)."""
-    parts = []
-    if match.path.type == "RegularExpression":
-        parts.append("RegularExpression path")
-    if match.headers:
-        parts.append("headers")
-    if match.query_params:
-        parts.append("query parameters")
-    if match.method is not None:
-        parts.append("method")
-    return parts
-
-
-def _filters(c: Checker, path: str, filters: list[HTTPRouteFilter], consequence: str) -> None:
-    for k, f in enumerate(filters):
-        if f.type == "ExtensionRef":
-            c.warn(f"{path}.filters[{k}]", f"filter ExtensionRef is not supported; {consequence}")
-        else:
-            c.warn(f"{path}.filters[{k}]", f"filter {f.type} is not applied yet")
-
-
 def check_httproute(route: HTTPRoute, issues: Issues) -> HTTPRoute | None:
-    c = Checker(route, issues)
-    spec = route.spec
-    hostnames: list[str] = []
-    for i, name in enumerate(spec.hostnames):
-        lowered = c.hostname(f"spec.hostnames[{i}]", name)
-        if lowered not in hostnames:
-            hostnames.append(lowered)
-    if not spec.parent_refs:
-        c.warn("spec.parentRefs", "none listed, so this route is not attached to any Gateway")
-    # CRD defaults: no rules means one rule, no matches means PathPrefix "/".
-    rules = spec.rules or [HTTPRouteRule()]
-    out_rules = []
-    for i, rule in enumerate(rules):
-        path = f"spec.rules[{i}]"
-        matches = rule.matches or [HTTPRouteMatch()]
-        for j, match in enumerate(matches):
-            mpath = f"{path}.matches[{j}]"
-            if match.path.type != "RegularExpression":
-                problem = path_problem(match.path.value)
-                if problem:
-                    c.error(f"{mpath}.path.value", problem)
-            parts = unserved(match)
-            if parts:
-                c.warn(mpath, f"matching on {' and '.join(parts)} is not served yet; this match is skipped")
-        _filters(c, path, rule.filters, "requests matching this rule get 500")
-        if not rule.backend_refs and not rule.filters:
-            c.warn(path, "no backendRefs, so matching requests get 500")
-        for k, ref in enumerate(rule.backend_refs):
-            rpath = f"{path}.backendRefs[{k}]"
-            if ref.group == "" and ref.kind == "Service" and ref.port is None:
-                c.error(f"{rpath}.port", "required")
-            _filters(c, rpath, ref.filters, "requests sent to this backend get 500")
-        if rule.timeouts is not None:
-            c.warn(f"{path}.timeouts", "timeouts are not applied yet")
-        if rule.retry is not None:
-            c.warn(f"{path}.retry", "retry is not applied yet")
-        if rule.session_persistence is not None:
-            c.warn(f"{path}.sessionPersistence", "session persistence is not applied yet")
-        out_rules.append(replace(rule, matches=matches))
-    if not c.ok:
-        return None
-    return replace(route, spec=replace(spec, hostnames=hostnames, rules=out_rules))
+    # The HTTPRoute rules (matches, filters, timeouts) live in their own module.
+    return httproute.check_httproute(Checker(route, issues), route)
 
 
 def check_service(svc: Service, issues: Issues) -> Service | None:
@@ -317,6 +233,10 @@ CHECKS: dict[str, Callable[[Any, Issues], Any]] = {
     "Secret": check_secret,
     "UpstreamTLSPolicy": check_upstream_tls_policy,
     "BackendTLSPolicy": check_backend_tls_policy,
+    # Listener TLS and L4 routes: fsmfast.config.listenerchecks.
+    "TLSRoute": lambda obj, issues: listenerchecks.check_tlsroute(Checker(obj, issues), obj),
+    "TCPRoute": lambda obj, issues: listenerchecks.check_tcproute(Checker(obj, issues), obj),
+    "GatewayTLSPolicy": lambda obj, issues: listenerchecks.check_gateway_tls_policy(Checker(obj, issues), obj),
 }
 
 

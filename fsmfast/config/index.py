@@ -29,6 +29,9 @@ class Index:
         self.grants: dict[str, list[m.ReferenceGrant]] = defaultdict(list)
         for grant in manifests.reference_grants:
             self.grants[grant.namespace].append(grant)
+        # Listeners not served (conflicting protocol on their port, no usable certificate):
+        # "namespace/gateway/listener" -> why. Filled by config.frontends before routes attach.
+        self.ignored_listeners: dict[str, str] = {}
 
     def labels_of_namespace(self, namespace: str) -> dict[str, str]:
         labels = dict(self.namespace_labels.get(namespace, {}))

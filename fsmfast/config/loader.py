@@ -42,6 +42,9 @@ KINDS: dict[str, Kind] = {
     "ConfigMap": Kind(m.ConfigMap, "", ("v1",), "config_maps"),
     "EndpointSlice": Kind(m.EndpointSlice, "discovery.k8s.io", ("v1",), "endpoint_slices"),
     "UpstreamTLSPolicy": Kind(m.UpstreamTLSPolicy, "gateway.flomesh.io", ("v1alpha1",), "upstream_tls_policies"),
+    "GatewayTLSPolicy": Kind(m.GatewayTLSPolicy, "gateway.flomesh.io", ("v1alpha1",), "gateway_tls_policies"),
+    "TLSRoute": Kind(m.TLSRoute, m.GATEWAY_GROUP, ("v1", "v1alpha3", "v1alpha2"), "tls_routes"),
+    "TCPRoute": Kind(m.TCPRoute, m.GATEWAY_GROUP, ("v1alpha2",), "tcp_routes"),
 }
 
 

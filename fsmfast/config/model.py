@@ -55,6 +55,8 @@ class Meta(Loose, kw_only=True):
     name: str
     namespace: str = "default"
     labels: dict[str, str] = {}
+    # Read for fsmfast's own knobs (e.g. ``fsmfast.io/client-cert-header`` on a Gateway).
+    annotations: dict[str, str] = {}
     # Normalised to UTC "YYYY-MM-DDTHH:MM:SSZ" by the loader; None when absent.
     creation_timestamp: Any = None
 
@@ -114,15 +116,44 @@ class AllowedRoutes(Spec, kw_only=True):
     kinds: list[RouteGroupKind] = []
 
 
-class GatewayListener(Spec, kw_only=True):
-    ignored = frozenset({"tls"})
+class SecretObjectRef(Spec, kw_only=True):
+    """Gateway API SecretObjectReference (listener ``tls.certificateRefs``)."""
 
+    group: str = ""
+    kind: str = "Secret"
+    name: str
+    namespace: str | None = None
+
+
+class CACertificateRef(Spec, kw_only=True):
+    """Gateway API ObjectReference for trust anchors: a ConfigMap or a Secret with ``ca.crt``."""
+
+    group: str = ""
+    kind: str
+    name: str
+    namespace: str | None = None
+
+
+class FrontendTLSValidation(Spec, kw_only=True):
+    ignored = frozenset({"mode"})
+
+    ca_certificate_refs: list[CACertificateRef] = []
+
+
+class GatewayTLSConfig(Spec, kw_only=True):
+    mode: Literal["Terminate", "Passthrough"] = "Terminate"
+    certificate_refs: list[SecretObjectRef] = []
+    frontend_validation: FrontendTLSValidation | None = None
+    options: dict[str, str] = {}
+
+
+class GatewayListener(Spec, kw_only=True):
     name: str
     port: Port
     protocol: str
     hostname: str | None = None
     allowed_routes: AllowedRoutes = msgspec.field(default_factory=AllowedRoutes)
-    tls: Any = None
+    tls: GatewayTLSConfig | None = None
 
 
 class GatewaySpec(Spec, kw_only=True):
@@ -179,15 +210,67 @@ class HTTPRouteMatch(Spec, kw_only=True):
     method: HTTPMethod | None = None
 
 
+class HTTPHeader(Spec, kw_only=True):
+    name: str
+    value: str
+
+
+class HTTPHeaderFilter(Spec, kw_only=True):
+    """RequestHeaderModifier / ResponseHeaderModifier body."""
+
+    set: list[HTTPHeader] = []
+    add: list[HTTPHeader] = []
+    remove: list[str] = []
+
+
+class HTTPPathModifier(Spec, kw_only=True):
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    replace_full_path: str | None = None
+    replace_prefix_match: str | None = None
+
+
+class HTTPRequestRedirectFilter(Spec, kw_only=True):
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+    port: Port | None = None
+    # One of 301, 302, 303, 307, 308; checked with the route (the decoder's literals are strings).
+    status_code: int = 302
+
+
+class HTTPURLRewriteFilter(Spec, kw_only=True):
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+
+
+class BackendObjectRef(Spec, kw_only=True):
+    group: str = ""
+    kind: str = "Service"
+    name: str
+    namespace: str | None = None
+    port: Port | None = None
+
+
+class Fraction(Spec, kw_only=True):
+    numerator: Annotated[int, msgspec.Meta(ge=0)]
+    denominator: Annotated[int, msgspec.Meta(ge=1)] = 100
+
+
+class HTTPRequestMirrorFilter(Spec, kw_only=True):
+    backend_ref: BackendObjectRef
+    percent: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
+    fraction: Fraction | None = None
+
+
 class HTTPRouteFilter(Spec, kw_only=True):
-    """Filters are recognised but not applied yet; their bodies are kept unvalidated."""
+    """One filter; ``type`` says which body applies (checked with the route)."""
 
     type: str
-    request_header_modifier: Any = None
-    response_header_modifier: Any = None
-    request_mirror: Any = None
-    request_redirect: Any = None
-    url_rewrite: Any = None
+    request_header_modifier: HTTPHeaderFilter | None = None
+    response_header_modifier: HTTPHeaderFilter | None = None
+    request_mirror: HTTPRequestMirrorFilter | None = None
+    request_redirect: HTTPRequestRedirectFilter | None = None
+    url_rewrite: HTTPURLRewriteFilter | None = msgspec.field(default=None, name="urlRewrite")
     extension_ref: Any = None
     cors: Any = None
     external_auth: Any = None
@@ -458,6 +541,64 @@ class BackendTLSPolicy(Object, kw_only=True):
     spec: BackendTLSPolicySpec
 
 
+# --- TLSRoute and TCPRoute (L4) -----------------------------------------------------------
+
+
+class L4BackendRef(Spec, kw_only=True):
+    group: str = ""
+    kind: str = "Service"
+    name: str
+    namespace: str | None = None
+    port: Port | None = None
+    weight: Weight = 1
+
+
+class L4RouteRule(Spec, kw_only=True):
+    name: str | None = None
+    backend_refs: list[L4BackendRef] = []
+
+
+class TLSRouteSpec(Spec, kw_only=True):
+    parent_refs: list[ParentRef] = []
+    hostnames: list[str] = []
+    rules: list[L4RouteRule] = []
+
+
+class TLSRoute(Object, kw_only=True):
+    spec: TLSRouteSpec = msgspec.field(default_factory=TLSRouteSpec)
+
+
+class TCPRouteSpec(Spec, kw_only=True):
+    parent_refs: list[ParentRef] = []
+    rules: list[L4RouteRule] = []
+
+
+class TCPRoute(Object, kw_only=True):
+    spec: TCPRouteSpec = msgspec.field(default_factory=TCPRouteSpec)
+
+
+# --- Flomesh GatewayTLSPolicy (client mTLS per Gateway port; FSM v1.2) ----------------------
+
+
+class GatewayTLSPolicyConfig(Spec, kw_only=True):
+    m_tls: bool | None = msgspec.field(default=None, name="mTLS")
+
+
+class GatewayTLSPolicyPort(Spec, kw_only=True):
+    port: Port
+    config: GatewayTLSPolicyConfig | None = None
+
+
+class GatewayTLSPolicySpec(Spec, kw_only=True):
+    target_ref: PolicyTargetRef
+    ports: list[GatewayTLSPolicyPort] = []
+    config: GatewayTLSPolicyConfig | None = None
+
+
+class GatewayTLSPolicy(Object, kw_only=True):
+    spec: GatewayTLSPolicySpec
+
+
 # --- the whole set --------------------------------------------------------------------------
 
 
@@ -476,6 +617,9 @@ class Manifests(msgspec.Struct, kw_only=True):
     config_maps: list[ConfigMap] = []
     upstream_tls_policies: list[UpstreamTLSPolicy] = []
     backend_tls_policies: list[BackendTLSPolicy] = []
+    tls_routes: list[TLSRoute] = []
+    tcp_routes: list[TCPRoute] = []
+    gateway_tls_policies: list[GatewayTLSPolicy] = []
     files: list[str] = []
     documents: int = 0
     digest: str = ""

@@ -109,11 +109,17 @@ def listener_ports(snapshot: Snapshot) -> set[int]:
     return {listener.port for listener in snapshot.listeners}
 
 
+def listener_schemes(snapshot: Snapshot) -> dict[int, str]:
+    """What each port speaks, for the log line an operator copies into curl."""
+    return {listener.port: listener.protocol.lower() for listener in snapshot.listeners}
+
+
 class Arbiter:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.slots: sockets.SlotSockets = [{} for _ in range(settings.workers)]
         self.ports: set[int] = set()
+        self.schemes: dict[int, str] = {}
         self.generation = 0
         self.snapshot_bytes = b""
         self.workers: dict[int, Worker] = {}  # pid -> worker
@@ -145,6 +151,7 @@ class Arbiter:
         from fsmfast.snapshot import encode
 
         ports = listener_ports(first.snapshot)
+        self.schemes = listener_schemes(first.snapshot)
         snapshot_bytes = encode(first.snapshot)
         summary = first.summary
         # The master keeps only the encoded bytes; the decoded snapshot would be dead weight in every fork.
@@ -435,6 +442,7 @@ class Arbiter:
         for warning in result.warnings:
             log.warning("%s", warning)
         ports = listener_ports(result.snapshot)
+        self.schemes = listener_schemes(result.snapshot)
         added = sorted(ports - self.ports)
         removed = sorted(self.ports - ports)
         try:
@@ -583,7 +591,8 @@ class Arbiter:
 
     def _log_listening(self, port: int) -> None:
         where = sockets.format_address(self.settings.listen_address, port)
-        log.info("listening on http://%s (%s, SO_REUSEPORT)", where, _count(self.settings.workers, "worker"))
+        scheme = self.schemes.get(port, "http")
+        log.info("listening on %s://%s (%s, SO_REUSEPORT)", scheme, where, _count(self.settings.workers, "worker"))
 
 
 def _freeze_heap() -> None:

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from fsmfast._accel import scan_request
-from fsmfast.proxy.exchange import DONE, Exchange
+from fsmfast._accel import normalize_target, scan_request, scan_request_line, valid_host
+from fsmfast.proxy import mirror
+from fsmfast.proxy.exchange import DONE, QUEUED, RESPONDING, Exchange, StopParsing
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
+from fsmfast.proxy.route_timer import RouteTimer
 from fsmfast.proxy.router import normalize_host
 
 if TYPE_CHECKING:
@@ -27,9 +29,12 @@ if TYPE_CHECKING:
 
 WRITE_HIGH = 64 * 1024
 WRITE_LOW = 16 * 1024
-MAX_HEADERS = 100
 # Requests parsed ahead of the one being answered before the client is paused.
 MAX_QUEUED = 16
+# After a refusal, how long what the client still sends is read and dropped (see linger()).
+LINGER = 2.0
+# Bytes a client may send after a WebSocket handshake before the upstream has answered it.
+HELD_LIMIT = 64 * 1024
 
 
 class RejectRequest(Exception):
@@ -46,6 +51,8 @@ class ClientConnection(asyncio.Protocol):
     PAUSE_UPSTREAM = 1  # the active upstream's write buffer is full
     PAUSE_PENDING = 2  # a waiting exchange holds too much body
     PAUSE_QUEUE = 4  # too many pipelined requests ahead
+    # TLS facts for the access log (SNI, version, client certificate); set by HTTPSConnection.
+    tls_log: dict[str, Any] | None = None
 
     def __init__(self, ctx: Context, port: int, scheme: bytes = b"http") -> None:
         self.ctx = ctx
@@ -58,7 +65,15 @@ class ClientConnection(asyncio.Protocol):
         self.out: list[bytes] = []
         self.closing = False  # the transport is closing: write nothing more
         self.stop_reading = False  # parse nothing more (refusal, upgrade, EOF)
+        self.lingering = False
+        self._eof = False
+        # Client bytes after a WebSocket handshake, held until the upstream answers it.
+        self.held: list[bytes] | None = None
         self._paused = 0
+        settings = ctx.settings
+        self.max_request_line = settings.max_request_line
+        self.max_field_size = settings.max_field_size
+        self.max_header_count = settings.max_header_count
         # Per-request parse state.
         self.in_head = False
         self._head_room = 0  # bytes the current head may still take
@@ -69,6 +84,7 @@ class ClientConnection(asyncio.Protocol):
         # Timers, checked by the worker's tick.
         self.idle_since = time.monotonic()
         self.head_started = 0.0
+        self.body_at = 0.0  # the worker clock when the last request-body bytes arrived
 
     # -- asyncio.Protocol --------------------------------------------------------------
 
@@ -79,13 +95,28 @@ class ClientConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0]).encode()
-        self.ctx.connections.add(self)
+        connections = self.ctx.connections
+        connections.add(self)
+        self.ctx.admission.opened(len(connections))
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self.stop_reading:
-            return
+            if self.held is not None and not self.closing:
+                self._hold(data)
+            return  # else: a refused or finished connection; what the client still sends is dropped
         if not self.in_head and self._parsing is None:
             self._start_head()
+            # The request line starts this read (the usual case): llhttp accepts runs of spaces in
+            # it, so they are refused here. A pipelined head starting mid-read skips this check;
+            # its request line is re-serialized upstream anyway.
+            line_end = scan_request_line(data)
+            if line_end < 0:
+                method = data.lstrip(b"\r\n").split(b" ", 1)[0][:16] or b"-"
+                self._refuse(400, "malformed request line: repeated or leading spaces", "bad_request", method)
+                self.flush()
+                return
+            # Seen within the head allowance, as below (_head_fits tells 414 from 431 by it).
+            self._line_seen = 0 < line_end <= self._head_room
         if self.in_head:
             room = self._head_room - len(data)
             if room >= 0:
@@ -102,12 +133,23 @@ class ClientConnection(asyncio.Protocol):
             cause = exc.__context__
             if isinstance(cause, RejectRequest):
                 self._refuse(cause.status, cause.text, cause.code)
-            else:
+            elif not isinstance(cause, StopParsing):
                 raise
-        except httptools.HttpParserUpgrade:
-            # Upgrade is hop-by-hop and not proxied yet: the request went upstream without it,
-            # and nothing after the head is parsed (it would be the other protocol's bytes).
-            self.stop_after_queue()
+        except httptools.HttpParserUpgrade as exc:
+            ex = self.queue[-1] if self.queue else None
+            if ex is not None and ex.upgrade is not None:
+                # A WebSocket handshake its route allows (see fsmfast.proxy.websocket): what follows
+                # the head is held until the upstream answers, and nothing more is parsed.
+                self.stop_reading = True
+                ex.request_done = False  # no pooling, and the client connection ends with it
+                self.held = []
+                rest = data[exc.args[0] :] if exc.args else b""
+                if rest:
+                    self._hold(rest)
+            else:
+                # Any other Upgrade is not proxied: the request went upstream without it, and
+                # nothing after the head is parsed (it would be the other protocol's bytes).
+                self.stop_after_queue()
         except httptools.HttpParserError as exc:
             self._parser_error(exc)
         active = self.queue[0] if self.queue else None
@@ -117,6 +159,7 @@ class ClientConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # Half-close from the client: finish what is in flight, then close.
+        self._eof = True
         if not self.queue:
             return False
         self.stop_after_queue()
@@ -124,7 +167,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
-        self.ctx.connections.discard(self)
+        connections = self.ctx.connections
+        connections.discard(self)
+        self.ctx.admission.closed(len(connections))
         for ex in self.queue:
             ex.client_lost()
         if self._parsing is not None and self._parsing not in self.queue:
@@ -152,30 +197,39 @@ class ClientConnection(asyncio.Protocol):
         if not self.in_head:
             self._start_head()
         self._url = b""
-        self._headers = []
+        if self._headers:  # trailers of the previous message (on_headers_complete left a fresh list)
+            self._headers = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self._headers
-        if len(headers) >= MAX_HEADERS:
-            raise RejectRequest(431, f"more than {MAX_HEADERS} header fields", "too_many_headers")
+        if len(headers) >= self.max_header_count:
+            raise RejectRequest(431, f"more than {self.max_header_count} header fields", "too_many_headers")
         headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
         version = parser.get_http_version()
-        if version not in ("1.1", "1.0"):
+        if version != "1.1" and version != "1.0":
+            if version == "0.9":
+                raise RejectRequest(400, "HTTP/0.9 is not supported", "bad_request")
             raise RejectRequest(505, f"HTTP/{version} is not supported", "http_version_not_supported")
         http11 = version == "1.1"
         method = parser.get_method()
         target = self._url
         headers = self._headers
-        host, content_length, te, expect, problem = scan_request(headers)
+        # A chunked body's trailers arrive through on_header as well: they go to a fresh list,
+        # never into this head (a queued request's head is built from it later).
+        self._headers = []
+        if len(target) > self.max_request_line:
+            raise RejectRequest(414, f"request-target exceeds {self.max_request_line} bytes", "uri_too_long")
+        host, content_length, te, expect, upgrade, problem = scan_request(headers, self.max_field_size)
         if problem is not None:
-            raise RejectRequest(400, problem, "bad_request")
+            status, text = problem
+            raise RejectRequest(status, text, "bad_request" if status == 400 else "header_too_large")
         expect_continue = False
         if expect is not None:
             if expect.strip(b" \t").lower() == b"100-continue":
@@ -183,6 +237,9 @@ class ClientConnection(asyncio.Protocol):
             else:
                 raise RejectRequest(417, "only Expect: 100-continue is supported", "expectation_failed")
         if te is not None:
+            if not http11:
+                # RFC 9112 §6.1: such framing is faulty; nginx refuses it too.
+                raise RejectRequest(400, "Transfer-Encoding in an HTTP/1.0 request", "bad_request")
             if content_length >= 0:
                 raise RejectRequest(400, "both Content-Length and Transfer-Encoding", "bad_request")
             if te.strip(b" \t").lower() != b"chunked":
@@ -196,31 +253,25 @@ class ClientConnection(asyncio.Protocol):
             if http11:
                 raise RejectRequest(400, "HTTP/1.1 request without Host", "bad_request")
             host = b""
-        route_host = host
-        path = target
-        if not target.startswith(b"/"):
-            if target.startswith((b"http://", b"https://")):
-                # Absolute-form (RFC 9112 §3.2.2): its authority wins over Host, and the
-                # upstream gets origin-form.
-                try:
-                    url = httptools.parse_url(target)
-                except httptools.HttpParserInvalidURLError:
-                    raise RejectRequest(400, "invalid request-target", "bad_request") from None
-                route_host = url.host or b""
-                if url.port:
-                    route_host += b":%d" % url.port
-                path = url.path or b"/"
-                target = path + (b"?" + url.query if url.query else b"")
-            elif target == b"*" and method == b"OPTIONS":
-                path = b"*"
-            else:
-                raise RejectRequest(400, "unsupported request-target form", "bad_request")
-        q = path.find(b"?")
-        if q >= 0:
-            path = path[:q]
+        if target.startswith(b"/"):
+            # One normalization for routing and forwarding (fsmfast.proxy.paths).
+            path, target, bad = normalize_target(target)
+            if bad is not None:
+                raise RejectRequest(400, bad, "bad_request")
+        else:
+            path, target, host = self._other_form(method, target, host, headers)
+        tunnel = False
+        if upgrade is not None and parser.should_upgrade():
+            # llhttp hands everything after this head to the new protocol, so a body announced
+            # here would never be parsed: refuse rather than forward a head that lies.
+            if framing != FRAME_NONE:
+                raise RejectRequest(400, "Upgrade request with a body", "bad_request")
+            tunnel = True
         keep_alive = parser.should_keep_alive() and not self.ctx.draining
         ex = Exchange(self, method, target, http11, headers, host, framing, keep_alive, expect_continue)
-        self._route(ex, route_host, path)
+        self._route(ex, host, path)
+        if (tunnel or framing != FRAME_NONE) and self.ctx.rule_options and ex.rule is not None:
+            self._rule_options(ex, upgrade if tunnel else None)
         self._parsing = ex
         self.queue.append(ex)
         if len(self.queue) == 1:
@@ -229,6 +280,7 @@ class ClientConnection(asyncio.Protocol):
             self.pause_reading(self.PAUSE_QUEUE)
 
     def on_body(self, body: bytes) -> None:
+        self.body_at = self.ctx.clock
         if self._parsing is not None:
             self._parsing.request_body(body)
 
@@ -238,6 +290,71 @@ class ClientConnection(asyncio.Protocol):
         if ex is not None:
             ex.request_complete()
 
+    def _other_form(
+        self, method: bytes, target: bytes, host: bytes, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[bytes, bytes, bytes]:
+        """``(path, target, host)`` for a request-target that is not origin-form, or a refusal."""
+        if method == b"CONNECT":
+            raise RejectRequest(405, "CONNECT is not supported", "method_not_allowed")
+        if target == b"*":
+            if method != b"OPTIONS":
+                raise RejectRequest(400, "request-target * is only valid with OPTIONS", "bad_request")
+            return b"*", b"*", host
+        sep = target.find(b"://")
+        scheme = target[:sep].lower() if sep > 0 else b""
+        if scheme != b"http" and scheme != b"https":
+            raise RejectRequest(400, "unsupported request-target form", "bad_request")
+        # Absolute-form (RFC 9112 §3.2.2): the authority names the host, the upstream gets
+        # origin-form, and the Host header is replaced by the authority so that routing and
+        # upstream agree on one host.
+        rest = target[sep + 3 :]
+        end = len(rest)
+        for stop in (b"/", b"?"):
+            i = rest.find(stop, 0, end)
+            if i >= 0:
+                end = i
+        authority = rest[:end]
+        if b"@" in authority:
+            raise RejectRequest(400, "userinfo in request-target", "bad_request")  # RFC 9110 §4.2.4
+        if not authority or not valid_host(authority):
+            raise RejectRequest(400, "invalid authority in request-target", "bad_request")
+        origin = rest[end:]
+        path, origin, bad = normalize_target(origin if origin.startswith(b"/") else b"/" + origin)
+        if bad is not None:
+            raise RejectRequest(400, bad, "bad_request")
+        if any(len(n) == 4 and n.lower() == b"host" for n, _ in headers):
+            if not _same_authority(host, authority, 443 if scheme == b"https" else 80):
+                # HAProxy refuses this too: two different hosts in one request is how a route is
+                # chosen for one and the request served for the other.
+                raise RejectRequest(400, "Host header does not match the request-target", "bad_request")
+            headers[:] = [(n, authority) if len(n) == 4 and n.lower() == b"host" else (n, v) for n, v in headers]
+        else:
+            headers.append((b"Host", authority))
+        return path, origin, authority
+
+    def _rule_options(self, ex: Exchange, upgrade: bytes | None) -> None:
+        """Per-rule data-plane knobs (fsmfast.io annotations): body size limit, WebSocket."""
+        assert ex.rule is not None
+        opts = self.ctx.rule_options.get(ex.rule.name)
+        if opts is None:
+            return
+        limit = opts.max_body_size
+        if limit is not None:
+            if ex.req_framing > limit:
+                if ex.local is None:
+                    ex.set_local(413, f"request body exceeds {limit} bytes", "request_too_large")
+            elif ex.req_framing == FRAME_CHUNKED:
+                ex.body_room = limit
+        if (
+            upgrade is not None
+            and opts.websocket
+            and ex.local is None
+            and ex.method == b"GET"
+            and ex.http11
+            and upgrade.strip(b" \t").lower() == b"websocket"
+        ):
+            ex.upgrade = b"websocket"
+
     # -- routing ----------------------------------------------------------------------
 
     def _route(self, ex: Exchange, host: bytes, path: bytes) -> None:
@@ -246,11 +363,15 @@ class ClientConnection(asyncio.Protocol):
         if vhost is None:
             ex.set_local(404, f"no route for host {host.decode('latin-1')!r}", "no_route")
             return
-        rule = vhost.match(path)
+        rule = vhost.match(path, ex.method, ex.headers, ex.target)
         if rule is None:
             ex.set_local(404, f"no route for {path.decode('latin-1')!r} on host {vhost.hostname}", "no_route")
             return
         ex.rule = rule
+        if rule.redirect is not None:
+            location = rule.redirect.location(self.scheme, normalize_host(host), self.port, ex.target)
+            ex.set_local(rule.redirect.status, f"redirect to {location.decode('latin-1')}", "redirect", location)
+            return
         choice = rule.pick()
         if choice is None:
             ex.set_local(500, f"route {rule.name} has no backend", "invalid_backend")
@@ -259,6 +380,13 @@ class ClientConnection(asyncio.Protocol):
             ex.set_local(500, f"route {rule.name}: {choice.error}", "invalid_backend")
             return
         ex.backend = choice.backend
+        # HTTPRoute filters and timeouts: precomputed, None for a plain rule.
+        if choice.plan is not None:
+            ex.plan = choice.plan
+            if choice.plan.mirrors:
+                ex.mirrors = mirror.start(ex, choice.plan, choice.plan.mirrors)
+        if rule.timeouts is not None:
+            ex.timer = RouteTimer(ex, self.ctx.loop, rule.timeouts)
 
     # -- flow -------------------------------------------------------------------------
 
@@ -268,7 +396,10 @@ class ClientConnection(asyncio.Protocol):
         self.queue.popleft()
         if not ex.keep_alive:
             self.flush()
-            self.close()
+            if self.stop_reading or not ex.request_done:
+                self.linger()  # the client may still be sending what we refused to read
+            else:
+                self.close()
             return
         if self._paused:
             # Pauses belonged to the finished exchange's upstream and buffers.
@@ -318,6 +449,35 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    def linger(self) -> None:
+        """Close after an answer the client may not have finished sending for (a refusal, a
+        413, an error before the body ended) without losing that answer.
+
+        Closing a socket with unread input makes the kernel send a reset, which can destroy
+        the response before the client reads it. So our side is shut down (FIN after the
+        response) and what the client still sends is read and dropped until it closes, or for
+        LINGER seconds (nginx's lingering close).
+        """
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._eof or not transport.can_write_eof():
+            self.close()
+            return
+        self.stop_reading = True
+        self.lingering = True
+        self.held = None
+        transport.write_eof()
+        if self._paused:
+            self._paused = 0
+            transport.resume_reading()
+        self.ctx.loop.call_later(LINGER, self.close)
+
+    def _hold(self, data: bytes) -> None:
+        held = self.held
+        assert held is not None
+        held.append(data)
+        if sum(len(b) for b in held) > HELD_LIMIT:
+            self.pause_reading(self.PAUSE_PENDING)  # resumed when the tunnel opens
+
     # -- refusals ---------------------------------------------------------------------
 
     def _head_fits(self, data: bytes) -> bool:
@@ -337,6 +497,22 @@ class ClientConnection(asyncio.Protocol):
             self._refuse(414, f"request line exceeds {limit} bytes", "uri_too_long")
         return False
 
+    def body_stalled(self, now: float, limit: float) -> bool:
+        """A request body is being read, its exchange is active, and the client has sent none
+        of it for ``limit`` seconds. Time the gateway itself stopped reading does not count."""
+        ex = self._parsing
+        if ex is None or ex.state == QUEUED:
+            return False
+        if self._paused:
+            self.body_at = now
+            return False
+        return now - max(self.body_at, ex.started) > limit
+
+    def refuse_slow_body(self) -> None:
+        limit = self.ctx.settings.body_timeout
+        self._refuse(408, f"request body stalled for {limit:g}s", "body_timeout")
+        self.flush()
+
     def refuse_slow_head(self) -> None:
         limit = self.ctx.settings.header_timeout
         self._refuse(408, f"request head not received within {limit:g}s", "header_timeout")
@@ -351,14 +527,16 @@ class ClientConnection(asyncio.Protocol):
             ):
                 self._refuse(501, "Transfer-Encoding other than chunked is not supported", "not_implemented")
                 return
-        if "Invalid method" in text or "invalid method" in text.lower():
+        if "PRI" in text:
+            self._refuse(400, "HTTP/2 connection preface on an HTTP/1.1 port", "bad_request")
+        elif "Invalid method" in text or "invalid method" in text.lower():
             self._refuse(400, "invalid method", "bad_request")
         elif any(m in text for m in ("Invalid HTTP version", "Invalid major version", "Invalid minor version")):
             self._refuse(505, "unsupported HTTP version", "http_version_not_supported")
         else:
             self._refuse(400, f"malformed request: {text}", "bad_request")
 
-    def _refuse(self, status: int, text: str, code: str) -> None:
+    def _refuse(self, status: int, text: str, code: str, method: bytes | None = None) -> None:
         """Answer a request that never reaches an upstream, then close the connection.
 
         Framing is in doubt after a refusal, so nothing after it on this connection is
@@ -367,15 +545,33 @@ class ClientConnection(asyncio.Protocol):
         """
         ex = self._parsing if self._parsing is not None and self._parsing.state != DONE else None
         if ex is not None and ex in self.queue:
-            # The body of a request already being proxied turned out malformed.
-            self.abort()
+            # The body of a request already queued or proxied turned out malformed: what waits
+            # for the upstream is dropped and its connection reset, so it never holds a whole
+            # request; the client gets the refusal unless its response has already begun.
+            self._parsing = None
+            self.stop_reading = True
+            ex.up_out = []
+            ex.pending = []
+            ex.keep_alive = False
+            if ex.state == QUEUED:
+                ex.set_local(status, text, code)  # answered in turn
+                return
+            conn = ex.conn
+            ex.conn = None
+            if conn is not None:
+                conn.abort()
+            if ex.state == RESPONDING:
+                self.abort()
+            else:
+                ex.reply(status, text, code)
             return
         self.in_head = False
-        method = b"-"
-        try:
-            method = self.parser.get_method()
-        except httptools.HttpParserError:
-            pass
+        if method is None:
+            method = b"-"
+            try:
+                method = self.parser.get_method()
+            except httptools.HttpParserError:
+                pass
         refused = Exchange(self, method, self._url or b"-", True, [], b"", FRAME_NONE, False, False)
         refused.request_done = True
         refused.set_local(status, text, code)
@@ -384,3 +580,19 @@ class ClientConnection(asyncio.Protocol):
         self.queue.append(refused)
         if len(self.queue) == 1:
             refused.activate()
+
+
+def _same_authority(a: bytes, b: bytes, default_port: int) -> bool:
+    """Two valid Host values name the same host and port (case, a trailing dot and the
+    scheme's default port aside)."""
+    return _host_port(a, default_port) == _host_port(b, default_port)
+
+
+def _host_port(value: bytes, default_port: int) -> tuple[bytes, int]:
+    if value.startswith(b"["):
+        end = value.find(b"]") + 1
+        host, port = value[:end], value[end + 1 :]
+    else:
+        host, _, port = value.partition(b":")
+    # valid_host() has checked the port is digits only.
+    return host.rstrip(b".").lower(), int(port) if port else default_port

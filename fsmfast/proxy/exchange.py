@@ -32,28 +32,40 @@ import time
 from typing import TYPE_CHECKING
 
 from fsmfast._accel import build_request_head, build_response_head, chunk, response_framing
+from fsmfast.proxy import mirror
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 from fsmfast.proxy.local_reply import CONTINUE_100, error_response
 from fsmfast.proxy.upstream import Pool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
     from fsmfast.proxy.downstream import ClientConnection
+    from fsmfast.proxy.filters import RequestPlan
+    from fsmfast.proxy.route_timer import RouteTimer
     from fsmfast.proxy.router import RouteRule
 
 log = logging.getLogger("fsmfast.proxy")
 
 QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
 
+
+class StopParsing(Exception):
+    """Raised from a parser callback once the exchange has answered for itself (a 413)."""
+
+
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # Body bytes a waiting exchange may hold before the client is paused.
 PENDING_LIMIT = 256 * 1024
 LAST_CHUNK = b"0\r\n\r\n"
+# Ends the upstream head of a WebSocket handshake (Connection and Upgrade are hop-by-hop, so
+# build_request_head drops the client's; see fsmfast.proxy.websocket).
+UPGRADE_WEBSOCKET = b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"
 
 
 class Exchange:
     __slots__ = (
         "backend",
         "body_bytes",
+        "body_room",
         "client",
         "close_delimited",
         "conn",
@@ -66,8 +78,10 @@ class Exchange:
         "keep_alive",
         "local",
         "method",
+        "mirrors",
         "pending",
         "pending_size",
+        "plan",
         "pool",
         "reason",
         "req_framing",
@@ -80,8 +94,10 @@ class Exchange:
         "state",
         "status",
         "target",
+        "timer",
         "up_out",
         "up_paused",
+        "upgrade",
     )
 
     def __init__(
@@ -109,9 +125,13 @@ class Exchange:
         self.state = QUEUED
         self.started = time.monotonic()
         self.deadline = 0.0
-        self.local: tuple[int, str, str] | None = None  # (status, text, reason code)
+        self.local: tuple[int, str, str, bytes] | None = None  # (status, text, reason code, Location)
         self.rule: RouteRule | None = None
         self.backend: object | None = None
+        # HTTPRoute filters, timeouts and mirrors of the chosen rule and backendRef (None: none).
+        self.plan: RequestPlan | None = None
+        self.timer: RouteTimer | None = None
+        self.mirrors: list[mirror.MirrorRequest] | None = None
         self.pool: Pool | None = None
         self.conn: UpstreamConnection | None = None
         self.reused = False
@@ -127,11 +147,16 @@ class Exchange:
         self.close_delimited = False
         self.body_bytes = 0
         self.reason: str | None = None
+        # Hardening knobs of the rule (fsmfast.proxy.options), set by the client side when used:
+        # body bytes still allowed for a chunked body (-1: no limit), and b"websocket" for a
+        # handshake the rule lets through.
+        self.body_room = -1
+        self.upgrade: bytes | None = None
 
     # -- decisions made when the head is parsed ---------------------------------------
 
-    def set_local(self, status: int, text: str, code: str) -> None:
-        self.local = (status, text, code)
+    def set_local(self, status: int, text: str, code: str, location: bytes = b"") -> None:
+        self.local = (status, text, code, location)
 
     # -- the client side ----------------------------------------------------------------
 
@@ -140,8 +165,7 @@ class Exchange:
         if self.state != QUEUED:
             return
         if self.local is not None:
-            status, text, code = self.local
-            self.reply(status, text, code)
+            self.reply(*self.local)
             return
         backend = self.backend
         pool = backend.pick() if backend is not None else None  # type: ignore[attr-defined]
@@ -160,6 +184,13 @@ class Exchange:
             pool.connect(self)
 
     def request_body(self, data: bytes) -> None:
+        if self.body_room >= 0:
+            self.body_room -= len(data)
+            if self.body_room < 0:
+                self.body_too_large()
+                return
+        if self.mirrors is not None:
+            mirror.feed(self.mirrors, data)
         if self.req_framing == FRAME_CHUNKED:
             pieces = chunk(data)
         else:
@@ -168,6 +199,9 @@ class Exchange:
 
     def request_complete(self) -> None:
         self.request_done = True
+        if self.mirrors is not None:
+            mirror.complete(self.mirrors)
+            self.mirrors = None
         if self.req_framing == FRAME_CHUNKED:
             self._send_up([LAST_CHUNK], 0)
         if self.state == DONE and self.keep_alive:
@@ -211,6 +245,8 @@ class Exchange:
         self.conn = None
         if conn is not None:
             conn.abort()  # mid-exchange: the upstream connection cannot be reused
+        if self.timer is not None:
+            self.timer.cancel()
         if self.status == 0:
             self.status = 499  # nginx's code for "client closed request"
         self.reason = self.reason or "downstream_disconnect"
@@ -239,15 +275,22 @@ class Exchange:
         self.reused = reused
         self.state = SENDING
         self.touch()
+        target, headers = self.target, self.headers
+        if self.plan is not None:
+            headers, target = self.plan.request(headers, target)
+        if self.timer is not None:
+            self.timer.backend_started()
         head = build_request_head(
             self.method,
-            self.target,
-            self.headers,
+            target,
+            headers,
             self.client.client_ip,
             self.client.scheme,
             self.host,
             self.req_framing,
         )
+        if self.upgrade is not None:
+            head = head[:-2] + UPGRADE_WEBSOCKET
         transport = conn.transport
         if transport is None:
             return  # lost already; connection_lost() has told us, or will
@@ -256,8 +299,13 @@ class Exchange:
             self.pending = []
             self.pending_size = 0
             self.client.resume_reading(self.client.PAUSE_PENDING)
-        else:
+        elif self.request_done or self.upgrade is not None:
             transport.write(head)
+        else:
+            # The body is still to come: the head waits for it in up_out, which the client side
+            # flushes after parsing each read. A body that turns out malformed in the same read
+            # (a bad chunk size) is then refused before the upstream has seen a single byte.
+            self.up_out.append(head)
 
     def upstream_failed(self, err: UpstreamError, pool: Pool) -> None:
         if self.state == DONE:
@@ -307,6 +355,8 @@ class Exchange:
             self.keep_alive = False
         if self.is_head or status == 204 or status == 304:
             self.resp_framing = FRAME_NONE  # nothing follows the head
+        if self.plan is not None:
+            headers = self.plan.response(headers)
         client.out.append(build_response_head(self.http11, status, reason or b"", headers, framing, self.keep_alive))
 
     def response_body(self, data: bytes) -> None:
@@ -328,7 +378,9 @@ class Exchange:
         # After HEAD, a server that wrongly sends a body would poison the next exchange:
         # HEAD connections are not reused.
         if up_keep_alive and self.request_done and not self.close_delimited and not self.is_head:
-            if pool.tls is not None:
+            if pool.tls is not None and conn.served == 1:
+                # Reading the session is costly (OpenSSL serializes it): once per connection,
+                # after its first response, when a TLS 1.3 ticket has arrived.
                 pool.remember_session(conn)
             pool.give_back(conn)
         else:
@@ -397,10 +449,52 @@ class Exchange:
         elif self.state == RESPONDING:
             self._abort_client("upstream_timeout", f"upstream sent nothing for {timeout:g}s mid-response")
 
+    def route_timed_out(self, text: str) -> None:
+        """An HTTPRoute timeout expired (``fsmfast.proxy.route_timer``): 504, or abort mid-response."""
+        state = self.state
+        if state == DONE:
+            return
+        if state == QUEUED:
+            # Waiting behind a pipelined request: answer 504 in turn, without an upstream.
+            self.set_local(504, text, "route_timeout")
+            return
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.abort()
+        if state == RESPONDING:
+            self._abort_client("route_timeout", f"{text} mid-response")
+            return
+        self.reply(504, text, "route_timeout")
+        self.client.flush()
+
+    def body_too_large(self) -> None:
+        """A chunked body outgrew the rule's limit: 413 if nothing was answered yet, else abort.
+
+        The upstream (if any) loses its connection before the body is complete, so it can
+        never take the part it got for a whole request.
+        """
+        client = self.client
+        client.stop_reading = True
+        limit = client.ctx.rule_options[self.rule.name].max_body_size if self.rule is not None else 0
+        text = f"request body exceeds {limit} bytes"
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.abort()
+        if self.state == RESPONDING:
+            self._abort_client("request_too_large", text)
+        elif self.state == QUEUED:
+            self.set_local(413, text, "request_too_large")
+        elif self.state != DONE:
+            self.reply(413, text, "request_too_large")
+            client.flush()
+        raise StopParsing  # out of the parser callback: nothing after this body is parsed
+
     # -- endings --------------------------------------------------------------------------
 
-    def reply(self, status: int, text: str, code: str) -> None:
-        """A response produced by the gateway itself."""
+    def reply(self, status: int, text: str, code: str, location: bytes = b"") -> None:
+        """A response produced by the gateway itself (``location``: a redirect's Location)."""
         if not self.request_done:
             # The body is still coming and we will not read it: close after replying.
             self.keep_alive = False
@@ -409,7 +503,9 @@ class Exchange:
         self.status = status
         self.reason = code
         self.resp_framing = FRAME_NONE
-        self.client.out.append(error_response(status, text, http11=self.http11, close=not self.keep_alive))
+        self.client.out.append(
+            error_response(status, text, http11=self.http11, close=not self.keep_alive, location=location)
+        )
         self._finish()
 
     def _abort_client(self, code: str, message: str) -> None:
@@ -417,12 +513,16 @@ class Exchange:
         log.warning("aborting client %s: %s [%s]", self.client.client_ip.decode(), message, code)
         self.keep_alive = False
         self.state = DONE
+        if self.timer is not None:
+            self.timer.cancel()
         if self.client.ctx.access_log.enabled:
             self._log()
         self.client.abort()
 
     def _finish(self) -> None:
         self.state = DONE
+        if self.timer is not None:
+            self.timer.cancel()
         if self.client.ctx.access_log.enabled:
             self._log()
         if self.request_done or not self.keep_alive:
@@ -449,5 +549,7 @@ class Exchange:
                 "backend": pool.backend_name if pool is not None else getattr(self.backend, "name", None),
                 "upstream": pool.address if pool is not None and self.reason != "no_healthy_upstream" else None,
                 "reason": self.reason,
+                # Only on TLS connections: sni, tls (version), client_cert (subject).
+                **(self.client.tls_log or {}),
             }
         )

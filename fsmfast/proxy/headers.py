@@ -17,6 +17,29 @@ Rules (RFC 9110 §7.6.1, RFC 9112 §6-7):
 
 from __future__ import annotations
 
+import re as _re  # private: the module's public names are the twin API
+
+from fsmfast.proxy.paths import normalize_target
+
+__all__ = [
+    "FRAME_CHUNKED",
+    "FRAME_CLOSE",
+    "FRAME_NONE",
+    "GATEWAY_OWNED",
+    "HOP_BY_HOP",
+    "build_request_head",
+    "build_response_head",
+    "chunk",
+    "connection_tokens",
+    "normalize_target",
+    "parse_content_length",
+    "parse_response_head",
+    "response_framing",
+    "scan_request",
+    "scan_request_line",
+    "valid_host",
+]
+
 # Framing of the message being written, shared with the Cython twin.
 FRAME_NONE = -1  # no body and no framing header (GET without body, 204, 304)
 FRAME_CHUNKED = -2  # Transfer-Encoding: chunked
@@ -67,39 +90,94 @@ def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
 
 
 def scan_request(
-    headers: list[tuple[bytes, bytes]],
-) -> tuple[bytes | None, int, bytes | None, bytes | None, str | None]:
+    headers: list[tuple[bytes, bytes]], max_field: int
+) -> tuple[bytes | None, int, bytes | None, bytes | None, bytes | None, tuple[int, str] | None]:
     """The fields of a request head that decide framing and routing, in one pass.
 
-    Returns ``(host, content_length, transfer_encoding, expect, problem)``: ``content_length``
-    is -1 when absent; ``problem`` is None or why the request must be refused with 400
-    (a second Host, an invalid or conflicting Content-Length, a second Transfer-Encoding).
-    Identical duplicate Content-Length values are accepted, as RFC 9112 §6.3 allows.
+    Returns ``(host, content_length, transfer_encoding, expect, upgrade, problem)``:
+    ``content_length`` is -1 when absent; ``upgrade`` is the first Upgrade value; ``problem``
+    is None or ``(status, why)`` for a request that must be refused: 431 for a field longer
+    than ``max_field`` (name plus value), 400 for a second Host, a Host that is not a host
+    name or address (``valid_host``), an invalid or conflicting Content-Length, a second
+    Transfer-Encoding. Identical duplicate Content-Length values are accepted, as RFC 9112
+    §6.3 allows (llhttp refuses them first).
     """
     host: bytes | None = None
     content_length = -1
     te: bytes | None = None
     expect: bytes | None = None
+    upgrade: bytes | None = None
     for name, value in headers:
         n = len(name)
+        if n + len(value) > max_field:
+            return host, content_length, te, expect, upgrade, (431, f"a header field exceeds {max_field} bytes")
         if n == 4 and name.lower() == b"host":
             if host is not None:
-                return host, content_length, te, expect, "more than one Host header"
+                return host, content_length, te, expect, upgrade, (400, "more than one Host header")
+            ok = _HOSTS_SEEN.get(value)  # valid_host's memo, read inline: this runs per request
+            if not (valid_host(value) if ok is None else ok):
+                return host, content_length, te, expect, upgrade, (400, "invalid Host header")
             host = value
         elif n == 14 and name.lower() == b"content-length":
             cl = parse_content_length(value)
             if cl < 0:
-                return host, content_length, te, expect, "invalid Content-Length"
+                return host, content_length, te, expect, upgrade, (400, "invalid Content-Length")
             if content_length >= 0 and cl != content_length:
-                return host, content_length, te, expect, "conflicting Content-Length headers"
+                return host, content_length, te, expect, upgrade, (400, "conflicting Content-Length headers")
             content_length = cl
         elif n == 17 and name.lower() == b"transfer-encoding":
             if te is not None:
-                return host, content_length, te, expect, "more than one Transfer-Encoding header"
+                return host, content_length, te, expect, upgrade, (400, "more than one Transfer-Encoding header")
             te = value
         elif n == 6 and name.lower() == b"expect":
             expect = value
-    return host, content_length, te, expect, None
+        elif n == 7 and upgrade is None and name.lower() == b"upgrade":
+            upgrade = value
+    return host, content_length, te, expect, upgrade, None
+
+
+# valid_host as one pattern: a name (letters, digits, "-", ".", "_") or an "[IPv6]" literal, then
+# an optional ":" and up to 5 digits.
+_HOST_RE = _re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{0,5})?")
+_HOSTS_SEEN: dict[bytes, bool] = {}
+
+
+def valid_host(value: bytes) -> bool:
+    """Host (or an absolute-form authority) is empty, or a name, IPv4 or ``[IPv6]`` literal with
+    an optional port of up to 5 digits.
+
+    Stricter than RFC 3986's reg-name on purpose: no sub-delimiters, ``%``, ``~`` or ``..``,
+    which no DNS name contains and which downstream parsers read differently (``a.com,b.com``).
+    """
+    ok = _HOSTS_SEEN.get(value)
+    if ok is None:
+        ok = not value or (_HOST_RE.fullmatch(value) is not None and (value[0] == 0x5B or b".." not in value))
+        if len(_HOSTS_SEEN) < 4096:  # Host values repeat: remember a bounded number of answers
+            _HOSTS_SEEN[value] = ok
+    return ok
+
+
+def scan_request_line(data: bytes) -> int:
+    """Checks the spacing of the request line at the start of ``data`` (after the empty lines
+    RFC 9112 §2.2 lets a server skip): the offset just past its LF when it is complete and
+    single-spaced, 0 when its end is not in ``data`` yet, -1 when it has two spaces in a row or
+    starts with a space.
+
+    llhttp accepts ``GET  /x  HTTP/1.1``; RFC 9112 §3 asks for single spaces, and a proxy that
+    reads a request line differently from the next hop is where smuggling starts.
+    """
+    end = data.find(b"\n")
+    if end > 0 and data[0] != 0x20 and data[0] != 0x0D and data.find(b"  ", 0, end) < 0:
+        return end + 1  # the usual case, in two C-level scans
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\n", start)
+    if end < 0:
+        return 0
+    if data.find(b"  ", start, end) >= 0 or data.startswith(b" ", start):
+        return -1
+    return end + 1
 
 
 def response_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int, bool]:

@@ -12,12 +12,16 @@ def reason_phrase(status: int) -> bytes:
     return REASONS.get(status, b"Unknown")
 
 
-def error_response(status: int, body: str, *, http11: bool = True, close: bool = False) -> bytes:
-    """A complete plain-text response. The body is one line saying why, for curl users."""
+def error_response(status: int, body: str, *, http11: bool = True, close: bool = False, location: bytes = b"") -> bytes:
+    """A complete plain-text response. The body is one line saying why, for curl users.
+
+    ``location`` makes it a redirect (HTTPRoute RequestRedirect).
+    """
     payload = body.encode("utf-8", "replace") + b"\n"
     head = [
         b"HTTP/1.1 " if http11 else b"HTTP/1.0 ",
         b"%d %s\r\n" % (status, reason_phrase(status)),
+        b"Location: %s\r\n" % location if location else b"",
         b"Content-Type: text/plain; charset=utf-8\r\n",
         b"Content-Length: %d\r\n" % len(payload),
         b"Connection: close\r\n" if close else (b"" if http11 else b"Connection: keep-alive\r\n"),

@@ -1,51 +1,97 @@
 """Request routing over a snapshot: listener port -> virtual host -> rule -> backend.
 
-Pure: no sockets, no loop. Built once per snapshot in each worker; lookups are a dict hit
-for exact hosts, one dict hit per label for wildcards, then a scan of that host's rules,
-which the compiler already sorted by Gateway API precedence.
+Pure: no sockets, no loop. Built once per snapshot in each worker (and by ``fsmfast routes``
+and ``fsmfast explain``, which use this very code); lookups are a dict hit for exact hosts,
+one dict hit per label for wildcards, then a scan of that host's rules, which the compiler
+already put in Gateway API precedence order (``fsmfast.config.routetable``). The first rule
+whose match holds wins. The cost does not grow with the number of routes, only with the
+rules that are candidates for one host.
 
-Hostname choice does not fall through: the most specific virtual host that matches the
-Host header owns the request, and if none of its rules match the answer is 404 (Envoy's
-behaviour; Gateway API leaves the fall-through question open).
+Hostnames: the most specific virtual host matching the Host header (port ignored, case
+folded) answers; its list already includes the rules of less specific hostnames of the same
+listener after its own, so a request falls through to them when none of the specific
+hostname's rules match (Gateway API ranks by route hostname, then by match), but never to
+another listener's routes (listener isolation).
 
-Paths are matched as the client sent them, without percent-decoding or dot-segment
-removal, and the forwarded request-target is byte-for-byte the client's.
+The router matches the path it is given. ``fsmfast.proxy.paths`` (the request-validation
+work) normalizes the request-target once before routing, and the upstream receives that same
+normalized target, so matching and forwarding cannot disagree; ``%2F`` stays an escape and is
+never a separator (``/a%2Fb`` does not match a prefix ``/a``). Beyond that normalization, the
+forwarded request-target is the client's unless a URLRewrite filter changes it.
+RegularExpression paths are Python ``re`` full matches on the path bytes (query excluded),
+compiled here once per snapshot.
+
+A rule without method/header/query conditions and without filters costs what a plain path
+rule always cost: ``conditions``, ``redirect``, ``timeouts`` and each choice's ``plan`` are
+None and checked once.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from fsmfast.snapshot import Listener, Rule, Snapshot, VirtualHost
+from fsmfast.proxy.conditions import Conditions, RequestView, conditions
+from fsmfast.proxy.filters import RedirectPlan, RequestPlan, plan_for
+from fsmfast.snapshot import Listener, Rule, Snapshot, Timeouts, VirtualHost
 
 
 class Choice:
     """A weighted backendRef at run time: the backend object, or the reason it is invalid.
 
     The backend object is whatever the caller's mapping holds: the snapshot's ``Backend``
-    for pure use, the worker's per-backend state (endpoints, pools) when serving.
+    for pure use, the worker's per-backend state (endpoints, pools) when serving. ``plan``
+    is what the rule's and this backendRef's filters do to the request, or None.
     """
 
-    __slots__ = ("backend", "error", "weight")
+    __slots__ = ("backend", "error", "name", "plan", "weight")
 
-    def __init__(self, weight: int, backend: Any, error: str | None) -> None:
+    def __init__(
+        self, weight: int, backend: Any, error: str | None, name: str | None, plan: RequestPlan | None
+    ) -> None:
         self.weight = weight
         self.backend = backend
         self.error = error
+        self.name = name
+        self.plan = plan
 
 
 class RouteRule:
-    """One compiled rule with its smooth weighted round-robin state (nginx's algorithm)."""
+    """One compiled (route, rule, match) with its smooth weighted round-robin state (nginx's algorithm)."""
 
-    __slots__ = ("_current", "_total", "choices", "exact", "name", "prefix")
+    __slots__ = (
+        "_current",
+        "_total",
+        "below",
+        "choices",
+        "conditions",
+        "exact",
+        "name",
+        "prefix",
+        "redirect",
+        "regex",
+        "source",
+        "timeouts",
+    )
 
     def __init__(self, rule: Rule, backends: Mapping[str, Any]) -> None:
         self.name = rule.name
+        self.source = rule
+        kind = rule.path.type
         value = rule.path.value.encode()
-        self.exact = value if rule.path.type == "Exact" else None
+        self.exact = value if kind == "Exact" else None
+        self.regex = re.compile(value) if kind == "RegularExpression" else None
         # PathPrefix "/" matches everything; others match by whole segment.
-        self.prefix = None if self.exact is not None else (b"" if value == b"/" else value.rstrip(b"/"))
+        self.prefix = (b"" if value == b"/" else value.rstrip(b"/")) if kind == "PathPrefix" else None
+        # What a path strictly below the prefix starts with (VHost.match tests this directly).
+        self.below = self.prefix + b"/" if self.prefix else b""
+        self.conditions: Conditions | None = conditions(rule.method, rule.headers, rule.query)
+        filters = rule.filters
+        self.redirect = (
+            RedirectPlan(filters.redirect, self.prefix) if filters is not None and filters.redirect else None
+        )
+        self.timeouts: Timeouts | None = rule.timeouts
         self.choices: list[Choice] = []
         for ref in rule.backends:
             if ref.weight <= 0:
@@ -54,19 +100,24 @@ class RouteRule:
             error = ref.error
             if backend is None and error is None:
                 error = f"backend {ref.backend} is not in the snapshot"
-            self.choices.append(Choice(ref.weight, backend, error))
+            plan = plan_for(filters, ref.filters, self.prefix, backends) if backend is not None else None
+            self.choices.append(Choice(ref.weight, backend, error, ref.backend, plan))
         self._current = [0] * len(self.choices)
         self._total = sum(c.weight for c in self.choices)
 
     def matches(self, path: bytes) -> bool:
+        """The path part of the match (the query string is not part of ``path``).
+
+        ``VHost.match`` inlines these same tests (a call per candidate is measurable there);
+        tests/unit/test_router.py checks that the two agree.
+        """
         if self.exact is not None:
             return path == self.exact
         prefix = self.prefix
-        if not prefix:
-            return True
-        if not path.startswith(prefix):
-            return False
-        return len(path) == len(prefix) or path[len(prefix)] == 0x2F  # "/"
+        if prefix is None:
+            return self.regex is not None and self.regex.fullmatch(path) is not None
+        # Whole segments: the prefix itself, or anything below it ("/foo" is not "/foobar").
+        return not prefix or path == prefix or path.startswith(self.below)
 
     def pick(self) -> Choice | None:
         choices = self.choices
@@ -85,15 +136,37 @@ class RouteRule:
 
 
 class VHost:
-    __slots__ = ("hostname", "rules")
+    __slots__ = ("hostname", "listeners", "rules")
 
-    def __init__(self, vhost: VirtualHost, backends: Mapping[str, Any]) -> None:
+    def __init__(self, vhost: VirtualHost, rules: list[RouteRule]) -> None:
         self.hostname = vhost.hostname
-        self.rules = [RouteRule(r, backends) for r in vhost.rules]
+        self.listeners = vhost.listeners
+        self.rules = rules
 
-    def match(self, path: bytes) -> RouteRule | None:
+    def match(
+        self, path: bytes, method: bytes = b"GET", headers: list[tuple[bytes, bytes]] | None = None, target: bytes = b""
+    ) -> RouteRule | None:
+        """The first rule (in precedence order) whose match holds. ``target`` carries the query."""
+        req = None
         for rule in self.rules:
-            if rule.matches(path):
+            # RouteRule.matches, inlined.
+            exact = rule.exact
+            if exact is not None:
+                if path != exact:
+                    continue
+            else:
+                prefix = rule.prefix
+                if prefix is None:
+                    if rule.regex.fullmatch(path) is None:  # type: ignore[union-attr]
+                        continue
+                elif prefix and path != prefix and not path.startswith(rule.below):
+                    continue
+            cond = rule.conditions
+            if cond is None:
+                return rule
+            if req is None:
+                req = RequestView(method, headers or [], target)
+            if cond.test(req):
                 return rule
         return None
 
@@ -103,20 +176,27 @@ class HostTable:
 
     __slots__ = ("any", "exact", "port", "wildcard")
 
-    def __init__(self, listener: Listener, backends: Mapping[str, Any]) -> None:
+    def __init__(self, listener: Listener, backends: Mapping[str, Any], shared: dict[str, RouteRule]) -> None:
         self.port = listener.port
         self.exact: dict[bytes, VHost] = {}
         self.wildcard: dict[bytes, VHost] = {}  # key: the suffix with its leading dot
         self.any: VHost | None = None
         for vh in listener.vhosts:
-            built = VHost(vh, backends)
+            rules = []
+            for r in vh.rules:
+                # A rule is a candidate of several hostnames: one object, one round-robin state.
+                built = shared.get(r.name)
+                if built is None:
+                    built = shared[r.name] = RouteRule(r, backends)
+                rules.append(built)
+            vhost = VHost(vh, rules)
             name = vh.hostname.lower().encode()
             if name == b"*":
-                self.any = built
+                self.any = vhost
             elif name.startswith(b"*."):
-                self.wildcard[name[1:]] = built
+                self.wildcard[name[1:]] = vhost
             else:
-                self.exact[name] = built
+                self.exact[name] = vhost
 
     def find(self, host: bytes) -> VHost | None:
         """``host`` is lower-case without port. Longest wildcard suffix wins."""
@@ -139,7 +219,7 @@ class Router:
         self.generation = snapshot.generation
         resolved = snapshot.backends if backends is None else backends
         self.tables: dict[int, HostTable] = {
-            listener.port: HostTable(listener, resolved) for listener in snapshot.listeners
+            listener.port: HostTable(listener, resolved, {}) for listener in snapshot.listeners
         }
 
 

@@ -232,6 +232,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_in_head",
         "_informational",
         "_skip_body",
+        "_switched",
         "exchange",
         "got_bytes",
         "idle_since",
@@ -258,6 +259,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._in_head = True
         self._informational = False
         self._skip_body = False
+        self._switched: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -288,6 +290,20 @@ class UpstreamConnection(asyncio.Protocol):
             if self.exchange is not None:
                 self.exchange.upstream_protocol_error(f"invalid HTTP response from upstream: {exc}")
             self.close()
+            return
+        except httptools.HttpParserUpgrade as exc:
+            # A 101: only a WebSocket handshake the gateway forwarded may get one.
+            switched = self._switched
+            self._switched = None
+            if switched is not None and self.exchange is not None and self.exchange.upgrade is not None:
+                from fsmfast.proxy.websocket import open_tunnel
+
+                rest = data[exc.args[0] :] if exc.args else b""
+                open_tunnel(self.exchange, self, switched[0], switched[1], rest)
+            else:
+                if self.exchange is not None:
+                    self.exchange.upstream_protocol_error("upstream switched protocols unasked")
+                self.close()
             return
         if self._skip_body:
             # A HEAD response ended at its head; llhttp would wait for a body, so start afresh.
@@ -327,9 +343,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._head_pos = end + 4
         status, reason, headers = parse_response_head(head, start, end)
         if 100 <= status < 200:
-            # Interim responses (103 Early Hints, a stray 100) are not forwarded: Expect
-            # is answered by the gateway itself, and Upgrade is never sent upstream.
+            # Interim responses (103 Early Hints, a stray 100) are not forwarded: Expect is
+            # answered by the gateway itself. A 101 is kept for the tunnel (see data_received).
             self._informational = True
+            if status == 101:
+                self._switched = (reason, headers)
             return
         self._in_head = False
         self._head = b""

@@ -15,15 +15,20 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from fsmfast.listener_tls import Contexts
 from fsmfast.proxy.accesslog import AccessLog
 from fsmfast.proxy.exchange import RESPONDING, SENDING
+from fsmfast.proxy.options import RuleOptions, rule_options
+from fsmfast.proxy.ports import PortRuntime, build_ports
 from fsmfast.proxy.router import Router
 from fsmfast.proxy.upstream import BackendState, Pool
 from fsmfast.settings import Settings
 from fsmfast.snapshot import Snapshot, UpstreamTLS
+from fsmfast.worker.admission import Admission
 
 if TYPE_CHECKING:
     from fsmfast.proxy.downstream import ClientConnection
+    from fsmfast.proxy.l4 import Tunnel
 
 log = logging.getLogger("fsmfast.worker")
 
@@ -40,8 +45,15 @@ class Context:
         self.pid = os.getpid()
         self.generation = 0
         self.router: Router | None = None
+        self.rule_options: dict[str, RuleOptions] = {}
+        self.admission = Admission(settings.max_connections)
         self.pools: dict[PoolKey, Pool] = {}
         self.connections: set[ClientConnection] = set()
+        # Listener TLS and L4 (fsmfast.proxy.ports): what each non-HTTP port serves, the TLS
+        # contexts kept across snapshots, and open L4 connections.
+        self.ports: dict[int, PortRuntime] = {}
+        self.tls_contexts = Contexts()
+        self.tunnels: set[Tunnel] = set()
         self.access_log = AccessLog(loop, enabled=settings.access_log)
         self.draining = False
         # A coarse clock, advanced by the tick: deadlines are set on every upstream read, and
@@ -65,11 +77,14 @@ class Context:
                 members.append(pool)
             states[name] = BackendState(backend, members)
         router = Router(snapshot, states)
+        ports = build_ports(snapshot, states, self.tls_contexts)
         for key, pool in self.pools.items():
             if key not in pools:
                 pool.close_idle()
         self.pools = pools
+        self.rule_options = rule_options(snapshot)
         self.router = router
+        self.ports = ports
         self.generation = snapshot.generation
 
     # -- timers ---------------------------------------------------------------------
@@ -90,6 +105,8 @@ class Context:
                 if (ex.state == SENDING or ex.state == RESPONDING) and ex.deadline and now > ex.deadline:
                     ex.timed_out(now)
                     conn.flush()
+                elif conn.body_stalled(now, settings.body_timeout):
+                    conn.refuse_slow_body()
             elif conn.in_head:
                 if now - conn.head_started > settings.header_timeout:
                     conn.refuse_slow_head()
@@ -97,6 +114,11 @@ class Context:
                 conn.close()
         for pool in self.pools.values():
             pool.expire_idle(now, settings.pool_idle_timeout)
+        if self.tunnels:
+            for tunnel in list(self.tunnels):
+                tunnel.tick(now)  # ClientHello deadline, idle timeout, draining
+        if self.admission.paused:
+            self.admission.closed(len(self.connections) + len(self.tunnels))
 
     def stop_ticking(self) -> None:
         if self._tick_handle is not None:
@@ -104,4 +126,5 @@ class Context:
             self._tick_handle = None
 
     def busy(self) -> int:
-        return sum(1 for c in self.connections if c.queue or c.in_head)
+        # An open L4 tunnel counts until the tick has closed it (draining) and it flushed.
+        return sum(1 for c in self.connections if c.queue or c.in_head) + len(self.tunnels)

@@ -28,7 +28,7 @@ import uvloop
 from fsmfast import snapshot as snapmod
 from fsmfast.errors import EXIT_OK, EXIT_WORKER_BOOT
 from fsmfast.master import channel
-from fsmfast.proxy.downstream import ClientConnection
+from fsmfast.proxy.ports import connection_for
 from fsmfast.worker.boot import WorkerBoot
 from fsmfast.worker.context import Context
 
@@ -40,6 +40,8 @@ class Worker:
         self.boot = boot
         self.loop = loop
         self.ctx = Context(loop, boot.settings, boot.index)
+        self.ctx.admission.pause = self.pause_accepting
+        self.ctx.admission.resume = self.resume_accepting
         self.sockets: dict[int, socket.socket] = dict(boot.listeners)
         self.servers: dict[int, asyncio.AbstractServer] = {}
         self.reader = channel.FrameReader()
@@ -73,7 +75,12 @@ class Worker:
             ctx = self.ctx
             try:
                 server = await self.loop.create_server(
-                    lambda p=port, c=ctx: ClientConnection(c, p), sock=sock, backlog=self.boot.settings.backlog
+                    # HTTP, HTTPS, TLS or TCP: decided per accept by the port's current runtime.
+                    lambda p=port, c=ctx: connection_for(c, p),
+                    # A duplicate: closing the server (connection limit, drain) leaves the slot's
+                    # socket, and the connections the kernel queues on it, alone.
+                    sock=sock.dup(),
+                    backlog=self.boot.settings.backlog,
                 )
             except OSError as exc:
                 log.error("cannot serve port %d: %s", port, exc)
@@ -83,6 +90,19 @@ class Worker:
                 self.servers[port] = server
             else:
                 server.close()  # the port was removed (or we started draining) meanwhile
+
+    def pause_accepting(self) -> None:
+        """Over the connection limit (``fsmfast.worker.admission``): stop accepting for now."""
+        log.warning("worker %d: %d connections, not accepting more for now", self.boot.index, len(self.ctx.connections))
+        servers = list(self.servers.values())
+        self.servers.clear()  # a _serve still running sees its port gone and closes its server
+        for server in servers:
+            server.close()
+
+    def resume_accepting(self) -> None:
+        if not self.ctx.draining:
+            log.info("worker %d: accepting connections again", self.boot.index)
+            self.loop.create_task(self._serve(set(self.sockets)))
 
     # -- control channel -----------------------------------------------------------------
 

@@ -23,6 +23,9 @@ Routes (any method; HEAD gets the same head without a body):
 - ``/drop-next``: answers keep-alive, then drops the NEXT request on this connection
   unanswered (a server closing a keep-alive connection just as a request arrives).
 
+With ``echo_all=True`` every other path answers like ``/echo`` (what the routing tests use to
+see the path, Host and headers that reached the upstream), instead of 404.
+
 Every response carries ``X-Upstream: <name>`` so routing tests can tell upstreams apart.
 """
 
@@ -160,6 +163,11 @@ class _ConnReader:
             n -= k
 
 
+# Paths with their own behaviour, which echo_all leaves alone.
+_ROUTES = frozenset({"/upload", "/slow", "/header", "/hang-up", "/garbage", "/close-after", "/drop-next"})
+_PREFIXES = ("/bytes/", "/chunked/", "/close/", "/status/")
+
+
 def _is_digits(s: str) -> bool:
     # str.isdigit() accepts non-ASCII digits; int() accepts "+", "_" and spaces.
     return bool(s) and all("0" <= c <= "9" for c in s)
@@ -177,9 +185,10 @@ def _tokens(headers: list[tuple[str, str]], name: str) -> list[str]:
 class Upstream:
     """Threaded HTTP/1.1 origin on 127.0.0.1:<ephemeral>, used as a context manager."""
 
-    def __init__(self, name: str = "upstream", host: str = "127.0.0.1") -> None:
+    def __init__(self, name: str = "upstream", host: str = "127.0.0.1", echo_all: bool = False) -> None:
         self.name = name
         self.host = host
+        self.echo_all = echo_all
         self.port = 0
         self.requests: list[Request] = []
         self._connections = 0
@@ -351,7 +360,7 @@ class Upstream:
         path = url.path
         query = parse_qsl(url.query, keep_blank_values=True)
 
-        if path == "/echo":
+        if path == "/echo" or (self.echo_all and path not in _ROUTES and not path.startswith(_PREFIXES)):
             payload = {
                 "upstream": self.name,
                 "method": method,

@@ -96,7 +96,11 @@ def test_founding_fixtures_compile_without_tls(cwd: Path) -> None:
             port=8000,
             protocol="HTTP",
             names=("httpbin/simple-fsm-gateway/http",),
-            vhosts=(s.VirtualHost(hostname="foo.example.com", rules=(rule,)),),
+            vhosts=(
+                s.VirtualHost(
+                    hostname="foo.example.com", rules=(rule,), listeners=("httpbin/simple-fsm-gateway/http",)
+                ),
+            ),
         ),
     )
     assert result.snapshot.backends == {
@@ -143,7 +147,7 @@ def test_attachment_reasons(cwd: Path) -> None:
         gateway(
             listeners="""\
             - {name: http, port: 8000, protocol: HTTP, hostname: a.example.com}
-            - {name: https, port: 8443, protocol: HTTPS}
+            - {name: https, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}}
             - name: kinds
               port: 8001
               protocol: HTTP
@@ -161,12 +165,14 @@ def test_attachment_reasons(cwd: Path) -> None:
         route("ok", "parentRefs: [{name: gw}]"),  # http attaches; https and kinds refuse: no warning
     )
     assert others(result.warnings) == [
-        "all.yaml#1 Gateway ns/gw: spec.listeners[1]: listener protocol HTTPS is not served yet; listener ignored",
+        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs[0]: secret ns/missing not found;"
+        " certificate skipped",
+        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs: no usable certificate; listener ignored",
         "all.yaml#2 HTTPRoute ns/no-section: spec.parentRefs[0]: not attached: no listener of gateway ns/gw matches"
         " sectionName nope, port 8000",
         "all.yaml#3 HTTPRoute ns/no-gateway: spec.parentRefs[0]: not attached: gateway ns/missing not found",
         "all.yaml#4 HTTPRoute ns/https: spec.parentRefs[0]: not attached: listener ns/gw/https is not served"
-        " (protocol HTTPS)",
+        " (no usable certificate)",
         "all.yaml#5 HTTPRoute ns/kinds: spec.parentRefs[0]: not attached: listener ns/gw/kinds does not allow"
         " HTTPRoute (allowedRoutes.kinds)",
         "all.yaml#6 HTTPRoute ns/hosts: spec.parentRefs[0]: not attached: no route hostname matches listener"
@@ -261,11 +267,21 @@ def test_listeners_on_one_port_are_merged_and_isolated(cwd: Path) -> None:
     (listener,) = result.snapshot.listeners
     assert listener.names == ("ns/one/any", "ns/one/wild", "ns/two/foo")
     # foo.example.com belongs to the more specific listener "foo" only (listener isolation), and
-    # bar.example.com to "wild" rather than "any".
+    # bar.example.com to "wild" rather than "any". Other hosts under *.example.com belong to
+    # "wild", which has no route for them: an empty virtual host makes them 404 instead of
+    # falling through to "any".
     assert rule_names(result) == {
         "bar.example.com": ["httproute/ns/wild/rule/0/match/0"],
         "foo.example.com": ["httproute/ns/foo/rule/0/match/0"],
+        "*.example.com": [],
         "*": ["httproute/ns/catch-all/rule/0/match/0"],
+    }
+    owners = {vh.hostname: vh.listeners for vh in listener.vhosts}
+    assert owners == {
+        "bar.example.com": ("ns/one/wild",),
+        "foo.example.com": ("ns/two/foo",),
+        "*.example.com": ("ns/one/wild",),
+        "*": ("ns/one/any",),
     }
     assert others(result.warnings) == [
         "all.yaml#6 HTTPRoute ns/upper: spec.parentRefs[0]: nothing served through listener ns/one/any: more"
@@ -331,27 +347,27 @@ def test_rule_precedence(cwd: Path) -> None:
     assert [r.path for r in vhost.rules][4] == s.PathMatch(type="PathPrefix", value="/api")
 
 
-def test_vhost_order_and_skipped_matches(cwd: Path) -> None:
+def test_vhost_order_and_fall_through(cwd: Path) -> None:
     result = compile_docs(
         gateway(),
         route(
             "r",
             """\
             parentRefs: [{name: gw}]
-            hostnames: ["*.com", b.example.com, "*", "*.example.com", a.example.com]
+            hostnames: ["*.com", b.example.com, "*.example.com", a.example.com]
             rules:
             - matches: [{headers: [{name: x, value: y}]}, {path: {type: Exact, value: /e}}]
-            """.replace('"*", ', ""),
+            """,
         ),
         route("any", "parentRefs: [{name: gw}]"),
     )
     assert list(rule_names(result)) == ["a.example.com", "b.example.com", "*.example.com", "*.com", "*"]
-    # the header match is skipped (with a warning), the Exact one served
-    assert rule_names(result)["a.example.com"] == ["httproute/ns/r/rule/0/match/1"]
-    assert others(result.warnings) == [
-        "all.yaml#2 HTTPRoute ns/r: spec.rules[0].matches[0]: matching on headers is not served yet;"
-        " this match is skipped"
-    ]
+    # Every hostname lists its own rules, then those of the less specific hostnames that also
+    # match (here the route without hostnames): Gateway API ranks by route hostname first.
+    r = ["httproute/ns/r/rule/0/match/1", "httproute/ns/r/rule/0/match/0"]
+    assert rule_names(result)["a.example.com"] == [*r, "httproute/ns/any/rule/0/match/0"]
+    assert rule_names(result)["*"] == ["httproute/ns/any/rule/0/match/0"]
+    assert others(result.warnings) == []
     # a rule without backendRefs is kept: the data plane answers 500
     assert result.snapshot.listeners[0].vhosts[0].rules[0].backends == ()
 

@@ -91,6 +91,9 @@ PUBLIC = [
     "scan_request",
     "response_framing",
     "parse_response_head",
+    "valid_host",
+    "scan_request_line",
+    "normalize_target",
 ]
 
 
@@ -663,27 +666,34 @@ def test_request_head_parses_back(
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
-        ([(b"Host", b"a"), (b"Content-Length", b"5")], (b"a", 5, None, None, None)),
-        ([(b"HOST", b"a"), (b"host", b"b")], (b"a", -1, None, None, "more than one Host header")),
-        ([(b"content-length", b"5"), (b"Content-Length", b"5")], (None, 5, None, None, None)),
+        ([(b"Host", b"a"), (b"Content-Length", b"5")], (b"a", 5, None, None, None, None)),
+        ([(b"HOST", b"a"), (b"host", b"b")], (b"a", -1, None, None, None, (400, "more than one Host header"))),
+        ([(b"content-length", b"5"), (b"Content-Length", b"5")], (None, 5, None, None, None, None)),
         (
             [(b"content-length", b"5"), (b"Content-Length", b"6")],
-            (None, 5, None, None, "conflicting Content-Length headers"),
+            (None, 5, None, None, None, (400, "conflicting Content-Length headers")),
         ),
-        ([(b"content-length", b"+5")], (None, -1, None, None, "invalid Content-Length")),
+        ([(b"content-length", b"+5")], (None, -1, None, None, None, (400, "invalid Content-Length"))),
         (
             [(b"Transfer-Encoding", b"chunked"), (b"EXPECT", b"100-continue")],
-            (None, -1, b"chunked", b"100-continue", None),
+            (None, -1, b"chunked", b"100-continue", None, None),
         ),
         (
             [(b"Transfer-Encoding", b"a"), (b"transfer-encoding", b"chunked")],
-            (None, -1, b"a", None, "more than one Transfer-Encoding header"),
+            (None, -1, b"a", None, None, (400, "more than one Transfer-Encoding header")),
         ),
-        ([], (None, -1, None, None, None)),
+        ([(b"Upgrade", b"websocket"), (b"upgrade", b"h2c")], (None, -1, None, None, b"websocket", None)),
+        ([(b"Host", b"a b")], (None, -1, None, None, None, (400, "invalid Host header"))),
+        (
+            [(b"Host", b"a"), (b"X-Big", b"v" * 96)],
+            (b"a", -1, None, None, None, (431, "a header field exceeds 100 bytes")),
+        ),
+        ([(b"X-Big", b"v" * 95)], (None, -1, None, None, None, None)),
+        ([], (None, -1, None, None, None, None)),
     ],
 )
 def test_scan_request(impl: ModuleType, headers: Headers, expected: tuple[object, ...]) -> None:
-    assert impl.scan_request(headers) == expected
+    assert impl.scan_request(headers, 100) == expected
 
 
 @pytest.mark.parametrize(
@@ -724,7 +734,8 @@ def test_parse_response_head(impl: ModuleType, head: bytes, start: int, expected
 @PROPERTY
 @given(any_header_lists)
 def test_twin_scan_request_and_response_framing(headers: Headers) -> None:
-    assert cython_impl.scan_request(headers) == pure.scan_request(headers)
+    for limit in (8192, 20):
+        assert cython_impl.scan_request(headers, limit) == pure.scan_request(headers, limit)
     assert cython_impl.response_framing(headers) == pure.response_framing(headers)
 
 
@@ -744,3 +755,142 @@ def test_response_head_round_trip(status: int, reason: bytes, headers: Headers) 
     assert pure.parse_response_head(buf, 0, end) == want
     if cython_impl is not None:
         assert cython_impl.parse_response_head(buf, 0, end) == want
+
+
+# -- hostile-input checks: Host, request line, request-target -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (b"", True),
+        (b"example.com", True),
+        (b"Example.COM:8080", True),
+        (b"a_b-c.example.", True),
+        (b"127.0.0.1:80", True),
+        (b"[::1]", True),
+        (b"[2001:db8::7]:443", True),
+        (b"a.com:", True),
+        (b"a b", False),
+        (b"a/b", False),
+        (b"a.com,b.com", False),
+        (b"a..com", False),
+        (b"a.com:80:80", False),
+        (b"a.com:123456", False),
+        (b"a.com:8x", False),
+        (b":80", False),
+        (b"[]", False),
+        (b"[::1", False),
+        (b"[::1]x", False),
+        (b"[g::1]", False),
+        (b"u@a.com", False),
+        (b"a%2ecom", False),
+        (b"\xffa.com", False),
+    ],
+)
+def test_valid_host(impl: ModuleType, value: bytes, ok: bool) -> None:
+    assert impl.valid_host(value) is ok
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 16),
+        (b"\r\n\r\nGET / HTTP/1.1\r\n", 20),
+        (b"GET /x?a=b", 0),
+        (b"GET  / HTTP/1.1\r\n", -1),
+        (b"GET /  HTTP/1.1\r\n", -1),
+        (b" GET / HTTP/1.1\r\n", -1),
+        (b"GET  /", 0),
+        (b"GET / HTTP/1.1\r\nX: a  b\r\n\r\n", 16),
+        (b"", 0),
+        (b"\r\n", 0),
+    ],
+)
+def test_scan_request_line(impl: ModuleType, data: bytes, expected: int) -> None:
+    assert impl.scan_request_line(data) == expected
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "forwarded", "problem"),
+    [
+        (b"/", b"/", b"/", None),
+        (b"/get?x=1", b"/get", b"/get?x=1", None),
+        (b"/a//b", b"/a/b", b"/a/b", None),
+        (b"/a/./b/", b"/a/b/", b"/a/b/", None),
+        (b"/a/../b?q=/../", b"/b", b"/b?q=/../", None),
+        (b"/a/%2e%2E/admin", b"/admin", b"/admin", None),
+        (b"/%61dmin", b"/admin", b"/admin", None),
+        (b"/a%2fb", b"/a%2Fb", b"/a%2Fb", None),
+        (b"/a/.", b"/a/", b"/a/", None),
+        (b"/a/..", b"/", b"/", None),
+        (b"/.well-known/x", b"/.well-known/x", b"/.well-known/x", None),
+        (b"/x?a|b{c}", b"/x", b"/x?a|b{c}", None),
+        (b"/..", None, None, "request path goes above the root"),
+        (b"/%2e%2e/etc", None, None, "request path goes above the root"),
+        (b"/a%2F..%2Fadmin", None, None, "dot-segment next to an encoded separator in request path"),
+        (b"/a%zz", None, None, "invalid percent-encoding in request path"),
+        (b"/a%2", None, None, "invalid percent-encoding in request path"),
+        (b"/a#frag", None, None, "invalid character in request-target"),
+        (b"/x?y#frag", None, None, "invalid character in request-target"),
+        (b"/a\\..\\b", None, None, "invalid character in request-target"),
+        (b'/a"b', None, None, "invalid character in request-target"),
+    ],
+)
+def test_normalize_target(
+    impl: ModuleType, target: bytes, path: bytes | None, forwarded: bytes | None, problem: str | None
+) -> None:
+    got = impl.normalize_target(target)
+    assert got[2] == problem
+    if problem is None:
+        assert got[:2] == (path, forwarded)
+        # Idempotent: a normalized target needs nothing more, and is returned as is.
+        again = impl.normalize_target(got[1])
+        assert again[1] is got[1] and again[0] == path and again[2] is None
+
+
+def test_normalize_target_keeps_the_object_when_nothing_changes(impl: ModuleType) -> None:
+    target = b"/plain/path"
+    path, forwarded, problem = impl.normalize_target(target)
+    assert path is target and forwarded is target and problem is None
+
+
+path_bytes = st.lists(
+    st.sampled_from([b"/", b".", b"..", b"%2e", b"%2F", b"%5c", b"%41", b"%zz", b"a", b"~", b"?", b"#", b"\\", b"%"]),
+    max_size=16,
+).map(lambda parts: b"/" + b"".join(parts))
+
+
+@needs_extension
+@PROPERTY
+@given(st.one_of(path_bytes, st.binary(max_size=30).map(lambda b: b"/" + b)))
+def test_twin_normalize_target(target: bytes) -> None:
+    assert cython_impl.normalize_target(target) == pure.normalize_target(target)
+
+
+@needs_extension
+@PROPERTY
+@given(st.one_of(st.binary(max_size=24), st.from_regex(rb"\A(\[[0-9a-f:.]{0,8}\]|[a-z0-9._:-]{0,12})\Z")))
+def test_twin_valid_host(value: bytes) -> None:
+    assert cython_impl.valid_host(value) == pure.valid_host(value)
+
+
+@needs_extension
+@PROPERTY
+@given(st.lists(st.sampled_from([b" ", b"  ", b"\r\n", b"\n", b"GET", b"/x", b"HTTP/1.1", b"\r"]), max_size=10))
+def test_twin_scan_request_line(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    assert cython_impl.scan_request_line(data) == pure.scan_request_line(data)
+
+
+@PROPERTY
+@given(path_bytes)
+def test_normalized_path_has_no_dot_segments(target: bytes) -> None:
+    """Whatever is accepted routes on a path without "." / ".." segments or "//", and is
+    forwarded as exactly that path: routing and the upstream can never disagree."""
+    path, forwarded, problem = pure.normalize_target(target)
+    if problem is not None:
+        return
+    assert forwarded.split(b"?", 1)[0] == path
+    assert b"//" not in path
+    assert all(seg not in (b".", b"..") for seg in path.split(b"/"))

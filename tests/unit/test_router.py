@@ -6,8 +6,21 @@ from collections import Counter
 
 import pytest
 
-from fsmfast.proxy.router import Router, normalize_host
-from fsmfast.snapshot import SCHEMA, Backend, BackendRef, Endpoint, Listener, PathMatch, Rule, Snapshot, VirtualHost
+from fsmfast.proxy.conditions import RequestView
+from fsmfast.proxy.router import Router, VHost, normalize_host
+from fsmfast.snapshot import (
+    SCHEMA,
+    Backend,
+    BackendRef,
+    Endpoint,
+    HeaderMatch,
+    Listener,
+    PathMatch,
+    QueryMatch,
+    Rule,
+    Snapshot,
+    VirtualHost,
+)
 
 
 def rule(name: str, kind: str, value: str, *refs: BackendRef) -> Rule:
@@ -66,6 +79,8 @@ def test_host_precedence_exact_then_longest_wildcard_then_any() -> None:
 
 
 def test_no_fallthrough_to_less_specific_host() -> None:
+    # The router itself never falls through: the compiler lists, in each virtual host, the rules
+    # of the less specific hostnames a request may fall through to (fsmfast.config.routetable).
     snap = snapshot(
         VirtualHost(hostname="foo.example.com", rules=(rule("exact", "Exact", "/only"),)),
         VirtualHost(hostname="*", rules=(rule("any", "PathPrefix", "/"),)),
@@ -118,3 +133,111 @@ def test_invalid_ref_keeps_its_share_with_an_error() -> None:
     rr = Router(snapshot(VirtualHost(hostname="*", rules=(r,)))).tables[8000].any.rules[0]  # type: ignore[union-attr]
     picks = [rr.pick() for _ in range(10)]
     assert sum(1 for p in picks if p is not None and p.backend is None and p.error == "service x not found") == 5
+
+
+# --- the inlined path test of VHost.match agrees with RouteRule.matches ----------------------
+
+PATHS = [b"/", b"/a", b"/a/", b"/a/b", b"/ab", b"/a/b/c", b"/A", b"/b", b"/a%2Fb", b"/abc/", b"//", b"/a/b%20"]
+MATCHES = [
+    ("PathPrefix", "/"),
+    ("PathPrefix", "/a"),
+    ("PathPrefix", "/a/"),
+    ("PathPrefix", "/a/b"),
+    ("Exact", "/a"),
+    ("Exact", "/"),
+    ("Exact", "/a/"),
+    ("RegularExpression", "/a(/.*)?"),
+    ("RegularExpression", "/[a-z]+"),
+]
+
+
+@pytest.mark.parametrize(("kind", "value"), MATCHES)
+def test_inlined_path_test_agrees_with_matches(kind: str, value: str) -> None:
+    vh = Router(snapshot(VirtualHost(hostname="*", rules=(rule("r", kind, value),)))).tables[8000].any
+    assert vh is not None
+    (rr,) = vh.rules
+    for path in PATHS:
+        assert (vh.match(path) is not None) is rr.matches(path), (kind, value, path)
+
+
+def test_regex_is_a_full_match_on_the_path() -> None:
+    vh = Router(snapshot(VirtualHost(hostname="*", rules=(rule("r", "RegularExpression", "/v[0-9]+"),)))).tables[8000]
+    found = vh.find(b"h")
+    assert found is not None
+    assert found.match(b"/v12") is not None
+    assert found.match(b"/v12/x") is None
+    assert found.match(b"/x/v12") is None
+
+
+# --- conditions ----------------------------------------------------------------------------
+
+
+def conditional(**kw: object) -> VHost:
+    r = Rule(
+        name="c", path=PathMatch(type="PathPrefix", value="/"), backends=(BackendRef(weight=1, backend="b"),), **kw
+    )  # type: ignore[arg-type]
+    vh = Router(snapshot(VirtualHost(hostname="*", rules=(r,)))).tables[8000].any
+    assert vh is not None
+    return vh
+
+
+def test_method_is_exact() -> None:
+    vh = conditional(method="GET")
+    assert vh.match(b"/", b"GET") is not None
+    assert vh.match(b"/", b"HEAD") is None
+    assert vh.match(b"/", b"get") is None
+
+
+def test_headers_case_insensitive_names_exact_values_and_repeats_joined() -> None:
+    vh = conditional(headers=(HeaderMatch(type="Exact", name="version", value="one"),))
+    assert vh.match(b"/", b"GET", [(b"Version", b"one")]) is not None
+    assert vh.match(b"/", b"GET", [(b"version", b"One")]) is None
+    assert vh.match(b"/", b"GET", []) is None
+    # A header sent twice is matched as its values joined with ",".
+    assert vh.match(b"/", b"GET", [(b"version", b"one"), (b"VERSION", b"one")]) is None
+    joined = conditional(headers=(HeaderMatch(type="Exact", name="v", value="a,b"),))
+    assert joined.match(b"/", b"GET", [(b"v", b"a"), (b"v", b"b")]) is not None
+    regex = conditional(headers=(HeaderMatch(type="RegularExpression", name="v", value="[0-9]+"),))
+    assert regex.match(b"/", b"GET", [(b"v", b"123")]) is not None
+    assert regex.match(b"/", b"GET", [(b"v", b"123a")]) is None
+    assert regex.match(b"/", b"GET", []) is None  # absent never matches, even a regex that accepts ""
+
+
+def test_query_case_sensitive_first_value_decoded() -> None:
+    vh = conditional(query=(QueryMatch(type="Exact", name="animal", value="sea lion"),))
+    assert vh.match(b"/", b"GET", [], b"/?animal=sea%20lion") is not None
+    assert vh.match(b"/", b"GET", [], b"/?x=1&animal=sea%20lion&animal=whale") is not None
+    assert vh.match(b"/", b"GET", [], b"/?animal=whale&animal=sea%20lion") is None
+    assert vh.match(b"/", b"GET", [], b"/?ANIMAL=sea%20lion") is None
+    assert vh.match(b"/", b"GET", [], b"/?animal=sea+lion") is None  # "+" is not a space
+    assert vh.match(b"/", b"GET", [], b"/") is None
+    empty = conditional(query=(QueryMatch(type="Exact", name="flag", value=""),))
+    assert empty.match(b"/", b"GET", [], b"/?flag") is not None
+    assert empty.match(b"/", b"GET", [], b"/?flag=") is not None
+
+
+def test_conditions_explain_names_the_failing_condition() -> None:
+    vh = conditional(
+        method="POST",
+        headers=(HeaderMatch(type="Exact", name="x", value="1"),),
+        query=(QueryMatch(type="RegularExpression", name="q", value="[a-z]"),),
+    )
+    cond = vh.rules[0].conditions
+    assert cond is not None
+    assert cond.explain(RequestView(b"GET", [], b"/")) == "method GET is not POST"
+    assert cond.explain(RequestView(b"POST", [(b"X", b"2")], b"/")) == "header x = '1': '2'"
+    assert cond.explain(RequestView(b"POST", [(b"x", b"1")], b"/")) == "query q ~ /[a-z]/: absent"
+    assert cond.explain(RequestView(b"POST", [(b"x", b"1")], b"/?q=z")) is None
+
+
+def test_a_rule_listed_in_several_hosts_is_one_object() -> None:
+    shared = rule("shared", "PathPrefix", "/")
+    table = Router(
+        snapshot(
+            VirtualHost(hostname="a.example.com", rules=(rule("own", "Exact", "/x"), shared)),
+            VirtualHost(hostname="*", rules=(shared,)),
+        )
+    ).tables[8000]
+    a, any_ = table.find(b"a.example.com"), table.find(b"b.example.com")
+    assert a is not None and any_ is not None
+    assert a.rules[1] is any_.rules[0]  # one weighted round-robin state per rule

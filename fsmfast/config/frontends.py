@@ -1,0 +1,325 @@
+"""Which Gateway listeners are served on each port, with their certificates and client trust.
+
+One protocol per port: the oldest Gateway's first listener on a port decides whether the
+port speaks HTTP, HTTPS, TLS (Terminate or Passthrough) or TCP; a later listener of another
+kind on the same port is a conflict and is not served (Gateway API: conflicted listeners are
+not programmed; no winner is picked for the conflicting one). Listeners not served are
+recorded in ``Index.ignored_listeners`` before routes attach, so no route attaches to them.
+
+TLS-terminating listeners (HTTPS, TLS Terminate) need at least one usable certificate:
+``certificateRefs`` Secrets in the Gateway's namespace (another namespace needs a
+ReferenceGrant) with ``tls.crt`` and ``tls.key``. A reference that cannot be served is a
+warning and is skipped; a listener left with none is not served. An expired certificate is an
+error (the configuration is refused, so a reload keeps the previous certificates), one that
+expires within 30 days a warning.
+
+Client certificates are a property of the port, because the TLS handshake policy is fixed
+before SNI is known (FSM's GatewayTLSPolicy is per port too, and Gateway API v1.3 moved
+``frontendValidation`` to per-port settings). When any listener on a port asks for them
+(GatewayTLSPolicy ``mTLS: true``, trusting the ``ca.crt`` of the port's certificate Secrets;
+or ``tls.frontendValidation.caCertificateRefs``), every listener on that port requires them,
+trusting the union of those CAs, and the others are told so in a warning.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import msgspec
+
+from fsmfast.config import model as m
+from fsmfast.config.attach import ListenerRef
+from fsmfast.config.certs import Inspection, expiry_problem, inspect
+from fsmfast.config.grants import granted
+from fsmfast.config.index import Index, age_key
+from fsmfast.config.issues import Issues, Where
+from fsmfast.config.listenerchecks import CLIENT_CERT_HEADER, SERVED_PROTOCOLS, policy_mtls
+from fsmfast.config.pem import ca_problem
+from fsmfast.snapshot import Certificate, Listener, ListenerTLS
+
+CA_KEY = "ca.crt"
+CERT_KEY = "tls.crt"
+KEY_KEY = "tls.key"
+TLS_SECRET_TYPE = "kubernetes.io/tls"
+
+
+class Port(msgspec.Struct):
+    """The served listeners of one port, in precedence order (oldest Gateway first)."""
+
+    port: int
+    protocol: str  # HTTP, HTTPS, TLS or TCP
+    mode: str | None  # TLS mode: Terminate or Passthrough
+    refs: list[ListenerRef] = []
+    tls: list[ListenerTLS] = []
+    client_ca_pem: str | None = None
+    client_cert_header: str | None = None
+
+    @property
+    def terminates(self) -> bool:
+        return self.mode == "Terminate"
+
+    def describe(self) -> str:
+        return f"{self.protocol} {self.mode}" if self.protocol == "TLS" else self.protocol
+
+
+def _kind(listener: m.GatewayListener) -> tuple[str, str | None]:
+    if listener.protocol == "HTTPS":
+        return "HTTPS", "Terminate"
+    if listener.protocol == "TLS":
+        return "TLS", listener.tls.mode if listener.tls is not None else "Terminate"
+    return listener.protocol, None
+
+
+def _listener_field(ref: ListenerRef) -> str:
+    return f"spec.listeners[{ref.gateway.spec.listeners.index(ref.listener)}]"
+
+
+def _join_pem(parts: list[str]) -> str:
+    return "".join(p if p.endswith("\n") else p + "\n" for p in parts)
+
+
+class Frontends:
+    def __init__(self, index: Index, issues: Issues) -> None:
+        self.index = index
+        self.issues = issues
+        self.ports: dict[int, Port] = {}
+        self._inspected: dict[str, Inspection] = {}
+        self._ca_checked: set[tuple[str, str]] = set()
+        for gw in sorted(index.manifests.gateways, key=age_key):
+            for listener in gw.spec.listeners:
+                if listener.protocol in SERVED_PROTOCOLS:
+                    self._add(ListenerRef(gw, listener))
+        for port in self.ports.values():
+            if port.terminates:
+                self._client_auth(port)
+        self._check_policies()
+
+    # -- listeners -------------------------------------------------------------------------
+
+    def _ignore(self, ref: ListenerRef, field: str, reason: str) -> None:
+        self.index.ignored_listeners[ref.name] = reason
+        self.issues.warn(Where.of(ref.gateway), field, f"{reason}; listener ignored")
+
+    def _add(self, ref: ListenerRef) -> None:
+        listener = ref.listener
+        field = _listener_field(ref)
+        protocol, mode = _kind(listener)
+        port = self.ports.get(listener.port)
+        if port is None:
+            port = self.ports[listener.port] = Port(listener.port, protocol, mode, [], [])
+        elif (port.protocol, port.mode) != (protocol, mode):
+            first = port.refs[0].name if port.refs else "another listener"
+            self._ignore(
+                ref,
+                field,
+                f"port {listener.port} is already served as {port.describe()} by listener {first}"
+                " (one protocol per port)",
+            )
+            return
+        if port.terminates:
+            hostname = listener.hostname
+            clash = next((t.name for t in port.tls if t.hostname == hostname), None)
+            if clash is not None:
+                self._ignore(ref, field, f"listener {clash} already terminates TLS for hostname {hostname or '*'}")
+                return
+            certificates = self._certificates(ref, field)
+            if not certificates:
+                self._ignore(ref, f"{field}.tls.certificateRefs", "no usable certificate")
+                return
+            port.tls.append(ListenerTLS(name=ref.name, hostname=hostname, certificates=tuple(certificates)))
+            header = ref.gateway.metadata.annotations.get(CLIENT_CERT_HEADER)
+            if header and port.client_cert_header is None:
+                port.client_cert_header = header
+        port.refs.append(ref)
+
+    def _certificates(self, ref: ListenerRef, field: str) -> list[Certificate]:
+        gw = ref.gateway
+        tls = ref.listener.tls
+        assert tls is not None  # checked when loading
+        where = Where.of(gw)
+        out: list[Certificate] = []
+        for k, cref in enumerate(tls.certificate_refs):
+            cfield = f"{field}.tls.certificateRefs[{k}]"
+            namespace = cref.namespace or gw.namespace
+            key = f"{namespace}/{cref.name}"
+            if not granted(self.index, "Gateway", gw.namespace, "Secret", namespace, cref.name):
+                self.issues.warn(
+                    where, cfield, f"reference to secret {key} needs a ReferenceGrant; certificate skipped"
+                )
+                continue
+            secret = self.index.secrets.get(key)
+            if secret is None:
+                self.issues.warn(where, cfield, f"secret {key} not found; certificate skipped")
+                continue
+            cert, private = secret.value(CERT_KEY), secret.value(KEY_KEY)
+            if cert is None or private is None:
+                missing = CERT_KEY if cert is None else KEY_KEY
+                self.issues.warn(where, cfield, f"secret {key} has no key {missing}; certificate skipped")
+                continue
+            if secret.type not in (None, TLS_SECRET_TYPE):
+                wanted = f"a listener certificate Secret should be {TLS_SECRET_TYPE}"
+                self.issues.warn(Where.of(secret), "type", f"{secret.type}: {wanted}")
+            found = self._inspect(secret, cert, private)
+            if found.problem or found.info is None:
+                self.issues.warn(where, cfield, f"secret {key}: {found.problem}; certificate skipped")
+                continue
+            out.append(
+                Certificate(
+                    name=key,
+                    cert_pem=cert.decode("ascii", "replace"),
+                    key_pem=private.decode("ascii", "replace"),
+                    names=found.info.names,
+                )
+            )
+        return out
+
+    def _inspect(self, secret: m.Secret, cert: bytes, private: bytes) -> Inspection:
+        """Inspect a Secret once, reporting its problems on the Secret itself."""
+        found = self._inspected.get(secret.key)
+        if found is not None:
+            return found
+        found = self._inspected[secret.key] = inspect(cert, private)
+        where = Where.of(secret)
+        if found.problem:
+            field = secret.field_of(KEY_KEY if found.info is not None else CERT_KEY)
+            self.issues.warn(where, field, found.problem)
+        if found.info is not None:
+            expiry = expiry_problem(found.info)
+            if expiry is not None:
+                message, is_error = expiry
+                (self.issues.error if is_error else self.issues.warn)(where, secret.field_of(CERT_KEY), message)
+        return found
+
+    # -- client certificates ---------------------------------------------------------------
+
+    def _policy_ports(self, gw: m.Gateway) -> dict[int, tuple[m.GatewayTLSPolicy, int]]:
+        """port -> the oldest GatewayTLSPolicy entry asking for mTLS on this Gateway's port."""
+        out: dict[int, tuple[m.GatewayTLSPolicy, int]] = {}
+        for policy in sorted(self.index.manifests.gateway_tls_policies, key=age_key):
+            target = policy.spec.target_ref
+            if f"{target.namespace or policy.namespace}/{target.name}" != gw.key:
+                continue
+            for j, entry in enumerate(policy.spec.ports):
+                if policy_mtls(policy, j):
+                    out.setdefault(entry.port, (policy, j))
+        return out
+
+    def _ca(self, obj: m.Secret | m.ConfigMap) -> str | None:
+        data = obj.value(CA_KEY)
+        if data is None:
+            return None
+        check_key = (obj.kind, obj.key)
+        if check_key not in self._ca_checked:
+            self._ca_checked.add(check_key)
+            problem = ca_problem(data)
+            if problem:
+                self.issues.error(Where.of(obj), obj.field_of(CA_KEY), problem)
+        return data.decode("ascii", "replace")
+
+    def _client_auth(self, port: Port) -> None:
+        requiring: list[str] = []
+        pems: list[str] = []
+        for ref in port.refs:
+            gw = ref.gateway
+            policy = self._policy_ports(gw).get(port.port)
+            if policy is not None:
+                requiring.append(ref.name)
+                # FSM trusts the ca.crt of the listener certificate Secrets (here: of this port).
+                for t in port.tls:
+                    for cert in t.certificates:
+                        secret = self.index.secrets[cert.name]
+                        text = self._ca(secret)
+                        if text is not None and text not in pems:
+                            pems.append(text)
+            validation = ref.listener.tls.frontend_validation if ref.listener.tls else None
+            if validation is not None and validation.ca_certificate_refs:
+                requiring.append(ref.name)
+                field = f"{_listener_field(ref)}.tls.frontendValidation.caCertificateRefs"
+                for k, cref in enumerate(validation.ca_certificate_refs):
+                    text = self._ca_ref(gw, f"{field}[{k}]", cref)
+                    if text is not None and text not in pems:
+                        pems.append(text)
+        if not requiring:
+            return
+        port.client_ca_pem = _join_pem(pems)
+        first = requiring[0]
+        for ref in port.refs:
+            if ref.name not in requiring:
+                self.issues.warn(
+                    Where.of(ref.gateway),
+                    _listener_field(ref),
+                    f"clients must present a certificate on all of port {port.port}, because listener {first}"
+                    " requires one (client validation is one per port)",
+                )
+        if not pems:
+            self.issues.warn(
+                Where.of(port.refs[0].gateway),
+                _listener_field(port.refs[0]),
+                f"client certificates are required on port {port.port} but no trusted CA was found"
+                f" ({CA_KEY} in the certificate Secrets or frontendValidation); every client is refused",
+            )
+
+    def _ca_ref(self, gw: m.Gateway, field: str, ref: m.CACertificateRef) -> str | None:
+        namespace = ref.namespace or gw.namespace
+        key = f"{namespace}/{ref.name}"
+        where = Where.of(gw)
+        label = ref.kind.lower()
+        if not granted(self.index, "Gateway", gw.namespace, ref.kind, namespace, ref.name):
+            self.issues.warn(where, field, f"reference to {label} {key} needs a ReferenceGrant; CA not trusted")
+            return None
+        store = self.index.secrets if ref.kind == "Secret" else self.index.config_maps
+        obj = store.get(key)
+        if obj is None:
+            self.issues.warn(where, field, f"{label} {key} not found; CA not trusted")
+            return None
+        text = self._ca(obj)
+        if text is None:
+            self.issues.warn(where, field, f"{label} {key} has no key {CA_KEY}; CA not trusted")
+        return text
+
+    def _check_policies(self) -> None:
+        for policy in self.index.manifests.gateway_tls_policies:
+            target = policy.spec.target_ref
+            gw_key = f"{target.namespace or policy.namespace}/{target.name}"
+            gw = self.index.gateways.get(gw_key)
+            where = Where.of(policy)
+            if gw is None:
+                self.issues.warn(where, "spec.targetRef", f"gateway {gw_key} not found; policy has no effect")
+                continue
+            for j, entry in enumerate(policy.spec.ports):
+                port = self.ports.get(entry.port)
+                served = port is not None and any(r.gateway.key == gw_key for r in port.refs)
+                if port is None or not served:
+                    self.issues.warn(
+                        where, f"spec.ports[{j}].port", f"gateway {gw_key} serves no listener on port {entry.port}"
+                    )
+                elif not port.terminates:
+                    self.issues.warn(
+                        where,
+                        f"spec.ports[{j}]",
+                        f"port {entry.port} is {port.describe()}: mTLS applies only to HTTPS and TLS Terminate"
+                        " listeners; ignored",
+                    )
+
+    # -- output ----------------------------------------------------------------------------
+
+    def listener(self, listener: Listener) -> Listener:
+        """An HTTP(S) port's ``Listener`` with its TLS part filled in."""
+        port = self.ports.get(listener.port)
+        if port is None or port.protocol != "HTTPS":
+            return listener
+        return msgspec.structs.replace(
+            listener,
+            protocol="HTTPS",
+            tls_mode="Terminate",
+            tls=tuple(port.tls),
+            client_ca_pem=port.client_ca_pem,
+            client_cert_header=port.client_cert_header,
+        )
+
+    def refs_by_protocol(self, *protocols: str) -> dict[int, list[ListenerRef]]:
+        out: dict[int, list[ListenerRef]] = defaultdict(list)
+        for number, port in sorted(self.ports.items()):
+            if port.protocol in protocols:
+                out[number] = list(port.refs)
+        return out

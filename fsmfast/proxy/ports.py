@@ -1,0 +1,81 @@
+"""What each listening port serves at run time, and the protocol for a new connection on it.
+
+Built with every snapshot (``Context.apply``). The worker's server for a port calls
+``connection_for`` on every accept, so a reload that turns a port from HTTP into HTTPS, or
+into a TCP port, needs no new server: the next connection simply gets the new protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from fsmfast.listener_tls import Contexts, PortTLS
+from fsmfast.proxy.downstream import ClientConnection
+from fsmfast.proxy.https import HTTPSConnection
+from fsmfast.proxy.l4 import PASSTHROUGH, TCP, TERMINATE, L4Target, SNITable, Tunnel
+from fsmfast.snapshot import Snapshot
+
+if TYPE_CHECKING:
+    from fsmfast.worker.context import Context
+
+HTTP, HTTPS, L4_TCP, L4_PASSTHROUGH, L4_TERMINATE = range(5)
+
+
+class PortRuntime:
+    __slots__ = ("cert_header", "kind", "port", "sni", "tcp", "tls")
+
+    def __init__(self, port: int, kind: int) -> None:
+        self.port = port
+        self.kind = kind
+        self.tls: PortTLS | None = None
+        self.sni: SNITable | None = None
+        self.tcp: L4Target | None = None
+        self.cert_header: bytes | None = None
+
+
+def build_ports(snapshot: Snapshot, states: Mapping[str, Any], contexts: Contexts) -> dict[int, PortRuntime]:
+    """Per-port runtime; TLS contexts come from (and are kept in) ``contexts``.
+
+    Raises ssl.SSLError/ValueError/OSError when TLS material does not load: the worker then
+    refuses the snapshot and keeps serving the previous one.
+    """
+    contexts.begin()
+    out: dict[int, PortRuntime] = {}
+    for listener in snapshot.listeners:
+        if listener.protocol == "HTTP":
+            continue  # the default: no runtime needed
+        if listener.protocol == "TCP":
+            rt = PortRuntime(listener.port, L4_TCP)
+            rt.tcp = L4Target(listener.routes[0], states) if listener.routes else None
+        elif listener.protocol == "TLS" and listener.tls_mode == "Passthrough":
+            rt = PortRuntime(listener.port, L4_PASSTHROUGH)
+            rt.sni = SNITable(listener.routes, states)
+        else:
+            kind = HTTPS if listener.protocol == "HTTPS" else L4_TERMINATE
+            rt = PortRuntime(listener.port, kind)
+            routes = {t.name: L4Target(t.route, states) for t in listener.tls if t.route is not None}
+            rt.tls = PortTLS(listener, contexts, routes)
+            if listener.client_cert_header:
+                rt.cert_header = listener.client_cert_header.encode("latin-1")
+        out[listener.port] = rt
+    contexts.end()
+    return out
+
+
+def connection_for(ctx: Context, port: int) -> asyncio.BaseProtocol:
+    """The protocol factory of every listening port."""
+    rt = ctx.ports.get(port)
+    if rt is None:
+        return ClientConnection(ctx, port)
+    kind = rt.kind
+    if kind == HTTPS:
+        assert rt.tls is not None
+        return rt.tls.handshake(ctx.loop, HTTPSConnection(ctx, port, rt.tls, rt.cert_header))
+    if kind == L4_TERMINATE:
+        assert rt.tls is not None
+        return rt.tls.handshake(ctx.loop, Tunnel(ctx, rt, TERMINATE))
+    if kind == L4_PASSTHROUGH:
+        return Tunnel(ctx, rt, PASSTHROUGH)
+    return Tunnel(ctx, rt, TCP)

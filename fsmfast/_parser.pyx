@@ -175,6 +175,32 @@ cdef inline bint _ieq2(const char* a, const char* b, Py_ssize_t n) noexcept nogi
     return True
 
 
+cdef inline const char* _strip_ows(const char* s, Py_ssize_t* n) noexcept nogil:
+    """Trim spaces and tabs at both ends (what ``bytes.strip(b" \\t")`` does)."""
+    cdef Py_ssize_t a = 0, b = n[0]
+    while a < b and (s[a] == 32 or s[a] == 9):
+        a += 1
+    while b > a and (s[b - 1] == 32 or s[b - 1] == 9):
+        b -= 1
+    n[0] = b - a
+    return s + a
+
+
+cdef inline long long _digits(const char* s, Py_ssize_t n) noexcept nogil:
+    """1*DIGIT as a number, -1 for anything else; 18 digits always fit in a long long."""
+    cdef Py_ssize_t i
+    cdef long long r = 0
+    cdef unsigned char c
+    if n == 0 or n > 18:
+        return -1
+    for i in range(n):
+        c = <unsigned char>s[i] - 48
+        if c > 9:
+            return -1
+        r = r * 10 + c
+    return r
+
+
 cdef int _classify(const char* s, Py_ssize_t n) noexcept nogil:
     """Flags of a header name: which of the names the rules mention it is, if any."""
     cdef unsigned char c
@@ -298,12 +324,9 @@ cdef Py_ssize_t _scan_tokens(HdrBuf* b, Tok* toks) noexcept nogil:
             s = p
             while p < end and p[0] != b',':
                 p += 1
-            e = p
-            while s < e and (s[0] == b' ' or s[0] == b'\t'):
-                s += 1
-            while e > s and ((e - 1)[0] == b' ' or (e - 1)[0] == b'\t'):
-                e -= 1
-            tn = e - s
+            tn = p - s
+            s = _strip_ows(s, &tn)
+            e = s + tn
             if tn:
                 seen = False
                 for j in range(nt):
@@ -324,7 +347,7 @@ cdef Py_ssize_t _scan_tokens(HdrBuf* b, Tok* toks) noexcept nogil:
 
 cdef int _tokens_into(HdrBuf* b, object out) except -1:
     """Adds the lowered Connection tokens to the new set or frozenset out (only bytes are allocated)."""
-    cdef Py_ssize_t i, k
+    cdef Py_ssize_t i, k, tn
     cdef const char* p
     cdef const char* end
     cdef const char* s
@@ -340,11 +363,9 @@ cdef int _tokens_into(HdrBuf* b, object out) except -1:
             s = p
             while p < end and p[0] != b',':
                 p += 1
-            e = p
-            while s < e and (s[0] == b' ' or s[0] == b'\t'):
-                s += 1
-            while e > s and ((e - 1)[0] == b' ' or (e - 1)[0] == b'\t'):
-                e -= 1
+            tn = p - s
+            s = _strip_ows(s, &tn)
+            e = s + tn
             if e > s:
                 tok = PyBytes_FromStringAndSize(NULL, e - s)
                 t = PyBytes_AS_STRING(tok)
@@ -452,21 +473,8 @@ cpdef long long parse_content_length(object value) except? -2:
 
     Returns -1 when invalid.
     """
-    cdef const char* s
-    cdef Py_ssize_t i, n
-    cdef long long r = 0
-    cdef unsigned char c
     if PyBytes_CheckExact(value):
-        n = PyBytes_GET_SIZE(value)
-        if n == 0 or n > 18:  # 18 digits always fit in a long long
-            return -1
-        s = PyBytes_AS_STRING(value)
-        for i in range(n):
-            c = <unsigned char>s[i] - 48
-            if c > 9:
-                return -1
-            r = r * 10 + c
-        return r
+        return _digits(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
     # Anything else: exactly what the pure twin does, whatever that is for the type.
     if not value or len(value) > 18:
         return -1
@@ -660,31 +668,6 @@ cpdef list chunk(object data):
         if n == 0:
             break
     return [PyBytes_FromStringAndSize(buf + i, 22 - i), data, _CRLF]
-
-
-cdef inline const char* _strip_ows(const char* s, Py_ssize_t* n) noexcept nogil:
-    """Trim spaces and tabs at both ends (what ``bytes.strip(b" \\t")`` does)."""
-    cdef Py_ssize_t a = 0, b = n[0]
-    while a < b and (s[a] == 32 or s[a] == 9):
-        a += 1
-    while b > a and (s[b - 1] == 32 or s[b - 1] == 9):
-        b -= 1
-    n[0] = b - a
-    return s + a
-
-
-cdef inline long long _digits(const char* s, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef long long r = 0
-    cdef unsigned char c
-    if n == 0 or n > 18:
-        return -1
-    for i in range(n):
-        c = <unsigned char>s[i] - 48
-        if c > 9:
-            return -1
-        r = r * 10 + c
-    return r
 
 
 cdef list _exact_pairs(object headers):

@@ -36,10 +36,11 @@ install-test: venv
 	$(PIP) install -q --no-build-isolation ".[test]"
 
 # pytest puts the checkout first on sys.path (tests/ is a package), so the tests import fsmfast from here:
-# build the extension in place too, and fail now rather than silently testing the pure-Python twin only.
+# build the extensions in place too, and fail now rather than silently testing the pure-Python twins only.
 inplace: venv
 	$(VPY) setup.py -q build_ext --inplace
 	$(VPY) -c 'import fsmfast._parser'
+	$(VPY) -c 'from fsmfast.proxy import COMPILED, compiled_modules as c; assert c() == COMPILED, c()'
 
 demo:
 	bash .ci/sysdeps "$(PYTHON)" demo

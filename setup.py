@@ -12,6 +12,10 @@ import os
 from setuptools import Extension, setup
 
 
+# Keep in step with fsmfast/proxy/__init__.py.
+COMPILED_PROXY_MODULES = ("router", "upstream", "exchange", "downstream")
+
+
 def _extensions() -> list[Extension]:
     # Imported here, not at the top, so `setup.py --version` and metadata-only commands work without Cython.
     from Cython.Build import cythonize
@@ -23,9 +27,20 @@ def _extensions() -> list[Extension]:
         # ISA extensions. The last -O wins, so this overrides the interpreter's default -O3.
         extra_compile_args=["-O2"],
     )
+    # The proxy core: plain .py modules (their own pure-Python twins) compiled with the C types of
+    # the .pxd next to each; fsmfast/proxy/__init__.py loads the .py instead under FSMFAST_NO_EXTENSIONS.
+    core = [
+        Extension(f"fsmfast.proxy.{name}", [f"fsmfast/proxy/{name}.py"], extra_compile_args=["-O2"])
+        for name in COMPILED_PROXY_MODULES
+    ]
     annotate = os.environ.get("FSMFAST_CYTHON_ANNOTATE", "") == "1"
     # force: cythonize skips an up-to-date .c, and then writes no annotation either.
-    return cythonize([parser], language_level=3, annotate=annotate, force=annotate)
+    options = {"language_level": 3, "annotate": annotate, "force": annotate}
+    # The .py annotations are for readers and type checkers; only the .pxd types are compiled in (with
+    # annotation typing on, `x: int` would mean a Python int where the .pxd says a C int).
+    return cythonize([parser], **options) + cythonize(
+        core, compiler_directives={"annotation_typing": False}, **options
+    )
 
 
 setup(ext_modules=_extensions())

@@ -62,7 +62,7 @@ def versions() -> dict:
     from fsmfast import _accel
 
     out: dict = {"python": platform.python_version(), "fsmfast": fsmfast.__version__}
-    out["fsmfast_hot_paths"] = "compiled fsmfast._parser" if _accel.USING_EXTENSION else "pure-Python twin"
+    out["fsmfast_hot_paths"] = _accel.describe()
     for mod in ("uvloop", "httptools"):
         try:
             out[mod] = __import__(mod).__version__

@@ -151,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = [int(x) for x in ns.sizes.split(",") if x.strip()]
     from fsmfast import _accel
 
-    impl = "compiled fsmfast._parser" if _accel.USING_EXTENSION else "pure-Python twin"
+    impl = _accel.describe()
     print(f"route lookup: HostTable.find + VHost.match, 10 PathPrefix rules per route, last rule hit ({impl})")
     print("| HTTPRoutes | rules | ns per lookup | router build (s) |")
     print("|---:|---:|---:|---:|")

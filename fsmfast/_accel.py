@@ -36,11 +36,25 @@ normalize_target = impl.normalize_target
 scan_request_line = impl.scan_request_line
 valid_host = impl.valid_host
 
+
+
+def describe() -> str:
+    """What runs compiled in this process, for reports and test headers."""
+    from fsmfast.proxy import compiled_modules
+
+    parts = ["fsmfast._parser"] if USING_EXTENSION else []
+    core = compiled_modules()
+    if core:
+        parts.append(f"proxy core ({', '.join(core)})")
+    return f"compiled {' + '.join(parts)}" if parts else "pure-Python twins"
+
+
 __all__ = [
     "USING_EXTENSION",
     "build_request_head",
     "build_response_head",
     "chunk",
+    "describe",
     "normalize_target",
     "parse_content_length",
     "parse_response_head",

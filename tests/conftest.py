@@ -22,7 +22,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     try:
         from fsmfast import _accel
 
-        impl = "compiled fsmfast._parser" if _accel.USING_EXTENSION else "pure-Python twin"
+        impl = _accel.describe()
     except Exception as exc:  # the package may be mid-refactor; the header must not break collection
         impl = f"unknown ({exc.__class__.__name__}: {exc})"
     flag = os.environ.get("FSMFAST_NO_EXTENSIONS", "")

@@ -19,10 +19,11 @@ import httptools
 
 from fsmfast._accel import normalize_target, scan_request, scan_request_line, valid_host
 from fsmfast.proxy import mirror
-from fsmfast.proxy.exchange import DONE, QUEUED, RESPONDING, Exchange, StopParsing
+from fsmfast.proxy.exchange import Exchange
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
 from fsmfast.proxy.route_timer import RouteTimer
 from fsmfast.proxy.router import normalize_host
+from fsmfast.proxy.states import DONE, QUEUED, RESPONDING, StopParsing
 
 if TYPE_CHECKING:
     from fsmfast.worker.context import Context
@@ -47,7 +48,9 @@ class RejectRequest(Exception):
         self.code = code
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    # An asyncio protocol by shape, not by base class: compiled, it is a C type (see the .pxd), and
+    # those cannot derive from a Python class. The loop only calls the methods below.
     PAUSE_UPSTREAM = 1  # the active upstream's write buffer is full
     PAUSE_PENDING = 2  # a waiting exchange holds too much body
     PAUSE_QUEUE = 4  # too many pipelined requests ahead

@@ -35,6 +35,7 @@ from fsmfast._accel import build_request_head, build_response_head, chunk, respo
 from fsmfast.proxy import mirror
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 from fsmfast.proxy.local_reply import CONTINUE_100, error_response
+from fsmfast.proxy.states import CONNECTING, DONE, QUEUED, RESPONDING, SENDING, StopParsing
 from fsmfast.proxy.upstream import Pool, UpstreamConnection, UpstreamError
 
 if TYPE_CHECKING:
@@ -44,13 +45,6 @@ if TYPE_CHECKING:
     from fsmfast.proxy.router import RouteRule
 
 log = logging.getLogger("fsmfast.proxy")
-
-QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
-
-
-class StopParsing(Exception):
-    """Raised from a parser callback once the exchange has answered for itself (a 413)."""
-
 
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # Body bytes a waiting exchange may hold before the client is paused.

@@ -225,7 +225,9 @@ class Pool:
             self._ssl_ctx.session_to_resume = session
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    # An asyncio protocol by shape, not by base class: compiled, it is a C type (see the .pxd), and
+    # those cannot derive from a Python class. The loop only calls the methods below.
     __slots__ = (
         "_head",
         "_head_pos",

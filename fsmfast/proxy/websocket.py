@@ -29,8 +29,9 @@ import logging
 from typing import TYPE_CHECKING
 
 from fsmfast._accel import build_response_head
-from fsmfast.proxy.exchange import DONE, UPGRADE_WEBSOCKET
+from fsmfast.proxy.exchange import UPGRADE_WEBSOCKET
 from fsmfast.proxy.headers import FRAME_NONE
+from fsmfast.proxy.states import DONE
 
 if TYPE_CHECKING:
     from fsmfast.proxy.downstream import ClientConnection

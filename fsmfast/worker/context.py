@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from fsmfast.listener_tls import Contexts
 from fsmfast.proxy.accesslog import AccessLog
-from fsmfast.proxy.exchange import RESPONDING, SENDING
 from fsmfast.proxy.options import RuleOptions, rule_options
 from fsmfast.proxy.ports import PortRuntime, build_ports
 from fsmfast.proxy.router import Router
+from fsmfast.proxy.states import RESPONDING, SENDING
 from fsmfast.proxy.upstream import BackendState, Pool
 from fsmfast.settings import Settings
 from fsmfast.snapshot import Snapshot, UpstreamTLS

@@ -1,0 +1,45 @@
+# Compiled declarations for downstream.py (see upstream.pxd for why a .pxd and not a .pyx).
+cimport cython
+
+from fsmfast.proxy.exchange cimport Exchange
+from fsmfast.proxy.router cimport HostTable, RouteRule, VHost, normalize_host
+
+
+cdef class ClientConnection:
+    cdef public object ctx
+    cdef public object port
+    cdef public bytes scheme
+    cdef public object transport
+    cdef public bytes client_ip
+    cdef public object parser
+    cdef public object queue
+    cdef public list out
+    cdef public bint closing
+    cdef public bint stop_reading
+    cdef public bint lingering
+    cdef public bint _eof
+    cdef public object held
+    cdef public int _paused
+    cdef public Py_ssize_t max_request_line
+    cdef public Py_ssize_t max_field_size
+    cdef public Py_ssize_t max_header_count
+    cdef public bint in_head
+    cdef public Py_ssize_t _head_room
+    cdef public bint _line_seen
+    cdef public bytes _url
+    cdef public list _headers
+    cdef public Exchange _parsing
+    cdef public double idle_since
+    cdef public double head_started
+    cdef public double body_at
+
+    cpdef _start_head(self)
+    @cython.locals(table=HostTable, vhost=VHost, rule=RouteRule)
+    cpdef _route(self, Exchange ex, bytes host, bytes path)
+    cpdef exchange_finished(self, Exchange ex)
+    cpdef stop_after_queue(self)
+    cpdef flush(self)
+    cpdef pause_reading(self, int reason)
+    cpdef resume_reading(self, int reason)
+    cpdef close(self)
+    cpdef abort(self)

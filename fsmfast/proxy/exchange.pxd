@@ -1,0 +1,57 @@
+# Compiled declarations for exchange.py (see upstream.pxd for why a .pxd and not a .pyx).
+from fsmfast.proxy.downstream cimport ClientConnection
+from fsmfast.proxy.upstream cimport Pool, UpstreamConnection
+
+
+cdef class Exchange:
+    cdef public object backend
+    cdef public long long body_bytes
+    cdef public long long body_room
+    cdef public ClientConnection client
+    cdef public bint close_delimited
+    cdef public UpstreamConnection conn
+    cdef public double deadline
+    cdef public bint expect_continue
+    cdef public list headers
+    cdef public bytes host
+    cdef public bint http11
+    cdef public bint is_head
+    cdef public bint keep_alive
+    cdef public object local
+    cdef public bytes method
+    cdef public object mirrors
+    cdef public list pending
+    cdef public Py_ssize_t pending_size
+    cdef public object plan
+    cdef public Pool pool
+    cdef public object reason
+    cdef public long long req_framing
+    cdef public bint request_done
+    cdef public long long resp_framing
+    cdef public bint retried
+    cdef public bint reused
+    cdef public object rule
+    cdef public double started
+    cdef public int state
+    cdef public int status
+    cdef public bytes target
+    cdef public object timer
+    cdef public list up_out
+    cdef public bint up_paused
+    cdef public object upgrade
+
+    cpdef set_local(self, int status, str text, str code, bytes location=*)
+    cpdef activate(self)
+    cpdef request_body(self, bytes data)
+    cpdef request_complete(self)
+    cpdef _send_up(self, list pieces, Py_ssize_t size)
+    cpdef flush_up(self)
+    cpdef flush_client(self)
+    cpdef touch(self)
+    cpdef client_lost(self)
+    cpdef upstream_ready(self, UpstreamConnection conn, bint reused)
+    cpdef response_head(self, int status, bytes reason, list headers, bint up_keep_alive)
+    cpdef response_body(self, bytes data)
+    cpdef response_complete(self, UpstreamConnection conn, bint up_keep_alive)
+    cpdef reply(self, int status, str text, str code, bytes location=*)
+    cpdef _finish(self)

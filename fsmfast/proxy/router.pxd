@@ -1,0 +1,45 @@
+# Compiled declarations for router.py (see upstream.pxd for why a .pxd and not a .pyx).
+
+cdef class Choice:
+    cdef public object backend
+    cdef public object error
+    cdef public object name
+    cdef public object plan
+    cdef public object weight
+
+
+cdef class RouteRule:
+    cdef public list _current
+    cdef public object _total
+    cdef public bytes below
+    cdef public list choices
+    cdef public object conditions
+    cdef public bytes exact
+    cdef public object name
+    cdef public bytes prefix
+    cdef public object redirect
+    cdef public object regex
+    cdef public object source
+    cdef public object timeouts
+
+    cpdef Choice pick(self)
+
+
+cdef class VHost:
+    cdef public object hostname
+    cdef public object listeners
+    cdef public list rules
+
+    cpdef RouteRule match(self, bytes path, bytes method=*, list headers=*, bytes target=*)
+
+
+cdef class HostTable:
+    cdef public VHost any
+    cdef public dict exact
+    cdef public object port
+    cdef public dict wildcard
+
+    cpdef VHost find(self, bytes host)
+
+
+cpdef bytes normalize_host(bytes value)

@@ -1,0 +1,53 @@
+# Compiled declarations for upstream.py (Cython "augmenting .pxd"): the .py stays the one source and
+# the pure-Python twin; these give its classes C attributes and C-level method calls.
+# The exchange an UpstreamConnection serves stays an untyped object: a MirrorRequest speaks the
+# same interface (fsmfast.proxy.mirror).
+
+cdef class BackendState:
+    cdef public Py_ssize_t _next
+    cdef public object backend
+    cdef public object name
+    cdef public list pools
+    cdef public object tls
+
+    cpdef Pool pick(self)
+
+
+cdef class Pool:
+    cdef public object _ssl_ctx
+    cdef public object _ssl_error
+    cdef public str address
+    cdef public object backend_name
+    cdef public object ctx
+    cdef public str host
+    cdef public object port
+    cdef public list idle
+    cdef public object tls
+
+    cpdef UpstreamConnection take(self)
+    cpdef give_back(self, UpstreamConnection conn)
+    cpdef discard(self, UpstreamConnection conn)
+    cpdef connect(self, exchange)
+
+
+cdef class UpstreamConnection:
+    cdef public bytes _head
+    cdef public Py_ssize_t _head_pos
+    cdef public bint _in_head
+    cdef public bint _informational
+    cdef public bint _skip_body
+    cdef public object _switched
+    cdef public object exchange
+    cdef public bint got_bytes
+    cdef public double idle_since
+    cdef public object parser
+    cdef public bint paused
+    cdef public Pool pool
+    cdef public Py_ssize_t served
+    cdef public object transport
+
+    cpdef write(self, list pieces)
+    cpdef pause_reading(self)
+    cpdef resume_reading(self)
+    cpdef close(self)
+    cpdef abort(self)

@@ -29,6 +29,7 @@ from fsmfast import snapshot as snapmod
 from fsmfast.errors import EXIT_OK, EXIT_WORKER_BOOT
 from fsmfast.master import channel
 from fsmfast.proxy.ports import connection_for
+from fsmfast.worker import malloc
 from fsmfast.worker.boot import WorkerBoot
 from fsmfast.worker.context import Context
 
@@ -199,6 +200,7 @@ _PENDING: asyncio.AbstractServer = _PendingServer()  # type: ignore[assignment]
 
 def worker_main(boot: WorkerBoot) -> NoReturn:
     _setup_logging(boot.index)
+    malloc.tune()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     worker = Worker(boot, loop)

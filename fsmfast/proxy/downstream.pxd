@@ -27,6 +27,7 @@ cdef class ClientConnection:
     cdef public Py_ssize_t _head_room
     cdef public bint _line_seen
     cdef public bytes _url
+    cdef public str _version
     cdef public list _headers
     cdef public Exchange _parsing
     cdef public double idle_since

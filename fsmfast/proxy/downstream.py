@@ -82,6 +82,7 @@ class ClientConnection:
         self._head_room = 0  # bytes the current head may still take
         self._line_seen = False
         self._url = b""
+        self._version: str | None = None  # set by data_received when it read the request line
         self._headers: list[tuple[bytes, bytes]] = []
         self._parsing: Exchange | None = None
         # Timers, checked by the worker's tick.
@@ -120,6 +121,13 @@ class ClientConnection:
                 return
             # Seen within the head allowance, as below (_head_fits tells 414 from 431 by it).
             self._line_seen = 0 < line_end <= self._head_room
+            # The version of this head, read off its request line when it ends like llhttp's usual
+            # case: httptools' get_http_version() formats a new string per call, which costs more.
+            if line_end > 11:
+                if data.startswith(b" HTTP/1.1\r\n", line_end - 11):
+                    self._version = "1.1"
+                elif data.startswith(b" HTTP/1.0\r\n", line_end - 11):
+                    self._version = "1.0"
         if self.in_head:
             room = self._head_room - len(data)
             if room >= 0:
@@ -215,7 +223,11 @@ class ClientConnection:
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
-        version = parser.get_http_version()
+        version = self._version
+        if version is None:
+            version = parser.get_http_version()
+        else:
+            self._version = None
         if version != "1.1" and version != "1.0":
             if version == "0.9":
                 raise RejectRequest(400, "HTTP/0.9 is not supported", "bad_request")

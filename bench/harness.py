@@ -51,6 +51,7 @@ class Outcome:
     unsupported: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
     logs: list[dict] = field(default_factory=list)
+    idle: list[dict] = field(default_factory=list)  # worker RSS after start-up, before any load
     versions: dict = field(default_factory=dict)
     cpus: dict = field(default_factory=dict)
 
@@ -276,9 +277,13 @@ class Harness:
                     _log(f"{scenario.id} {scenario.name}: {name}: FAILED to start: {exc}\n{tail}")
                     self.total_runs -= self.opts.rounds * len(scenario.cases)
                     continue
-                _log(
-                    f"{scenario.id} {scenario.name}: {name} ready on port {system.port} in {time.monotonic() - t0:.1f}s"
-                )
+                took = time.monotonic() - t0
+                idle = ""
+                if system.proc is not None:  # "direct" runs no proxy
+                    idle_kib = procs.worker_rss_kib(system.proc.pid)
+                    self.out.idle.append({"scenario": scenario.id, "system": name, "worker_rss_kib": idle_kib})
+                    idle = f", idle worker RSS {idle_kib / 1024:.1f} MiB"
+                _log(f"{scenario.id} {scenario.name}: {name} ready on port {system.port} in {took:.1f}s{idle}")
                 active.append(system)
 
             scripts = {case.name: load.write_script(sdir / f"{case.name}.lua", case) for case in scenario.cases}

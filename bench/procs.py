@@ -95,6 +95,15 @@ def hwm_kib(pids: Sequence[int]) -> int:
     return sum(_status_kib(pid, b"VmHWM:") for pid in pids)
 
 
+def worker_rss_kib(root: int) -> int:
+    """VmRSS of the largest process serving requests: the children of a master (fsmfast, nginx),
+    or the root itself when it has none (HAProxy). Pages a worker shares with its master count in
+    both, as VmRSS does."""
+    pids = tree(root)
+    workers = [pid for pid in pids if pid != root] or [root]
+    return max(_status_kib(pid, b"VmRSS:") for pid in workers)
+
+
 class RssSampler:
     """Samples the summed VmRSS of a process tree every ``interval`` seconds and keeps the maximum."""
 

@@ -270,6 +270,23 @@ def markdown(doc: dict) -> str:
                 cell(sid, case.name, vs, k) for k in ("rps_ratio", "cpu_per_req_ratio") for vs in ("nginx", "haproxy")
             ]
             lines.append(f"| {_label(sid, case.name)} | {' | '.join(cells)} |")
+    idle = doc.get("idle") or []
+    if idle:
+        sids = [sid for sid in s["scenarios"] if any(i["scenario"] == sid for i in idle)]
+        lines += [
+            "",
+            "Idle worker RSS, MiB: the largest serving process (a master's children, else the one process) once "
+            "the system is up and has answered the pre-flight request, before any load.",
+            "",
+            "| system | " + " | ".join(sids) + " |",
+            "|---|" + "---:|" * len(sids),
+        ]
+        for system in [x for x in s["systems"] if any(i["system"] == x for i in idle)]:
+            cells = []
+            for sid in sids:
+                kib = next((i["worker_rss_kib"] for i in idle if i["scenario"] == sid and i["system"] == system), None)
+                cells.append("n/a" if kib is None else f"{kib / 1024:.1f}")
+            lines.append(f"| {system} | {' | '.join(cells)} |")
     problems = doc["failures"]
     if problems or doc["logs"]:
         lines += ["", "Problems seen during the run:", ""]
@@ -360,6 +377,7 @@ def document(out: Outcome, opts: Options, command: str, started: dt.datetime, el
         "unsupported": out.unsupported,
         "failures": out.failures,
         "logs": out.logs,
+        "idle": out.idle,
         "runs": out.runs,
     }
 

@@ -185,8 +185,12 @@ class ClientConnection:
             ex.client_lost()
         if self._parsing is not None and self._parsing not in self.queue:
             self._parsing.client_lost()
+        self._parsing = None
         self.queue.clear()
         self.transport = None
+        # The parser holds this protocol's bound methods: dropping it breaks the reference cycle,
+        # so the connection is freed now rather than by the cyclic GC (one cycle per connection).
+        self.parser = None
 
     def pause_writing(self) -> None:
         if self.queue:
@@ -584,7 +588,8 @@ class ClientConnection:
         if method is None:
             method = b"-"
             try:
-                method = self.parser.get_method()
+                if self.parser is not None:
+                    method = self.parser.get_method()
             except httptools.HttpParserError:
                 pass
         refused = Exchange(self, method, self._url or b"-", True, [], b"", FRAME_NONE, False, False)

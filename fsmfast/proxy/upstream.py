@@ -319,6 +319,7 @@ class UpstreamConnection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.parser = None  # breaks the parser <-> protocol cycle (see ClientConnection.connection_lost)
         self.pool.discard(self)
         exchange = self.exchange
         if exchange is not None:

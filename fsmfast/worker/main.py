@@ -15,6 +15,7 @@ The loop is created here, after the fork: libuv loops are not fork-safe.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -210,6 +211,9 @@ def worker_main(boot: WorkerBoot) -> NoReturn:
         log.error("worker %d failed to boot: %s", boot.index, exc)
         sys.stderr.flush()
         os._exit(EXIT_WORKER_BOOT)
+    # What boot built lives as long as the worker (modules, the first snapshot's runtime): out of
+    # the collector's sight, collections only walk what requests allocate.
+    gc.freeze()
     try:
         loop.run_forever()
     finally:

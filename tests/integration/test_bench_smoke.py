@@ -49,9 +49,15 @@ def test_quick_run_writes_json_with_requests_for_every_system(tmp_path: Path) ->
             assert run["cpu_us_per_req"] is not None and run["cpu_us_per_req"] > 0, run
             assert run["rss_peak_kib"] > 0, run
     assert {(r["vs"], r["scenario"]) for r in doc["ratios"]} == {("nginx", "S1"), ("haproxy", "S1")}
-    # The Markdown report goes to stdout, one row per system.
+    # Each proxy's idle worker RSS, measured once it is up (direct runs no proxy).
+    idle = {i["system"]: i["worker_rss_kib"] for i in doc["idle"] if i["scenario"] == "S1"}
+    assert set(idle) == {"fsmfast", "nginx", "haproxy"}, doc["idle"]
+    assert all(kib > 1024 for kib in idle.values()), idle
+    # The Markdown report goes to stdout, one row per system, and one idle-RSS row per proxy.
     for system in SYSTEMS:
         assert f"| S1 plain | {system} |" in proc.stdout
+    for system in idle:
+        assert f"\n| {system} | {idle[system] / 1024:.1f} |" in proc.stdout, proc.stdout
 
 
 @pytest.mark.timeout(60)

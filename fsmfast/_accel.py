@@ -32,6 +32,8 @@ chunk = impl.chunk
 scan_request = impl.scan_request
 response_framing = impl.response_framing
 parse_response_head = impl.parse_response_head
+scan_response_head = impl.scan_response_head
+relay_response_head = impl.relay_response_head
 normalize_target = impl.normalize_target
 scan_request_line = impl.scan_request_line
 valid_host = impl.valid_host
@@ -58,8 +60,10 @@ __all__ = [
     "normalize_target",
     "parse_content_length",
     "parse_response_head",
+    "relay_response_head",
     "response_framing",
     "scan_request",
     "scan_request_line",
+    "scan_response_head",
     "valid_host",
 ]

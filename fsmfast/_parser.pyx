@@ -40,7 +40,7 @@ from cpython.list cimport PyList_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.set cimport PySet_Add
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcpy
 
 from fsmfast.proxy.paths import BAD_CHAR as _BAD_CHAR
 from fsmfast.proxy.paths import normalize_slow as _normalize_slow
@@ -602,55 +602,62 @@ cpdef bytes build_response_head(
     ``Connection: keep-alive`` when the connection stays open (it is not its default).
     """
     cdef HdrBuf b
-    cdef Hdr* h
     cdef list lst
-    cdef Py_ssize_t i, size, nstatus, ndigits = 0
-    cdef char digits[24]
-    cdef char status_digits[24]
-    cdef bytes out
-    cdef char* p
     _need_bytes(reason, "reason")
     _buf_init(&b)
     try:
         lst = _prepare(headers, &b, False)
         lst = _mark_listed(lst, &b)  # lst keeps alive what b points into
-        nstatus = _fmt_dec(status, status_digits)
-        size = S_HTTP11_LEN + nstatus + 1 + PyBytes_GET_SIZE(reason) + 2
-        for i in range(b.n):
-            h = &b.h[i]
-            if not h.flags & (F_HOP | F_LISTED):
-                h.flags |= F_KEEP
-                size += h.nlen + h.vlen + 4
-        size += _framing_size(framing, digits, &ndigits)
-        if not keep_alive:
-            size += S_CLOSE_LEN
-        elif not http11:
-            size += S_KEEPALIVE_LEN
-        size += 2
-
-        out = PyBytes_FromStringAndSize(NULL, size)
-        p = PyBytes_AS_STRING(out)
-        p = _put(p, S_HTTP11 if http11 else S_HTTP10, S_HTTP11_LEN)
-        p = _put(p, status_digits, nstatus)
-        p[0] = b' '
-        p = _put(p + 1, PyBytes_AS_STRING(reason), PyBytes_GET_SIZE(reason))
-        p = _put(p, b"\r\n", 2)
-        for i in range(b.n):
-            h = &b.h[i]
-            if h.flags & F_KEEP:
-                p = _put(p, h.name, h.nlen)
-                p = _put(p, b": ", 2)
-                p = _put(p, h.value, h.vlen)
-                p = _put(p, b"\r\n", 2)
-        p = _put_framing(p, framing, digits, ndigits)
-        if not keep_alive:
-            p = _put(p, S_CLOSE, S_CLOSE_LEN)
-        elif not http11:
-            p = _put(p, S_KEEPALIVE, S_KEEPALIVE_LEN)
-        p = _put(p, b"\r\n", 2)
-        _check_filled(out, p)
+        return _emit_response(&b, http11, status, PyBytes_AS_STRING(reason), PyBytes_GET_SIZE(reason), framing,
+                              keep_alive)
     finally:
         _buf_free(&b)
+
+
+cdef bytes _emit_response(HdrBuf* b, bint http11, long long status, const char* reason, Py_ssize_t rlen,
+                          long long framing, bint keep_alive):
+    """The response head of build_response_head from b, whose Connection-listed headers are marked."""
+    cdef Hdr* h
+    cdef Py_ssize_t i, size, nstatus, ndigits = 0
+    cdef char digits[24]
+    cdef char status_digits[24]
+    cdef bytes out
+    cdef char* p
+    nstatus = _fmt_dec(status, status_digits)
+    size = S_HTTP11_LEN + nstatus + 1 + rlen + 2
+    for i in range(b.n):
+        h = &b.h[i]
+        if not h.flags & (F_HOP | F_LISTED):
+            h.flags |= F_KEEP
+            size += h.nlen + h.vlen + 4
+    size += _framing_size(framing, digits, &ndigits)
+    if not keep_alive:
+        size += S_CLOSE_LEN
+    elif not http11:
+        size += S_KEEPALIVE_LEN
+    size += 2
+
+    out = PyBytes_FromStringAndSize(NULL, size)
+    p = PyBytes_AS_STRING(out)
+    p = _put(p, S_HTTP11 if http11 else S_HTTP10, S_HTTP11_LEN)
+    p = _put(p, status_digits, nstatus)
+    p[0] = b' '
+    p = _put(p + 1, reason, rlen)
+    p = _put(p, b"\r\n", 2)
+    for i in range(b.n):
+        h = &b.h[i]
+        if h.flags & F_KEEP:
+            p = _put(p, h.name, h.nlen)
+            p = _put(p, b": ", 2)
+            p = _put(p, h.value, h.vlen)
+            p = _put(p, b"\r\n", 2)
+    p = _put_framing(p, framing, digits, ndigits)
+    if not keep_alive:
+        p = _put(p, S_CLOSE, S_CLOSE_LEN)
+    elif not http11:
+        p = _put(p, S_KEEPALIVE, S_KEEPALIVE_LEN)
+    p = _put(p, b"\r\n", 2)
+    _check_filled(out, p)
     return out
 
 
@@ -864,8 +871,14 @@ cpdef tuple response_framing(object headers):
 
 
 cdef inline Py_ssize_t _find_crlf(const char* s, Py_ssize_t pos, Py_ssize_t end) noexcept nogil:
+    cdef const char* p
     while pos + 1 < end:
-        if s[pos] == 13 and s[pos + 1] == 10:
+        # memchr is vectorized: a head is mostly long lines with one CR each.
+        p = <const char*>memchr(s + pos, 13, <size_t>(end - 1 - pos))
+        if p == NULL:
+            return -1
+        pos = p - s
+        if s[pos + 1] == 10:
             return pos
         pos += 1
     return -1
@@ -932,3 +945,159 @@ cpdef tuple parse_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
             b -= 1
         headers.append((name, PyBytes_FromStringAndSize(s + a, b - a)))
     return status, reason, headers
+
+
+# -- response heads straight from the upstream's bytes ------------------------------------------------
+# The usual response (no obs-fold, no HTTPRoute response filter) never becomes Python header objects:
+# its framing is read and its client head written from the received buffer. Anything unusual falls
+# back to parse_response_head, so both paths give what the pure twins (built on it) give.
+
+
+cdef Py_ssize_t _status_line(const char* s, Py_ssize_t start, Py_ssize_t end, long long* status,
+                             Py_ssize_t* reason_at, Py_ssize_t* reason_len) except -2:
+    """parse_response_head's status line: sets the outputs; returns where the header lines start."""
+    cdef Py_ssize_t line_end, sp1, sp2, i
+    cdef long long code = 0
+    line_end = _find_crlf(s, start, end)
+    if line_end < 0:
+        line_end = end
+    sp1 = start
+    while sp1 < line_end and s[sp1] != 32:
+        sp1 += 1
+    sp2 = sp1 + 1
+    while sp2 < line_end and s[sp2] != 32:
+        sp2 += 1
+    if sp1 >= line_end or sp2 == sp1 + 1:
+        raise ValueError("invalid status line")
+    for i in range(sp1 + 1, sp2):
+        if s[i] < 48 or s[i] > 57:
+            raise ValueError("invalid status code")
+        code = code * 10 + (s[i] - 48)
+    status[0] = code
+    reason_at[0] = sp2 + 1 if sp2 < line_end else line_end
+    reason_len[0] = line_end - sp2 - 1 if sp2 < line_end else 0
+    return line_end + 2
+
+
+cdef int _load_raw(const char* s, Py_ssize_t pos, Py_ssize_t end, HdrBuf* b) except -1:
+    """Fills b with the header lines of s[pos:end] as parse_response_head reads them (pointers into s);
+    0 when a line is folded (obs-fold): the caller takes the slow path then."""
+    cdef Py_ssize_t eol, a, e, colon
+    cdef Hdr* h
+    cdef Hdr* grown
+    cdef const char* p
+    cdef Py_ssize_t cap
+    b.n = 0
+    while pos < end:
+        eol = _find_crlf(s, pos, end)
+        if eol < 0:
+            eol = end
+        a = pos
+        pos = eol + 2
+        if a == eol:
+            continue
+        if s[a] == 32 or s[a] == 9:
+            return 0
+        p = <const char*>memchr(s + a, 58, <size_t>(eol - a))
+        colon = eol if p == NULL else p - s
+        if colon == a or colon >= eol:
+            continue
+        if b.n == b.cap:
+            cap = b.cap * 2
+            grown = <Hdr*>PyMem_Malloc(<size_t>cap * sizeof(Hdr))
+            if grown == NULL:
+                raise MemoryError()
+            memcpy(grown, b.h, <size_t>b.n * sizeof(Hdr))
+            _buf_free(b)
+            b.h = grown
+            b.cap = cap
+        h = &b.h[b.n]
+        h.name = s + a
+        h.nlen = colon - a
+        a = colon + 1
+        e = eol
+        while a < e and (s[a] == 32 or s[a] == 9):
+            a += 1
+        while e > a and (s[e - 1] == 32 or s[e - 1] == 9):
+            e -= 1
+        h.value = s + a
+        h.vlen = e - a
+        h.flags = _classify(h.name, h.nlen)
+        b.n += 1
+    return 1
+
+
+cdef void _framing_of(HdrBuf* b, long long* length, bint* chunked) noexcept nogil:
+    """response_framing over b."""
+    cdef Py_ssize_t i, vn, k
+    cdef const char* v
+    cdef Hdr* h
+    length[0] = -1
+    chunked[0] = False
+    for i in range(b.n):
+        h = &b.h[i]
+        if h.nlen == 17 and _ieq(h.name, b"transfer-encoding", 17):
+            v = h.value
+            vn = h.vlen
+            k = vn
+            while k > 0 and v[k - 1] != 44:
+                k -= 1
+            vn = vn - k
+            v = _strip_ows(v + k, &vn)
+            chunked[0] = vn == 7 and _ieq(v, b"chunked", 7)
+        elif h.nlen == 14 and _ieq(h.name, b"content-length", 14):
+            vn = h.vlen
+            v = _strip_ows(h.value, &vn)
+            length[0] = _digits(v, vn)
+
+
+cpdef tuple scan_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
+    """See ``fsmfast.proxy.headers.scan_response_head``."""
+    cdef const char* s = PyBytes_AS_STRING(buf)
+    cdef HdrBuf b
+    cdef long long status, length
+    cdef bint chunked
+    cdef Py_ssize_t pos, reason_at, reason_len
+    if start < 0 or end > PyBytes_GET_SIZE(buf) or start > end:
+        raise ValueError("head bounds outside the buffer")
+    pos = _status_line(s, start, end, &status, &reason_at, &reason_len)
+    _buf_init(&b)
+    try:
+        if not _load_raw(s, pos, end, &b):
+            parsed = parse_response_head(buf, start, end)
+            length, chunked = response_framing(parsed[2])
+            return status, length, chunked
+        _framing_of(&b, &length, &chunked)
+    finally:
+        _buf_free(&b)
+    return status, length, chunked
+
+
+cpdef bytes relay_response_head(
+    bytes buf, Py_ssize_t start, Py_ssize_t end, bint http11, long long framing, bint keep_alive
+):
+    """See ``fsmfast.proxy.headers.relay_response_head``."""
+    cdef const char* s = PyBytes_AS_STRING(buf)
+    cdef HdrBuf b
+    cdef Tok toks[MAX_TOKENS]
+    cdef Py_ssize_t i, j, nt, pos, reason_at, reason_len
+    cdef long long status
+    cdef Hdr* h
+    if start < 0 or end > PyBytes_GET_SIZE(buf) or start > end:
+        raise ValueError("head bounds outside the buffer")
+    pos = _status_line(s, start, end, &status, &reason_at, &reason_len)
+    _buf_init(&b)
+    try:
+        nt = _scan_tokens(&b, toks) if _load_raw(s, pos, end, &b) else -1
+        if nt < 0:  # folded lines or many Connection tokens: the general path
+            parsed = parse_response_head(buf, start, end)
+            return build_response_head(http11, parsed[0], parsed[1], parsed[2], framing, keep_alive)
+        for i in range(b.n):
+            h = &b.h[i]
+            for j in range(nt):
+                if toks[j].n == h.nlen and _ieq2(toks[j].p, h.name, h.nlen):
+                    h.flags |= F_LISTED
+                    break
+        return _emit_response(&b, http11, status, s + reason_at, reason_len, framing, keep_alive)
+    finally:
+        _buf_free(&b)

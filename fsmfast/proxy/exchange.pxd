@@ -50,7 +50,8 @@ cdef class Exchange:
     cpdef touch(self)
     cpdef client_lost(self)
     cpdef upstream_ready(self, UpstreamConnection conn, bint reused)
-    cpdef response_head(self, int status, bytes reason, list headers, bint up_keep_alive)
+    cpdef response_head(self, int status, long long length, bint chunked, bytes head, Py_ssize_t start,
+                        Py_ssize_t end, bint up_keep_alive)
     cpdef response_body(self, bytes data)
     cpdef response_complete(self, UpstreamConnection conn, bint up_keep_alive)
     cpdef reply(self, int status, str text, str code, bytes location=*)

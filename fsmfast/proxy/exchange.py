@@ -31,7 +31,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from fsmfast._accel import build_request_head, build_response_head, chunk, response_framing
+from fsmfast._accel import build_request_head, build_response_head, chunk, parse_response_head, relay_response_head
 from fsmfast.proxy import mirror
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 from fsmfast.proxy.local_reply import CONTINUE_100, error_response
@@ -324,14 +324,15 @@ class Exchange:
         self.client.resume_reading(self.client.PAUSE_UPSTREAM)
 
     def response_head(
-        self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], up_keep_alive: bool
+        self, status: int, length: int, chunked: bool, head: bytes, start: int, end: int, up_keep_alive: bool
     ) -> None:
+        """The upstream's response head ``head[start:end]``: its status and framing already read
+        (``scan_response_head``), its headers still in the buffer."""
         if self.state != SENDING:
             return
         self.state = RESPONDING
         self.status = status
         self.touch()
-        length, chunked = response_framing(headers)
         if status == 204 or status == 304:
             framing = FRAME_NONE
         elif self.is_head:
@@ -350,8 +351,13 @@ class Exchange:
         if self.is_head or status == 204 or status == 304:
             self.resp_framing = FRAME_NONE  # nothing follows the head
         if self.plan is not None:
+            # ResponseHeaderModifier: the one case that needs the headers as a list.
+            _status, reason, headers = parse_response_head(head, start, end)
             headers = self.plan.response(headers)
-        client.out.append(build_response_head(self.http11, status, reason or b"", headers, framing, self.keep_alive))
+            out = build_response_head(self.http11, status, reason, headers, framing, self.keep_alive)
+        else:
+            out = relay_response_head(head, start, end, self.http11, framing, self.keep_alive)
+        client.out.append(out)
 
     def response_body(self, data: bytes) -> None:
         self.body_bytes += len(data)

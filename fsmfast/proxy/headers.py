@@ -34,9 +34,11 @@ __all__ = [
     "normalize_target",
     "parse_content_length",
     "parse_response_head",
+    "relay_response_head",
     "response_framing",
     "scan_request",
     "scan_request_line",
+    "scan_response_head",
     "valid_host",
 ]
 
@@ -207,6 +209,8 @@ def parse_response_head(buf: bytes, start: int, end: int) -> tuple[int, bytes, l
     if line_end < 0:
         line_end = end
     parts = buf[start:line_end].split(b" ", 2)
+    if len(parts) < 2 or not parts[1]:
+        raise ValueError("invalid status line")  # as the compiled twin; llhttp never lets one through
     status = int(parts[1])
     reason = parts[2] if len(parts) > 2 else b""
     headers: list[tuple[bytes, bytes]] = []
@@ -229,6 +233,23 @@ def parse_response_head(buf: bytes, start: int, end: int) -> tuple[int, bytes, l
             continue
         headers.append((line[:colon], line[colon + 1 :].strip(b" \t")))
     return status, reason, headers
+
+
+def scan_response_head(buf: bytes, start: int, end: int) -> tuple[int, int, bool]:
+    """``(status, content_length, chunked)`` of the response head ``buf[start:end]``: what
+    ``parse_response_head`` then ``response_framing`` give, without building the header list
+    (the compiled twin reads them off the buffer)."""
+    status, _reason, headers = parse_response_head(buf, start, end)
+    length, chunked = response_framing(headers)
+    return status, length, chunked
+
+
+def relay_response_head(buf: bytes, start: int, end: int, http11: bool, framing: int, keep_alive: bool) -> bytes:
+    """The client's head for the response head ``buf[start:end]`` when no filter changes its
+    headers: ``build_response_head`` over what ``parse_response_head`` reads, written by the
+    compiled twin straight from the buffer."""
+    status, reason, headers = parse_response_head(buf, start, end)
+    return build_response_head(http11, status, reason, headers, framing, keep_alive)
 
 
 def _framing_line(framing: int) -> bytes:

@@ -109,7 +109,9 @@ class MirrorRequest:
         self.conn = None
         self.finish(None)
 
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], keep_alive: bool) -> None:
+    def response_head(
+        self, status: int, length: int, chunked: bool, head: bytes, start: int, end: int, keep_alive: bool
+    ) -> None:
         pass
 
     def response_body(self, data: bytes) -> None:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from fsmfast import tls as tlsmod
-from fsmfast._accel import parse_response_head
+from fsmfast._accel import parse_response_head, scan_response_head
 from fsmfast.snapshot import Backend, UpstreamTLS
 
 if TYPE_CHECKING:
@@ -344,12 +344,13 @@ class UpstreamConnection:
         if end < 0:  # llhttp accepted a head we cannot find: never guess at framing
             raise httptools.HttpParserError("response head without CRLF CRLF")
         self._head_pos = end + 4
-        status, reason, headers = parse_response_head(head, start, end)
+        status, length, chunked = scan_response_head(head, start, end)
         if 100 <= status < 200:
             # Interim responses (103 Early Hints, a stray 100) are not forwarded: Expect is
             # answered by the gateway itself. A 101 is kept for the tunnel (see data_received).
             self._informational = True
             if status == 101:
+                _status, reason, headers = parse_response_head(head, start, end)
                 self._switched = (reason, headers)
             return
         self._in_head = False
@@ -361,7 +362,7 @@ class UpstreamConnection:
         keep_alive = self.parser.should_keep_alive()
         if exchange.is_head:
             self._skip_body = True
-        exchange.response_head(status, reason, headers, keep_alive)
+        exchange.response_head(status, length, chunked, head, start, end, keep_alive)
         if self._skip_body and self.exchange is not None:
             self.exchange.response_complete(self, keep_alive)
 

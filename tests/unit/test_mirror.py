@@ -114,7 +114,8 @@ def test_a_request_without_body_is_sent_at_once_and_its_answer_dropped(pool: Poo
     head = b"".join(conn.transport.written)
     assert head.startswith(b"GET /a?b=1 HTTP/1.1\r\nHost: h.test\r\n")
     assert b"Connection" not in head and b"X-Forwarded-For: 192.0.2.1\r\n" in head
-    m.response_head(200, b"OK", [], True)
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"
+    m.response_head(200, 7, False, head, 0, len(head) - 4, True)
     m.response_body(b"ignored")
     m.response_complete(conn, True)
     assert pool.given_back == [conn] and conn.exchange is None

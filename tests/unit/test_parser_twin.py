@@ -91,6 +91,8 @@ PUBLIC = [
     "scan_request",
     "response_framing",
     "parse_response_head",
+    "scan_response_head",
+    "relay_response_head",
     "valid_host",
     "scan_request_line",
     "normalize_target",
@@ -894,3 +896,70 @@ def test_normalized_path_has_no_dot_segments(target: bytes) -> None:
     assert forwarded.split(b"?", 1)[0] == path
     assert b"//" not in path
     assert all(seg not in (b".", b"..") for seg in path.split(b"/"))
+
+
+# -- response heads relayed from the upstream's buffer -------------------------------------------
+
+RELAY_HEADS = [
+    b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 12\r\nConnection: keep-alive\r\n",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nX-A: 2\r\n",
+    b"HTTP/1.1 204 \r\nConnection: X-Secret, close\r\nX-Secret: s\r\nx-secret: t\r\nVary: *\r\n",
+    b"HTTP/1.0 404 Not Found Here\r\nX: 1\r\n folded\tmore \r\nContent-Length:  7 \r\n",  # obs-fold
+    b"HTTP/1.1 200\r\nContent-Length: x\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: k\r\nTrailer: a\r\n",
+    b"HTTP/1.1 301 Moved\r\nLocation: /b\r\n:bad\r\nno colon here\r\nEmpty:\r\n",
+    b"HTTP/1.1 200 OK\r\n" + b"".join(b"H%d: %d\r\n" % (i, i) for i in range(70)),  # more than the stack holds
+    b"HTTP/1.1 200 OK\r\nConnection: " + b", ".join(b"x-%d" % i for i in range(20)) + b"\r\nx-3: gone\r\nY: kept\r\n",
+]
+
+
+@pytest.mark.parametrize("head", RELAY_HEADS)
+@pytest.mark.parametrize("offset", [0, 7])
+def test_scan_and_relay_response_head_are_parse_then_build(impl: ModuleType, head: bytes, offset: int) -> None:
+    buf = b"x" * offset + head + b"\r\nbody"
+    start, end = offset, offset + len(head) - 2
+    status, reason, headers = pure.parse_response_head(buf, start, end)
+    length, chunked = pure.response_framing(headers)
+    assert impl.scan_response_head(buf, start, end) == (status, length, chunked)
+    for http11, framing, keep_alive in [(True, 12, True), (True, FRAME_CHUNKED, False), (False, FRAME_CLOSE, True)]:
+        want = pure.build_response_head(http11, status, reason, headers, framing, keep_alive)
+        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive) == want
+
+
+def test_relay_response_head_drops_hop_by_hop_and_listed_headers(impl: ModuleType) -> None:
+    buf = RELAY_HEADS[2] + b"\r\n"
+    assert impl.relay_response_head(buf, 0, len(buf) - 4, True, FRAME_NONE, True) == (
+        b"HTTP/1.1 204 \r\nVary: *\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize("bad", [b"HTTP/1.1\r\n", b"HTTP/1.1 2x0 OK\r\n"])
+def test_scan_response_head_refuses_a_broken_status_line(impl: ModuleType, bad: bytes) -> None:
+    with pytest.raises(ValueError):
+        impl.scan_response_head(bad + b"\r\n", 0, len(bad))
+    with pytest.raises(ValueError):
+        impl.relay_response_head(bad + b"\r\n", 0, len(bad), True, FRAME_NONE, True)
+
+
+folded_line = st.tuples(st.sampled_from([b" ", b"\t"]), values).map(lambda t: t[0] + t[1].lstrip(b" \t") + b"x")
+
+
+@needs_extension
+@PROPERTY
+@given(
+    st.integers(100, 599),
+    st.text(VCHAR + " ", max_size=12).map(str.encode),
+    st.lists(st.one_of(header.map(lambda h: h[0] + b":" + h[1]), folded_line), max_size=45),
+    st.booleans(),
+    framings,
+    st.booleans(),
+)
+def test_twin_scan_and_relay_response_head(
+    status: int, reason: bytes, lines: list[bytes], http11: bool, framing: int, keep_alive: bool
+) -> None:
+    head = b"HTTP/1.1 %d %s\r\n" % (status, reason) + b"".join(line + b"\r\n" for line in lines)
+    buf = head + b"\r\n"
+    end = len(head) - 2
+    assert cython_impl.scan_response_head(buf, 0, end) == pure.scan_response_head(buf, 0, end)
+    assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive) == pure.relay_response_head(
+        buf, 0, end, http11, framing, keep_alive
+    )

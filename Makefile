@@ -40,7 +40,7 @@ install-test: venv
 inplace: venv
 	$(VPY) setup.py -q build_ext --inplace
 	$(VPY) -c 'import fsmfast._parser'
-	$(VPY) -c 'from fsmfast.proxy import COMPILED, compiled_modules as c; assert c() == COMPILED, c()'
+	$(VPY) -c 'from fsmfast._compiled import COMPILED, compiled_modules as c; assert c() == COMPILED, c()'
 
 demo:
 	bash .ci/sysdeps "$(PYTHON)" demo
@@ -71,7 +71,7 @@ bench:
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
-	rm -f fsmfast/*.so fsmfast/_parser.c fsmfast/_parser.html fsmfast/proxy/*.so fsmfast/proxy/*.c fsmfast/proxy/*.html
+	rm -f fsmfast/*.so fsmfast/_parser.c fsmfast/_parser.html fsmfast/proxy/*.so fsmfast/proxy/*.c fsmfast/proxy/*.html fsmfast/worker/*.so fsmfast/worker/*.c fsmfast/worker/*.html
 
 distclean: clean
 	rm -rf $(VENV)

@@ -12,8 +12,14 @@ import os
 from setuptools import Extension, setup
 
 
-# Keep in step with fsmfast/proxy/__init__.py.
-COMPILED_PROXY_MODULES = ("router", "upstream", "exchange", "downstream")
+# Plain .py modules compiled with the C types of the .pxd beside each; keep in step with fsmfast/_compiled.py.
+COMPILED_MODULES = (
+    "fsmfast.proxy.router",
+    "fsmfast.proxy.upstream",
+    "fsmfast.proxy.exchange",
+    "fsmfast.proxy.downstream",
+    "fsmfast.worker.context",
+)
 
 
 def _extensions() -> list[Extension]:
@@ -28,10 +34,9 @@ def _extensions() -> list[Extension]:
         extra_compile_args=["-O2"],
     )
     # The proxy core: plain .py modules (their own pure-Python twins) compiled with the C types of
-    # the .pxd next to each; fsmfast/proxy/__init__.py loads the .py instead under FSMFAST_NO_EXTENSIONS.
+    # the .pxd next to each; fsmfast/_compiled.py loads the .py instead under FSMFAST_NO_EXTENSIONS.
     core = [
-        Extension(f"fsmfast.proxy.{name}", [f"fsmfast/proxy/{name}.py"], extra_compile_args=["-O2"])
-        for name in COMPILED_PROXY_MODULES
+        Extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"]) for name in COMPILED_MODULES
     ]
     annotate = os.environ.get("FSMFAST_CYTHON_ANNOTATE", "") == "1"
     # force: cythonize skips an up-to-date .c, and then writes no annotation either.

@@ -42,13 +42,10 @@ valid_host = impl.valid_host
 
 def describe() -> str:
     """What runs compiled in this process, for reports and test headers."""
-    from fsmfast.proxy import compiled_modules
+    from fsmfast._compiled import compiled_modules
 
-    parts = ["fsmfast._parser"] if USING_EXTENSION else []
-    core = compiled_modules()
-    if core:
-        parts.append(f"proxy core ({', '.join(core)})")
-    return f"compiled {' + '.join(parts)}" if parts else "pure-Python twins"
+    parts = (["fsmfast._parser"] if USING_EXTENSION else []) + [n.removeprefix("fsmfast.") for n in compiled_modules()]
+    return f"compiled {', '.join(parts)}" if parts else "pure-Python twins"
 
 
 __all__ = [

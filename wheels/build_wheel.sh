@@ -113,7 +113,7 @@ else
     cp -a "$src/." "$work/src/"
     src="$work/src"
 fi
-rm -rf "$src/build" "$src/dist" "$src"/*.egg-info "$src"/fsmfast/*.so "$src"/fsmfast/_parser.c "$src"/fsmfast/proxy/*.so "$src"/fsmfast/proxy/*.c
+rm -rf "$src/build" "$src/dist" "$src"/*.egg-info "$src"/fsmfast/*.so "$src"/fsmfast/_parser.c "$src"/fsmfast/proxy/*.so "$src"/fsmfast/proxy/*.c "$src"/fsmfast/worker/*.so "$src"/fsmfast/worker/*.c
 say "[$abi] building the sdist and then the wheel from it (the interpreter's CFLAGS + -g0, then setup.py's -O2)"
 "$vpy" -m build --no-isolation --outdir "$work/dist" "$src" >"$work/build.log" 2>&1 || {
     tail -n 60 "$work/build.log" >&2
@@ -143,10 +143,10 @@ problems = []
 sos = [n for n in names if n.startswith("fsmfast/_parser.") and n.endswith(".so")]
 if len(sos) != 1:
     problems.append(f"expected one fsmfast/_parser.*.so, found {sos}")
-for core in ("router", "upstream", "exchange", "downstream"):
-    found = [n for n in names if n.startswith(f"fsmfast/proxy/{core}.") and n.endswith(".so")]
-    if len(found) != 1 or f"fsmfast/proxy/{core}.py" not in names:
-        problems.append(f"expected fsmfast/proxy/{core}.py and one {core}.*.so, found {found}")
+for core in ("proxy/router", "proxy/upstream", "proxy/exchange", "proxy/downstream", "worker/context"):
+    found = [n for n in names if n.startswith(f"fsmfast/{core}.") and n.endswith(".so")]
+    if len(found) != 1 or f"fsmfast/{core}.py" not in names:
+        problems.append(f"expected fsmfast/{core}.py and one {core}.*.so, found {found}")
     sos += found
 for needed in ("fsmfast/_parser.pyi", "fsmfast/py.typed", "fsmfast/cli.py"):
     if needed not in names:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Smoke-test one built wheel the way a user installs it: a fresh venv, `pip install --only-binary=:all:
 # fsmfast-*.whl` (binary dependencies only: nothing is compiled), then
-#   1. import: the compiled fsmfast._parser and proxy core are the ones in use, and platform.machine() is printed;
+#   1. import: the compiled fsmfast._parser and the compiled .py modules are the ones in use, and platform.machine() is printed;
 #   2. `fsmfast check` on tests/manifests/founding, its ${UPSTREAM_PORT} placeholder replaced by a port;
 #   3. `fsmfast run` on the same manifests (listener moved to a free port) in front of a plain-HTTP upstream
 #      (`python3 -m http.server`), and one request through it with Host: foo.example.com -> 200, upstream body.
@@ -65,8 +65,8 @@ say "smoke: import"
 import platform, sys
 import fsmfast, fsmfast._accel, fsmfast._parser
 assert fsmfast._accel.USING_EXTENSION, "fsmfast is not using its compiled fsmfast._parser"
-from fsmfast.proxy import COMPILED, compiled_modules
-assert compiled_modules() == COMPILED, f"proxy core compiled: {compiled_modules()} of {COMPILED}"
+from fsmfast._compiled import COMPILED, compiled_modules
+assert compiled_modules() == COMPILED, f"compiled: {compiled_modules()} of {COMPILED}"
 assert fsmfast.__file__.startswith(sys.prefix), fsmfast.__file__
 print(f"import ok: fsmfast {fsmfast.__version__} on {platform.machine()}, CPython {platform.python_version()}, "
       f"extension {fsmfast._parser.__file__.rsplit('/', 1)[-1]}")

@@ -3,10 +3,11 @@ cimport cython
 
 from fsmfast.proxy.exchange cimport Exchange
 from fsmfast.proxy.router cimport HostTable, RouteRule, VHost, normalize_host
+from fsmfast.worker.context cimport Context
 
 
 cdef class ClientConnection:
-    cdef public object ctx
+    cdef public Context ctx
     cdef public object port
     cdef public bytes scheme
     cdef public object transport

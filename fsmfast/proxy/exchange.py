@@ -35,8 +35,8 @@ from fsmfast._accel import build_request_head, build_response_head, chunk, parse
 from fsmfast.proxy import mirror
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 from fsmfast.proxy.local_reply import CONTINUE_100, error_response
-from fsmfast.proxy.states import CONNECTING, DONE, QUEUED, RESPONDING, SENDING, StopParsing
-from fsmfast.proxy.upstream import Pool, UpstreamConnection, UpstreamError
+from fsmfast.proxy.states import CONNECTING, DONE, QUEUED, RESPONDING, SENDING, StopParsing, UpstreamError
+from fsmfast.proxy.upstream import Pool, UpstreamConnection
 
 if TYPE_CHECKING:
     from fsmfast.proxy.downstream import ClientConnection

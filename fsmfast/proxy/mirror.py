@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
     from fsmfast.proxy.exchange import Exchange
     from fsmfast.proxy.filters import MirrorTarget, RequestPlan
-    from fsmfast.proxy.upstream import Pool, UpstreamConnection, UpstreamError
+    from fsmfast.proxy.states import UpstreamError
+    from fsmfast.proxy.upstream import Pool, UpstreamConnection
 
 log = logging.getLogger("fsmfast.proxy")
 

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fsmfast.listener_tls import Contexts, PortTLS
+from fsmfast.proxy import https
 from fsmfast.proxy.downstream import ClientConnection
-from fsmfast.proxy.https import HTTPSConnection
 from fsmfast.proxy.l4 import PASSTHROUGH, TCP, TERMINATE, L4Target, SNITable, Tunnel
 from fsmfast.snapshot import Snapshot
 
@@ -72,7 +72,9 @@ def connection_for(ctx: Context, port: int) -> asyncio.BaseProtocol:
     kind = rt.kind
     if kind == HTTPS:
         assert rt.tls is not None
-        return rt.tls.handshake(ctx.loop, HTTPSConnection(ctx, port, rt.tls, rt.cert_header))
+        # https.HTTPSConnection, looked up here: importing fsmfast.proxy.https first reaches this
+        # module before https has defined it (fsmfast/_compiled.py).
+        return rt.tls.handshake(ctx.loop, https.HTTPSConnection(ctx, port, rt.tls, rt.cert_header))
     if kind == L4_TERMINATE:
         assert rt.tls is not None
         return rt.tls.handshake(ctx.loop, Tunnel(ctx, rt, TERMINATE))

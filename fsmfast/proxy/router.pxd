@@ -42,4 +42,9 @@ cdef class HostTable:
     cpdef VHost find(self, bytes host)
 
 
+cdef class Router:
+    cdef public object generation
+    cdef public dict tables
+
+
 cpdef bytes normalize_host(bytes value)

@@ -1,7 +1,8 @@
-"""The states of an ``Exchange`` (see fsmfast.proxy.exchange for the machine) and its parser stop.
+"""The states of an ``Exchange`` (see fsmfast.proxy.exchange for the machine) and the two
+exceptions that end one early: its parser stop and an upstream failure.
 
-A module of their own: the compiled client and exchange modules need each other's types
-while they initialize, so neither may need the other's module body to have run.
+A module of their own: the compiled modules (fsmfast/_compiled.py) import each other's types
+while they initialize, before their module bodies run; what they share besides types lives here.
 """
 
 from __future__ import annotations
@@ -11,3 +12,13 @@ QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
 
 class StopParsing(Exception):
     """Raised from a parser callback once the exchange has answered for itself (a 413)."""
+
+
+class UpstreamError(Exception):
+    """Why an upstream could not serve: ``code`` for the access log, ``status`` for the client."""
+
+    def __init__(self, code: str, message: str, status: int = 502) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status

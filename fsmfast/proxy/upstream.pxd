@@ -3,6 +3,9 @@
 # The exchange an UpstreamConnection serves stays an untyped object: a MirrorRequest speaks the
 # same interface (fsmfast.proxy.mirror).
 
+from fsmfast.worker.context cimport Context
+
+
 cdef class BackendState:
     cdef public Py_ssize_t _next
     cdef public object backend
@@ -18,7 +21,7 @@ cdef class Pool:
     cdef public object _ssl_error
     cdef public str address
     cdef public object backend_name
-    cdef public object ctx
+    cdef public Context ctx
     cdef public str host
     cdef public object port
     cdef public list idle

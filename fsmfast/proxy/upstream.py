@@ -29,6 +29,7 @@ import httptools
 
 from fsmfast import tls as tlsmod
 from fsmfast._accel import parse_response_head, scan_response_head
+from fsmfast.proxy.states import UpstreamError
 from fsmfast.snapshot import Backend, UpstreamTLS
 
 if TYPE_CHECKING:
@@ -37,16 +38,6 @@ if TYPE_CHECKING:
 WRITE_HIGH = 64 * 1024
 WRITE_LOW = 16 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
-
-
-class UpstreamError(Exception):
-    """Why an upstream could not serve: ``code`` for the access log, ``status`` for the client."""
-
-    def __init__(self, code: str, message: str, status: int = 502) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
 
 
 class BackendState:

@@ -16,9 +16,12 @@ import time
 from typing import TYPE_CHECKING
 
 from fsmfast.listener_tls import Contexts
+
+# The module, not its names: ports imports the client protocol, whose compiled module imports this
+# one's type while it initializes, before ports has defined anything (see fsmfast/_compiled.py).
+from fsmfast.proxy import ports as port_runtime
 from fsmfast.proxy.accesslog import AccessLog
 from fsmfast.proxy.options import RuleOptions, rule_options
-from fsmfast.proxy.ports import PortRuntime, build_ports
 from fsmfast.proxy.router import Router
 from fsmfast.proxy.states import RESPONDING, SENDING
 from fsmfast.proxy.upstream import BackendState, Pool
@@ -29,6 +32,7 @@ from fsmfast.worker.admission import Admission
 if TYPE_CHECKING:
     from fsmfast.proxy.downstream import ClientConnection
     from fsmfast.proxy.l4 import Tunnel
+    from fsmfast.proxy.ports import PortRuntime
 
 log = logging.getLogger("fsmfast.worker")
 
@@ -77,7 +81,7 @@ class Context:
                 members.append(pool)
             states[name] = BackendState(backend, members)
         router = Router(snapshot, states)
-        ports = build_ports(snapshot, states, self.tls_contexts)
+        ports = port_runtime.build_ports(snapshot, states, self.tls_contexts)
         for key, pool in self.pools.items():
             if key not in pools:
                 pool.close_idle()

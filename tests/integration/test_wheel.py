@@ -132,10 +132,10 @@ def test_wheel_is_manylinux_and_carries_only_what_runs(installed: Installed) -> 
     names = zipfile.ZipFile(installed.wheel).namelist()
     assert [n for n in names if n.startswith("fsmfast/_parser.") and n.endswith(".so")], names
     assert "fsmfast/_parser.pyi" in names and "fsmfast/py.typed" in names, names
-    for core in ("router", "upstream", "exchange", "downstream"):
+    for core in ("proxy/router", "proxy/upstream", "proxy/exchange", "proxy/downstream", "worker/context"):
         # Compiled, and its source kept: the .py is the pure-Python twin FSMFAST_NO_EXTENSIONS=1 runs.
-        assert [n for n in names if n.startswith(f"fsmfast/proxy/{core}.") and n.endswith(".so")], names
-        assert f"fsmfast/proxy/{core}.py" in names, names
+        assert [n for n in names if n.startswith(f"fsmfast/{core}.") and n.endswith(".so")], names
+        assert f"fsmfast/{core}.py" in names, names
     assert not [n for n in names if n.endswith((".c", ".pyx", ".pxd", ".html"))], names
 
 
@@ -148,7 +148,9 @@ def test_installed_package_uses_its_compiled_parser(installed: Installed) -> Non
     )
     out = _run([installed.venv / "bin" / "python", "-c", code], 60, env=installed.env, cwd=installed.cwd)
     package, parser, using, described = json.loads(out.stdout)
-    assert described == "compiled fsmfast._parser + proxy core (router, upstream, exchange, downstream)"
+    assert described == (
+        "compiled fsmfast._parser, proxy.router, proxy.upstream, proxy.exchange, proxy.downstream, worker.context"
+    )
     assert Path(package).is_relative_to(installed.venv), package
     assert parser.endswith(".so") and Path(parser).is_relative_to(installed.venv), parser
     assert using is True

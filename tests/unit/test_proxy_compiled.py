@@ -1,14 +1,15 @@
-"""The proxy core (fsmfast.proxy: router, upstream, exchange, downstream) is compiled from its own
-``.py`` with the C types of the ``.pxd`` beside each; the ``.py`` is its pure-Python twin.
+"""Modules compiled by Cython from their own ``.py`` (fsmfast/_compiled.py: the proxy core and the
+worker context), with the C types of the ``.pxd`` beside each; the ``.py`` is its pure-Python twin.
 
-These tests pin the two things that make that safe: the switch picks what it says, and every
-attribute the ``.py`` gives an instance is declared in the ``.pxd`` (a C type has no ``__dict__``:
-an undeclared one would be an AttributeError at run time, only in the compiled build).
+These tests pin the two things that make that safe: the switch picks what it says, in any import
+order, and every attribute the ``.py`` gives an instance is declared in the ``.pxd`` (a C type has
+no ``__dict__``: an undeclared one would be an AttributeError at run time, only in the compiled build).
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -17,10 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from fsmfast import proxy
+import fsmfast
+from fsmfast._compiled import COMPILED
 
-PROXY = Path(proxy.__file__).resolve().parent
-ROOT = PROXY.parent.parent
+ROOT = Path(fsmfast.__file__).resolve().parent.parent
+DESCRIBED = "compiled fsmfast._parser, proxy.router, proxy.upstream, proxy.exchange, proxy.downstream, worker.context"
+
+
+def _source(name: str, suffix: str) -> Path:
+    return ROOT.joinpath(*name.split(".")).with_suffix(suffix)
 
 
 def _run(code: str, **extra: str) -> str:
@@ -34,34 +40,29 @@ def _run(code: str, **extra: str) -> str:
 
 
 def _built() -> bool:
-    return all(any(PROXY.glob(f"{name}.*.so")) for name in proxy.COMPILED)
+    return all(any(_source(name, ".py").parent.glob(f"{name.rsplit('.', 1)[1]}.*.so")) for name in COMPILED)
 
 
-@pytest.mark.parametrize("first", proxy.COMPILED)
+@pytest.mark.parametrize("first", COMPILED)
 def test_switch_picks_sources_or_extensions_whatever_is_imported_first(first: str) -> None:
     # The compiled modules import each other's types while they initialize: any import order works.
     code = (
-        f"import fsmfast.proxy.{first}, json; from fsmfast.proxy import COMPILED, compiled_modules; "
-        "import importlib; "
+        f"import {first}, importlib, json; from fsmfast._compiled import COMPILED, compiled_modules; "
         "print(json.dumps([compiled_modules(), "
-        "[importlib.import_module('fsmfast.proxy.' + n).__file__.rsplit('.', 1)[-1] for n in COMPILED]]))"
+        "[importlib.import_module(n).__file__.rsplit('.', 1)[-1] for n in COMPILED]]))"
     )
-    forced = _run(code, FSMFAST_NO_EXTENSIONS="1")
-    assert forced == '[[], ["py", "py", "py", "py"]]'
+    assert json.loads(_run(code, FSMFAST_NO_EXTENSIONS="1")) == [[], ["py"] * len(COMPILED)]
     if not _built():
-        pytest.skip("the proxy core is not built in place (make inplace)")
-    assert _run(code) == '[["router", "upstream", "exchange", "downstream"], ["so", "so", "so", "so"]]'
+        pytest.skip("the compiled modules are not built in place (make inplace)")
+    assert json.loads(_run(code)) == [list(COMPILED), ["so"] * len(COMPILED)]
 
 
 def test_describe_names_what_runs_compiled() -> None:
-    assert _run("from fsmfast import _accel; print(_accel.describe())", FSMFAST_NO_EXTENSIONS="1") == (
-        "pure-Python twins"
-    )
+    code = "from fsmfast import _accel; print(_accel.describe())"
+    assert _run(code, FSMFAST_NO_EXTENSIONS="1") == "pure-Python twins"
     if not _built():
-        pytest.skip("the proxy core is not built in place (make inplace)")
-    assert _run("from fsmfast import _accel; print(_accel.describe())") == (
-        "compiled fsmfast._parser + proxy core (router, upstream, exchange, downstream)"
-    )
+        pytest.skip("the compiled modules are not built in place (make inplace)")
+    assert _run(code) == DESCRIBED
 
 
 def _assigned(source: Path) -> dict[str, set[str]]:
@@ -99,13 +100,55 @@ def _declared(pxd: Path) -> dict[str, set[str]]:
     return out
 
 
-@pytest.mark.parametrize("name", proxy.COMPILED)
+@pytest.mark.parametrize("name", COMPILED)
 def test_every_instance_attribute_is_declared(name: str) -> None:
-    declared = _declared(PROXY / f"{name}.pxd")
-    assigned = _assigned(PROXY / f"{name}.py")
-    assert declared, f"{name}.pxd declares no class"
+    declared = _declared(_source(name, ".pxd"))
+    assigned = _assigned(_source(name, ".py"))
+    assert declared, f"{name}: its .pxd declares no class"
     for cls, attrs in declared.items():
-        assert cls in assigned, f"{name}.pxd declares {cls}, which {name}.py does not define"
+        assert cls in assigned, f"{name}: the .pxd declares {cls}, which the .py does not define"
         missing = assigned[cls] - attrs
-        assert not missing, f"{name}.py assigns {sorted(missing)} on {cls}, undeclared in {name}.pxd"
+        assert not missing, f"{name}: the .py assigns {sorted(missing)} on {cls}, undeclared in the .pxd"
 
+
+def test_setup_compiles_exactly_these_modules() -> None:
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    listed = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "COMPILED_MODULES" for t in node.targets)
+    )
+    assert tuple(listed) == COMPILED
+
+
+def _entry_points() -> list[str]:
+    names = ["fsmfast.cli", "fsmfast.explain"]
+    for package in ("proxy", "worker"):
+        for path in sorted((ROOT / "fsmfast" / package).glob("*.py")):
+            if path.stem != "__init__":
+                names.append(f"fsmfast.{package}.{path.stem}")
+    return names
+
+
+def test_any_module_imports_first() -> None:
+    # The compiled modules import each other's types before their bodies run, so a plain module
+    # that one of them reaches while initializing (ports, https, ...) must not need their names
+    # yet. One fresh interpreter per module, each importing only that module.
+    code = (
+        "import importlib, subprocess, sys\n"
+        "bad = []\n"
+        "for name in sys.argv[1:]:\n"
+        "    p = subprocess.run([sys.executable, '-c', f'import {name}'], capture_output=True, text=True)\n"
+        "    if p.returncode:\n"
+        "        bad.append(name + ': ' + p.stderr.strip().splitlines()[-1])\n"
+        "print('\\n'.join(bad))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "FSMFAST_NO_EXTENSIONS"}
+    env["PYTHONPATH"] = str(ROOT)
+    names = _entry_points()
+    assert "fsmfast.proxy.ports" in names and "fsmfast.worker.main" in names
+    out = subprocess.run(
+        [sys.executable, "-c", code, *names], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "", out.stdout

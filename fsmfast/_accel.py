@@ -35,6 +35,7 @@ parse_response_head = impl.parse_response_head
 scan_response_head = impl.scan_response_head
 relay_response_head = impl.relay_response_head
 normalize_target = impl.normalize_target
+normalize_host = impl.normalize_host
 scan_request_line = impl.scan_request_line
 valid_host = impl.valid_host
 
@@ -54,6 +55,7 @@ __all__ = [
     "build_response_head",
     "chunk",
     "describe",
+    "normalize_host",
     "normalize_target",
     "parse_content_length",
     "parse_response_head",

@@ -1101,3 +1101,36 @@ cpdef bytes relay_response_head(
         return _emit_response(&b, http11, status, s + reason_at, reason_len, framing, keep_alive)
     finally:
         _buf_free(&b)
+
+
+cpdef bytes normalize_host(bytes value):
+    """See ``fsmfast.proxy.headers.normalize_host``; returns ``value`` itself when nothing changes."""
+    cdef const char* s = PyBytes_AS_STRING(value)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value), end = n, i
+    cdef bint upper = False
+    cdef bytes out
+    cdef char* t
+    if n and s[0] == 91:  # "[": an IPv6 literal keeps its brackets
+        for i in range(1, n):
+            if s[i] == 93:  # "]"
+                end = i + 1
+                break
+    else:
+        i = n - 1
+        while i >= 0 and s[i] != 58:  # the last ":" starts the port
+            i -= 1
+        if i >= 0:
+            end = i
+    if end and s[end - 1] == 46:  # one trailing "."
+        end -= 1
+    for i in range(end):
+        if 65 <= s[i] <= 90:
+            upper = True
+            break
+    if end == n and not upper:
+        return value
+    out = PyBytes_FromStringAndSize(NULL, end)
+    t = PyBytes_AS_STRING(out)
+    for i in range(end):
+        t[i] = <char>_LOWER[<unsigned char>s[i]]
+    return out

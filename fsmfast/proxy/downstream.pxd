@@ -2,7 +2,7 @@
 cimport cython
 
 from fsmfast.proxy.exchange cimport Exchange
-from fsmfast.proxy.router cimport HostTable, RouteRule, VHost, normalize_host
+from fsmfast.proxy.router cimport HostTable, RouteRule, VHost
 from fsmfast.worker.context cimport Context
 
 

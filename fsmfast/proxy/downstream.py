@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from fsmfast._accel import normalize_target, scan_request, scan_request_line, valid_host
+from fsmfast._accel import normalize_host, normalize_target, scan_request, scan_request_line, valid_host
 from fsmfast.proxy import mirror
 from fsmfast.proxy.exchange import Exchange
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
 from fsmfast.proxy.route_timer import RouteTimer
-from fsmfast.proxy.router import normalize_host
 from fsmfast.proxy.states import DONE, QUEUED, RESPONDING, StopParsing
 
 if TYPE_CHECKING:

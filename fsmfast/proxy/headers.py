@@ -31,6 +31,7 @@ __all__ = [
     "build_response_head",
     "chunk",
     "connection_tokens",
+    "normalize_host",
     "normalize_target",
     "parse_content_length",
     "parse_response_head",
@@ -331,3 +332,19 @@ def build_response_head(
 def chunk(data: bytes) -> list[bytes]:
     """One chunk of chunked transfer coding, as pieces for ``writelines``."""
     return [b"%x\r\n" % len(data), data, b"\r\n"]
+
+
+def normalize_host(value: bytes) -> bytes:
+    """Host header -> lower-case name without port, for matching only.
+
+    ``[v6]:port`` keeps its brackets; a trailing dot is dropped (``foo.example.com.``).
+    """
+    if value.startswith(b"["):
+        end = value.find(b"]")
+        host = value[: end + 1] if end > 0 else value
+    else:
+        colon = value.rfind(b":")
+        host = value[:colon] if colon >= 0 else value
+    if host.endswith(b"."):
+        host = host[:-1]
+    return host.lower()

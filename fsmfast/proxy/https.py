@@ -16,9 +16,9 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from fsmfast._accel import normalize_host
 from fsmfast.listener_tls import ListenerRuntime, PortTLS, client_subject, handshake_of
 from fsmfast.proxy.downstream import ClientConnection
-from fsmfast.proxy.router import normalize_host
 
 if TYPE_CHECKING:
     from fsmfast.proxy.exchange import Exchange

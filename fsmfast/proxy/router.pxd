@@ -46,5 +46,3 @@ cdef class Router:
     cdef public object generation
     cdef public dict tables
 
-
-cpdef bytes normalize_host(bytes value)

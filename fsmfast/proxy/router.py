@@ -32,9 +32,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from fsmfast._accel import normalize_host
 from fsmfast.proxy.conditions import Conditions, RequestView, conditions
 from fsmfast.proxy.filters import RedirectPlan, RequestPlan, plan_for
 from fsmfast.snapshot import Listener, Rule, Snapshot, Timeouts, VirtualHost
+
+__all__ = ["Choice", "HostTable", "RouteRule", "Router", "VHost", "normalize_host"]
 
 
 class Choice:
@@ -221,19 +224,3 @@ class Router:
         self.tables: dict[int, HostTable] = {
             listener.port: HostTable(listener, resolved, {}) for listener in snapshot.listeners
         }
-
-
-def normalize_host(value: bytes) -> bytes:
-    """Host header -> lower-case name without port, for matching only.
-
-    ``[v6]:port`` keeps its brackets; a trailing dot is dropped (``foo.example.com.``).
-    """
-    if value.startswith(b"["):
-        end = value.find(b"]")
-        host = value[: end + 1] if end > 0 else value
-    else:
-        colon = value.rfind(b":")
-        host = value[:colon] if colon >= 0 else value
-    if host.endswith(b"."):
-        host = host[:-1]
-    return host.lower()

@@ -96,6 +96,7 @@ PUBLIC = [
     "valid_host",
     "scan_request_line",
     "normalize_target",
+    "normalize_host",
 ]
 
 
@@ -963,3 +964,32 @@ def test_twin_scan_and_relay_response_head(
     assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive) == pure.relay_response_head(
         buf, 0, end, http11, framing, keep_alive
     )
+
+
+# -- Host for matching ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (b"Foo.Example.COM", b"foo.example.com"),
+        (b"foo.example.com:8080", b"foo.example.com"),
+        (b"foo.example.com.", b"foo.example.com"),
+        (b"foo.example.com.:80", b"foo.example.com"),
+        (b"[2001:DB8::1]:443", b"[2001:db8::1]"),
+        (b"[::1]", b"[::1]"),
+        (b"[::1", b"[::1"),
+        (b"", b""),
+        (b":80", b""),
+        (b".", b""),
+    ],
+)
+def test_normalize_host(impl: ModuleType, value: bytes, expected: bytes) -> None:
+    assert impl.normalize_host(value) == expected
+
+
+@needs_extension
+@PROPERTY
+@given(st.one_of(st.binary(max_size=30), st.text(TCHAR + ".:[]", max_size=30).map(str.encode)))
+def test_twin_normalize_host(value: bytes) -> None:
+    assert cython_impl.normalize_host(value) == pure.normalize_host(value)

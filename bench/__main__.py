@@ -62,6 +62,10 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "instructions":
+        from bench.instructions import main as instructions_main
+
+        return instructions_main(args[1:])
     if args and args[0] == "lookup":
         from bench.route_lookup import main as lookup_main
 

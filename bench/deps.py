@@ -23,7 +23,7 @@ from collections.abc import Iterator
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 
 # command -> Debian package
-TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk"}
+TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "valgrind": "valgrind"}
 
 _POLICY_RC = "/usr/sbin/policy-rc.d"
 

@@ -165,13 +165,15 @@ class Proc:
         cpus: str | None,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        wrapper: list[str] | None = None,
     ) -> None:
         self.name = name
         self.argv = argv
         self.cpus = cpus
         self.stdout = logdir / f"{name}.out"
         self.stderr = logdir / f"{name}.err"
-        cmd = (["taskset", "-c", cpus] if cpus is not None else []) + argv
+        # wrapper: a command that runs the system (valgrind for bench/instructions.py).
+        cmd = (["taskset", "-c", cpus] if cpus is not None else []) + (wrapper or []) + argv
         with open(self.stdout, "wb") as out, open(self.stderr, "wb") as err:
             # taskset execs the command, so the pid is the system's own root process.
             self.proc = subprocess.Popen(

@@ -36,6 +36,7 @@ class System:
         self.proc: Proc | None = None
         self.port = 0
         self.tls = False
+        self.wrapper: list[str] = []  # prefixed to the command line (bench/instructions.py: valgrind)
 
     def unsupported(self, scenario: Scenario, dir: Path) -> str | None:
         return None
@@ -94,7 +95,7 @@ class Fsmfast(System):
         env.pop("FSMFAST_WORKERS", None)
         argv = [sys.executable, "-m", "fsmfast", "run", "-c", str(dir), "--workers", "1", "--no-access-log"]
         argv += ["--listen-address", "127.0.0.1"]
-        self.proc = Proc("fsmfast", argv, dir, self.cpus, env=env, cwd=dir)
+        self.proc = Proc("fsmfast", argv, dir, self.cpus, env=env, cwd=dir, wrapper=self.wrapper)
 
 
 class Nginx(System):
@@ -105,7 +106,7 @@ class Nginx(System):
         self.tls = scenario.listener_tls
         conf = configs.write_nginx(dir, scenario, self.port, self.up, self.certs)
         argv = [deps.tool("nginx"), "-p", str(dir), "-c", str(conf), "-e", str(dir / "error.log")]
-        self.proc = Proc("nginx", argv, dir, self.cpus)
+        self.proc = Proc("nginx", argv, dir, self.cpus, wrapper=self.wrapper)
 
 
 class Haproxy(System):
@@ -116,7 +117,8 @@ class Haproxy(System):
         self.tls = scenario.listener_tls
         conf = configs.write_haproxy(dir, scenario, self.port, self.up, self.certs)
         # -db: foreground, no daemon; one process, nbthread 1 in the config.
-        self.proc = Proc("haproxy", [deps.tool("haproxy"), "-db", "-f", str(conf)], dir, self.cpus)
+        argv = [deps.tool("haproxy"), "-db", "-f", str(conf)]
+        self.proc = Proc("haproxy", argv, dir, self.cpus, wrapper=self.wrapper)
 
 
 class Direct(System):

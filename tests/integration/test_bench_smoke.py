@@ -67,3 +67,21 @@ def test_route_lookup_prints_ns_per_lookup() -> None:
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 10")]
     assert len(rows) == 2, proc.stdout
+
+
+@pytest.mark.timeout(240)
+def test_instruction_counts_per_request_for_fsmfast_and_nginx() -> None:
+    # Small counts: the plumbing (valgrind around each system, the request loop, the subtraction), not figures.
+    # 200 requests apart, so the per-request work outweighs what start-up and timers add to one run or the other.
+    cmd = [
+        sys.executable, "-m", "bench", "instructions", "--scenarios", "S1", "--systems", "fsmfast,nginx",
+        "--requests", "20,220", "--no-install",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=230, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| S1 plain |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    fsmfast, nginx, ratio = (float(c.replace(",", "")) for c in cells[1:4])
+    # Both proxies did work per request (a system left outside valgrind or a lost count gives 0).
+    assert fsmfast > 1000 and nginx > 1000, row
+    assert ratio == pytest.approx(fsmfast / nginx, abs=0.006), row  # printed with two decimals

@@ -52,7 +52,7 @@ def make_certs(dir: Path) -> Certs:
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", str(key), "-out", str(cert), "-days", "30", "-subj", f"/CN={HOST}",
+            "-keyout", str(key), "-out", str(cert), "-days", "365", "-subj", f"/CN={HOST}",
             "-addext", f"subjectAltName=DNS:{HOST}",
         ],
         check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,

@@ -378,6 +378,18 @@ cdef int _tokens_into(HdrBuf* b, object out) except -1:
     return 0
 
 
+cdef inline void _mark_tokens(HdrBuf* b, Tok* toks, Py_ssize_t nt) noexcept nogil:
+    """Sets F_LISTED on every header one of the nt Connection tokens names."""
+    cdef Py_ssize_t i, j
+    cdef Hdr* h
+    for i in range(b.n):
+        h = &b.h[i]
+        for j in range(nt):
+            if toks[j].n == h.nlen and _ieq2(toks[j].p, h.name, h.nlen):
+                h.flags |= F_LISTED
+                break
+
+
 cdef list _mark_listed(list lst, HdrBuf* b):
     """Sets F_LISTED on every header a Connection token names; returns the list b now points into."""
     cdef Tok toks[MAX_TOKENS]
@@ -387,12 +399,7 @@ cdef list _mark_listed(list lst, HdrBuf* b):
     cdef char* t
     cdef Hdr* h
     if nt > 0:
-        for i in range(b.n):
-            h = &b.h[i]
-            for j in range(nt):
-                if toks[j].n == h.nlen and _ieq2(toks[j].p, h.name, h.nlen):
-                    h.flags |= F_LISTED
-                    break
+        _mark_tokens(b, toks, nt)
     elif nt < 0:
         # Rare (a client naming many headers): hash the tokens like the pure twin, so the cost
         # stays linear. The set is a GC object, so reload b from a private copy of the list first.
@@ -413,6 +420,20 @@ cdef list _mark_listed(list lst, HdrBuf* b):
 cdef inline char* _put(char* p, const char* s, Py_ssize_t n) noexcept nogil:
     memcpy(p, s, <size_t>n)
     return p + n
+
+
+cdef inline char* _put_kept(char* p, HdrBuf* b) noexcept nogil:
+    """The header lines marked F_KEEP, as ``name: value\\r\\n``."""
+    cdef Py_ssize_t i
+    cdef Hdr* h
+    for i in range(b.n):
+        h = &b.h[i]
+        if h.flags & F_KEEP:
+            p = _put(p, h.name, h.nlen)
+            p = _put(p, b": ", 2)
+            p = _put(p, h.value, h.vlen)
+            p = _put(p, b"\r\n", 2)
+    return p
 
 
 cdef inline Py_ssize_t _fmt_dec(long long v, char* buf) noexcept nogil:
@@ -558,13 +579,7 @@ cpdef bytes build_request_head(
         p[0] = b' '
         p = _put(p + 1, PyBytes_AS_STRING(target), PyBytes_GET_SIZE(target))
         p = _put(p, S_HTTP11_REQ, S_HTTP11_REQ_LEN)
-        for i in range(b.n):
-            h = &b.h[i]
-            if h.flags & F_KEEP:
-                p = _put(p, h.name, h.nlen)
-                p = _put(p, b": ", 2)
-                p = _put(p, h.value, h.vlen)
-                p = _put(p, b"\r\n", 2)
+        p = _put_kept(p, &b)
         p = _put(p, S_XFF, S_XFF_LEN)
         for i in range(b.n):
             h = &b.h[i]
@@ -644,13 +659,7 @@ cdef bytes _emit_response(HdrBuf* b, bint http11, long long status, const char* 
     p[0] = b' '
     p = _put(p + 1, reason, rlen)
     p = _put(p, b"\r\n", 2)
-    for i in range(b.n):
-        h = &b.h[i]
-        if h.flags & F_KEEP:
-            p = _put(p, h.name, h.nlen)
-            p = _put(p, b": ", 2)
-            p = _put(p, h.value, h.vlen)
-            p = _put(p, b"\r\n", 2)
+    p = _put_kept(p, b)
     p = _put_framing(p, framing, digits, ndigits)
     if not keep_alive:
         p = _put(p, S_CLOSE, S_CLOSE_LEN)
@@ -884,67 +893,41 @@ cdef inline Py_ssize_t _find_crlf(const char* s, Py_ssize_t pos, Py_ssize_t end)
     return -1
 
 
-cpdef tuple parse_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
-    """See ``fsmfast.proxy.headers.parse_response_head``."""
-    cdef const char* s = PyBytes_AS_STRING(buf)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
-    cdef Py_ssize_t line_end, pos, eol, a, b, colon, sp1, sp2, i
-    cdef long long status = 0
-    cdef list headers = []
-    cdef bytes name, value
-    if start < 0 or end > n or start > end:
-        raise ValueError("head bounds outside the buffer")
-    line_end = _find_crlf(s, start, end)
-    if line_end < 0:
-        line_end = end
-    sp1 = start
-    while sp1 < line_end and s[sp1] != 32:
-        sp1 += 1
-    sp2 = sp1 + 1
-    while sp2 < line_end and s[sp2] != 32:
-        sp2 += 1
-    if sp1 >= line_end or sp2 == sp1 + 1:
-        raise ValueError("invalid status line")
-    for i in range(sp1 + 1, sp2):
-        if s[i] < 48 or s[i] > 57:
-            raise ValueError("invalid status code")
-        status = status * 10 + (s[i] - 48)
-    reason = PyBytes_FromStringAndSize(s + sp2 + 1, line_end - sp2 - 1) if sp2 < line_end else b""
-    pos = line_end + 2
-    while pos < end:
-        eol = _find_crlf(s, pos, end)
-        if eol < 0:
-            eol = end
-        a = pos
-        pos = eol + 2
-        if a == eol:
-            continue
-        if s[a] == 32 or s[a] == 9:
-            # obs-fold: join to the previous value with one space
-            b = eol
-            while a < b and (s[a] == 32 or s[a] == 9):
-                a += 1
-            while b > a and (s[b - 1] == 32 or s[b - 1] == 9):
-                b -= 1
-            if headers:
-                i = len(headers) - 1  # no negative indexing: the module sets wraparound=False
-                name, value = headers[i]
-                headers[i] = (name, value + b" " + PyBytes_FromStringAndSize(s + a, b - a))
-            continue
-        colon = a
-        while colon < eol and s[colon] != 58:
-            colon += 1
-        if colon == a or colon >= eol:
-            continue
-        name = PyBytes_FromStringAndSize(s + a, colon - a)
-        a = colon + 1
-        b = eol
-        while a < b and (s[a] == 32 or s[a] == 9):
-            a += 1
-        while b > a and (s[b - 1] == 32 or s[b - 1] == 9):
-            b -= 1
-        headers.append((name, PyBytes_FromStringAndSize(s + a, b - a)))
-    return status, reason, headers
+cdef inline void _trim(const char* s, Py_ssize_t* a, Py_ssize_t* b) noexcept nogil:
+    """Narrow [a, b) past spaces and tabs at both ends."""
+    while a[0] < b[0] and (s[a[0]] == 32 or s[a[0]] == 9):
+        a[0] += 1
+    while b[0] > a[0] and (s[b[0] - 1] == 32 or s[b[0] - 1] == 9):
+        b[0] -= 1
+
+
+cdef inline bint _next_line(const char* s, Py_ssize_t* pos, Py_ssize_t end, Py_ssize_t* a,
+                            Py_ssize_t* eol) noexcept nogil:
+    """The next non-empty line of a head from pos (ended by CRLF or by end) as [a, eol); False at the end."""
+    cdef Py_ssize_t e
+    while pos[0] < end:
+        e = _find_crlf(s, pos[0], end)
+        if e < 0:
+            e = end
+        a[0] = pos[0]
+        pos[0] = e + 2
+        if a[0] != e:
+            eol[0] = e
+            return True
+    return False
+
+
+cdef inline bint _field(const char* s, Py_ssize_t a, Py_ssize_t eol, Py_ssize_t* colon, Py_ssize_t* va,
+                        Py_ssize_t* vb) noexcept nogil:
+    """A header line [a, eol) as name [a, colon) and trimmed value [va, vb); False without a name or colon."""
+    cdef const char* p = <const char*>memchr(s + a, 58, <size_t>(eol - a))
+    if p == NULL or p == s + a:
+        return False
+    colon[0] = p - s
+    va[0] = colon[0] + 1
+    vb[0] = eol
+    _trim(s, va, vb)
+    return True
 
 
 # -- response heads straight from the upstream's bytes ------------------------------------------------
@@ -979,28 +962,42 @@ cdef Py_ssize_t _status_line(const char* s, Py_ssize_t start, Py_ssize_t end, lo
     return line_end + 2
 
 
+cpdef tuple parse_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
+    """See ``fsmfast.proxy.headers.parse_response_head``."""
+    cdef const char* s = PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t pos, a, eol, colon, va, vb, i, reason_at, reason_len
+    cdef long long status
+    cdef list headers = []
+    cdef bytes name, value
+    if start < 0 or end > PyBytes_GET_SIZE(buf) or start > end:
+        raise ValueError("head bounds outside the buffer")
+    pos = _status_line(s, start, end, &status, &reason_at, &reason_len)
+    reason = PyBytes_FromStringAndSize(s + reason_at, reason_len)
+    while _next_line(s, &pos, end, &a, &eol):
+        if s[a] == 32 or s[a] == 9:
+            # obs-fold: join to the previous value with one space
+            _trim(s, &a, &eol)
+            if headers:
+                i = len(headers) - 1  # no negative indexing: the module sets wraparound=False
+                name, value = headers[i]
+                headers[i] = (name, value + b" " + PyBytes_FromStringAndSize(s + a, eol - a))
+            continue
+        if _field(s, a, eol, &colon, &va, &vb):
+            headers.append((PyBytes_FromStringAndSize(s + a, colon - a), PyBytes_FromStringAndSize(s + va, vb - va)))
+    return status, reason, headers
+
+
 cdef int _load_raw(const char* s, Py_ssize_t pos, Py_ssize_t end, HdrBuf* b) except -1:
     """Fills b with the header lines of s[pos:end] as parse_response_head reads them (pointers into s);
     0 when a line is folded (obs-fold): the caller takes the slow path then."""
-    cdef Py_ssize_t eol, a, e, colon
+    cdef Py_ssize_t a, eol, colon, va, vb, cap
     cdef Hdr* h
     cdef Hdr* grown
-    cdef const char* p
-    cdef Py_ssize_t cap
     b.n = 0
-    while pos < end:
-        eol = _find_crlf(s, pos, end)
-        if eol < 0:
-            eol = end
-        a = pos
-        pos = eol + 2
-        if a == eol:
-            continue
+    while _next_line(s, &pos, end, &a, &eol):
         if s[a] == 32 or s[a] == 9:
             return 0
-        p = <const char*>memchr(s + a, 58, <size_t>(eol - a))
-        colon = eol if p == NULL else p - s
-        if colon == a or colon >= eol:
+        if not _field(s, a, eol, &colon, &va, &vb):
             continue
         if b.n == b.cap:
             cap = b.cap * 2
@@ -1014,14 +1011,8 @@ cdef int _load_raw(const char* s, Py_ssize_t pos, Py_ssize_t end, HdrBuf* b) exc
         h = &b.h[b.n]
         h.name = s + a
         h.nlen = colon - a
-        a = colon + 1
-        e = eol
-        while a < e and (s[a] == 32 or s[a] == 9):
-            a += 1
-        while e > a and (s[e - 1] == 32 or s[e - 1] == 9):
-            e -= 1
-        h.value = s + a
-        h.vlen = e - a
+        h.value = s + va
+        h.vlen = vb - va
         h.flags = _classify(h.name, h.nlen)
         b.n += 1
     return 1
@@ -1092,12 +1083,7 @@ cpdef bytes relay_response_head(
         if nt < 0:  # folded lines or many Connection tokens: the general path
             parsed = parse_response_head(buf, start, end)
             return build_response_head(http11, parsed[0], parsed[1], parsed[2], framing, keep_alive)
-        for i in range(b.n):
-            h = &b.h[i]
-            for j in range(nt):
-                if toks[j].n == h.nlen and _ieq2(toks[j].p, h.name, h.nlen):
-                    h.flags |= F_LISTED
-                    break
+        _mark_tokens(&b, toks, nt)
         return _emit_response(&b, http11, status, s + reason_at, reason_len, framing, keep_alive)
     finally:
         _buf_free(&b)

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pytest
 
+from fsmfast import _accel
 from fsmfast.proxy.conditions import RequestView
 from fsmfast.proxy.router import Router, VHost, normalize_host
 from fsmfast.snapshot import (
@@ -39,19 +40,9 @@ def snapshot(*vhosts: VirtualHost, port: int = 8000) -> Snapshot:
     )
 
 
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (b"Foo.Example.COM", b"foo.example.com"),
-        (b"foo.example.com:8000", b"foo.example.com"),
-        (b"foo.example.com.", b"foo.example.com"),
-        (b"[::1]:8000", b"[::1]"),
-        (b"127.0.0.1:80", b"127.0.0.1"),
-        (b"", b""),
-    ],
-)
-def test_normalize_host(value: bytes, expected: bytes) -> None:
-    assert normalize_host(value) == expected
+def test_router_matches_hosts_through_the_accelerated_normalize_host() -> None:
+    # Its cases are in test_parser_twin.py, over both implementations.
+    assert normalize_host is _accel.normalize_host
 
 
 def test_host_precedence_exact_then_longest_wildcard_then_any() -> None:

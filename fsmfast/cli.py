@@ -16,10 +16,14 @@ import ipaddress
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fsmfast import __version__
 from fsmfast.errors import EXIT_CONFIG, EXIT_OK, EXIT_USAGE, ConfigError
 from fsmfast.settings import Settings
+
+if TYPE_CHECKING:
+    from fsmfast.compile import Build
 
 WORKERS_ENV = ("FSMFAST_WORKERS", "WEB_CONCURRENCY")
 _DEFAULTS = Settings(config_path="")
@@ -174,20 +178,26 @@ def workers_from_env(parser: argparse.ArgumentParser) -> int:
     return os.cpu_count() or 1
 
 
-def check(path: str) -> int:
-    """``fsmfast check``: the same build as ``run`` and reload, without serving."""
+def _build_or_report(path: str) -> Build | None:
+    """The build ``run`` would serve, or None after printing every error (``check``, ``routes``, ``explain``)."""
     from fsmfast.compile import build
 
     try:
-        result = build(path, 1)
+        return build(path, 1)
     except ConfigError as e:
         n = len(e.issues)
         print(f"fsmfast: configuration is invalid ({n} error{'' if n == 1 else 's'}):", file=sys.stderr)
         for issue in e.issues:
             print(str(issue), file=sys.stderr)
-        return EXIT_CONFIG
     except OSError as e:
         print(f"fsmfast: cannot read configuration {path}: {e.strerror or e}", file=sys.stderr)
+    return None
+
+
+def check(path: str) -> int:
+    """``fsmfast check``: the same build as ``run`` and reload, without serving."""
+    result = _build_or_report(path)
+    if result is None:
         return EXIT_CONFIG
     for warning in result.warnings:
         print(f"fsmfast: warning: {warning}", file=sys.stderr)
@@ -224,18 +234,9 @@ def add_route_tools(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def routes_or_explain(ns: argparse.Namespace) -> int:
     """``fsmfast routes`` / ``fsmfast explain``: the same build as ``run``, then the worker's router."""
     from fsmfast import explain
-    from fsmfast.compile import build
 
-    try:
-        result = build(ns.config, 1)
-    except ConfigError as e:
-        n = len(e.issues)
-        print(f"fsmfast: configuration is invalid ({n} error{'' if n == 1 else 's'}):", file=sys.stderr)
-        for issue in e.issues:
-            print(str(issue), file=sys.stderr)
-        return EXIT_CONFIG
-    except OSError as e:
-        print(f"fsmfast: cannot read configuration {ns.config}: {e.strerror or e}", file=sys.stderr)
+    result = _build_or_report(ns.config)
+    if result is None:
         return EXIT_CONFIG
     if ns.command == "routes":
         sys.stdout.write(explain.render_routes(result.snapshot))

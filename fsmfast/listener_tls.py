@@ -41,7 +41,7 @@ import logging
 import os
 import ssl
 import tempfile
-from typing import Any
+from typing import Any, TypeVar
 
 from fsmfast.config.certs import rdn_string
 from fsmfast.snapshot import Certificate, Listener, ListenerTLS
@@ -52,6 +52,8 @@ except ImportError:  # pragma: no cover - workers always run uvloop
     from asyncio.sslproto import SSLProtocol as _SSLProtocol  # type: ignore[assignment]
 
 log = logging.getLogger("fsmfast.tls")
+
+T = TypeVar("T")
 
 ALPN_HTTP = ("http/1.1",)
 # Handshakes in progress: a slow or silent client gets this long.
@@ -301,6 +303,24 @@ class ListenerRuntime:
         return self.default
 
 
+def most_specific(exact: dict[str, T], wildcard: dict[str, T], fallback: T | None, name: str) -> T | None:
+    """Gateway API hostname precedence over a table keyed by hostname: ``exact[name]``, else the
+    longest ``*.suffix`` (kept in ``wildcard`` as ``.suffix``; it matches one or more labels), else
+    ``fallback``. Listener ownership here, TLSRoutes by SNI in fsmfast.proxy.l4 (the router has its
+    own, compiled, over bytes)."""
+    found = exact.get(name)
+    if found is not None:
+        return found
+    if wildcard:
+        dot = name.find(".")
+        while dot > 0:
+            found = wildcard.get(name[dot:])
+            if found is not None:
+                return found
+            dot = name.find(".", dot + 1)
+    return fallback
+
+
 class PortTLS:
     """The terminating listeners of one port and the dispatcher their handshakes start on."""
 
@@ -333,18 +353,7 @@ class PortTLS:
 
     def owner(self, host: str) -> ListenerRuntime | None:
         """The listener serving ``host`` (exact, longest wildcard, then any), or None."""
-        lr = self.exact.get(host)
-        if lr is not None:
-            return lr
-        if self.wildcard:
-            # A listener wildcard matches one or more labels (Gateway API hostname rules).
-            dot = host.find(".")
-            while dot > 0:
-                lr = self.wildcard.get(host[dot:])
-                if lr is not None:
-                    return lr
-                dot = host.find(".", dot + 1)
-        return self.any
+        return most_specific(self.exact, self.wildcard, self.any, host)
 
     def listener_for(self, server_name: str | None) -> ListenerRuntime:
         if server_name is None:

@@ -66,19 +66,25 @@ def _refusal(ref: ListenerRef, route: m.HTTPRoute, index: Index) -> str | None:
         return f"listener {ref.name} is not served (protocol {listener.protocol})"
     if ref.name in index.ignored_listeners:
         return f"listener {ref.name} is not served ({index.ignored_listeners[ref.name]})"
-    allowed = listener.allowed_routes
+    return allowed_routes_refusal(ref, "HTTPRoute", route.namespace, index)
+
+
+def allowed_routes_refusal(ref: ListenerRef, kind: str, namespace: str, index: Index) -> str | None:
+    """Why the listener's allowedRoutes (namespaces, then kinds) refuse a ``kind`` route from
+    ``namespace``, or None. HTTPRoutes here, TLSRoutes and TCPRoutes in fsmfast.config.l4routes."""
+    allowed = ref.listener.allowed_routes
     namespaces = allowed.namespaces
-    if namespaces.from_ == "Same" and route.namespace != ref.gateway.namespace:
+    if namespaces.from_ == "Same" and namespace != ref.gateway.namespace:
         return (
             f"listener {ref.name} only allows routes from namespace {ref.gateway.namespace} "
             "(allowedRoutes.namespaces.from: Same)"
         )
     if namespaces.from_ == "Selector":
         assert namespaces.selector is not None  # checked when loading
-        if not selector_matches(namespaces.selector, index.labels_of_namespace(route.namespace)):
-            return f"namespace {route.namespace} does not match the allowedRoutes selector of listener {ref.name}"
-    if allowed.kinds and not any(k.kind == "HTTPRoute" and k.group == m.GATEWAY_GROUP for k in allowed.kinds):
-        return f"listener {ref.name} does not allow HTTPRoute (allowedRoutes.kinds)"
+        if not selector_matches(namespaces.selector, index.labels_of_namespace(namespace)):
+            return f"namespace {namespace} does not match the allowedRoutes selector of listener {ref.name}"
+    if allowed.kinds and not any(k.kind == kind and k.group == m.GATEWAY_GROUP for k in allowed.kinds):
+        return f"listener {ref.name} does not allow {kind} (allowedRoutes.kinds)"
     return None
 
 

@@ -51,6 +51,15 @@ class Checker:
             self.error(field, problem)
         return lowered
 
+    def route_hostnames(self, names: list[str]) -> list[str]:
+        """A route's ``spec.hostnames``, each checked, lower-cased and listed once (HTTPRoute, TLSRoute)."""
+        out: list[str] = []
+        for i, name in enumerate(names):
+            lowered = self.hostname(f"spec.hostnames[{i}]", name)
+            if lowered not in out:
+                out.append(lowered)
+        return out
+
 
 def check_gateway(gw: Gateway, issues: Issues) -> Gateway | None:
     c = Checker(gw, issues)

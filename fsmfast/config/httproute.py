@@ -94,11 +94,7 @@ def regex_problem(pattern: str) -> str | None:
 
 def check_httproute(c: Checker, route: HTTPRoute) -> HTTPRoute | None:
     spec = route.spec
-    hostnames: list[str] = []
-    for i, name in enumerate(spec.hostnames):
-        lowered = c.hostname(f"spec.hostnames[{i}]", name)
-        if lowered not in hostnames:
-            hostnames.append(lowered)
+    hostnames = c.route_hostnames(spec.hostnames)
     if not spec.parent_refs:
         c.warn("spec.parentRefs", "none listed, so this route is not attached to any Gateway")
     # CRD defaults: no rules means one rule, no matches means PathPrefix "/".

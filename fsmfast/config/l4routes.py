@@ -17,7 +17,7 @@ from collections.abc import Callable
 import msgspec
 
 from fsmfast.config import model as m
-from fsmfast.config.attach import ListenerRef, selector_matches
+from fsmfast.config.attach import ListenerRef, allowed_routes_refusal
 from fsmfast.config.frontends import Frontends
 from fsmfast.config.grants import granted
 from fsmfast.config.hostnames import effective, specificity
@@ -69,20 +69,7 @@ class L4Routes:
         if wanted != route.kind:
             mode = f" {listener.tls.mode}" if listener.tls is not None else ""
             return f"listener {ref.name} ({listener.protocol}{mode}) takes {wanted}s, not {route.kind}s"
-        allowed = listener.allowed_routes
-        namespaces = allowed.namespaces
-        if namespaces.from_ == "Same" and route.namespace != ref.gateway.namespace:
-            return (
-                f"listener {ref.name} only allows routes from namespace {ref.gateway.namespace} "
-                "(allowedRoutes.namespaces.from: Same)"
-            )
-        if namespaces.from_ == "Selector":
-            assert namespaces.selector is not None  # checked when loading
-            if not selector_matches(namespaces.selector, self.index.labels_of_namespace(route.namespace)):
-                return f"namespace {route.namespace} does not match the allowedRoutes selector of listener {ref.name}"
-        if allowed.kinds and not any(k.kind == route.kind and k.group == m.GATEWAY_GROUP for k in allowed.kinds):
-            return f"listener {ref.name} does not allow {route.kind} (allowedRoutes.kinds)"
-        return None
+        return allowed_routes_refusal(ref, route.kind, route.namespace, self.index)
 
     def _attach(self, route: L4Object) -> None:
         where = Where.of(route)

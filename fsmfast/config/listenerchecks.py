@@ -97,11 +97,7 @@ def _check_l4_rules(c: Checker, rules: list[m.L4RouteRule], kind: str) -> None:
 
 def check_tlsroute(c: Checker, route: m.TLSRoute) -> m.TLSRoute | None:
     spec = route.spec
-    hostnames: list[str] = []
-    for i, name in enumerate(spec.hostnames):
-        lowered = c.hostname(f"spec.hostnames[{i}]", name)
-        if lowered not in hostnames:
-            hostnames.append(lowered)
+    hostnames = c.route_hostnames(spec.hostnames)
     if not spec.parent_refs:
         c.warn("spec.parentRefs", "none listed, so this route is not attached to any Gateway")
     _check_l4_rules(c, spec.rules, "TLSRoute")

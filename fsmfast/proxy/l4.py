@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fsmfast.listener_tls import client_subject, handshake_of
+from fsmfast.listener_tls import client_subject, handshake_of, most_specific
 from fsmfast.proxy import clienthello
 from fsmfast.snapshot import L4Route
 
@@ -107,16 +107,7 @@ class SNITable:
                 self.exact[route.hostname] = target
 
     def find(self, server_name: str) -> L4Target | None:
-        target = self.exact.get(server_name)
-        if target is not None:
-            return target
-        dot = server_name.find(".")
-        while dot > 0:
-            target = self.wildcard.get(server_name[dot:])
-            if target is not None:
-                return target
-            dot = server_name.find(".", dot + 1)
-        return self.any
+        return most_specific(self.exact, self.wildcard, self.any, server_name)
 
 
 class Tunnel(asyncio.Protocol):

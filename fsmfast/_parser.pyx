@@ -936,11 +936,15 @@ cdef inline bint _field(const char* s, Py_ssize_t a, Py_ssize_t eol, Py_ssize_t*
 # back to parse_response_head, so both paths give what the pure twins (built on it) give.
 
 
-cdef Py_ssize_t _status_line(const char* s, Py_ssize_t start, Py_ssize_t end, long long* status,
+cdef Py_ssize_t _status_line(bytes buf, Py_ssize_t start, Py_ssize_t end, long long* status,
                              Py_ssize_t* reason_at, Py_ssize_t* reason_len) except -2:
-    """parse_response_head's status line: sets the outputs; returns where the header lines start."""
+    """The status line of the response head buf[start:end]: sets the outputs; returns where the header
+    lines start. Checks the bounds for the three readers of a response head."""
+    cdef const char* s = PyBytes_AS_STRING(buf)
     cdef Py_ssize_t line_end, sp1, sp2, i
     cdef long long code = 0
+    if start < 0 or end > PyBytes_GET_SIZE(buf) or start > end:
+        raise ValueError("head bounds outside the buffer")
     line_end = _find_crlf(s, start, end)
     if line_end < 0:
         line_end = end
@@ -969,9 +973,7 @@ cpdef tuple parse_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
     cdef long long status
     cdef list headers = []
     cdef bytes name, value
-    if start < 0 or end > PyBytes_GET_SIZE(buf) or start > end:
-        raise ValueError("head bounds outside the buffer")
-    pos = _status_line(s, start, end, &status, &reason_at, &reason_len)
+    pos = _status_line(buf, start, end, &status, &reason_at, &reason_len)
     reason = PyBytes_FromStringAndSize(s + reason_at, reason_len)
     while _next_line(s, &pos, end, &a, &eol):
         if s[a] == 32 or s[a] == 9:
@@ -1049,9 +1051,7 @@ cpdef tuple scan_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
     cdef long long status, length
     cdef bint chunked
     cdef Py_ssize_t pos, reason_at, reason_len
-    if start < 0 or end > PyBytes_GET_SIZE(buf) or start > end:
-        raise ValueError("head bounds outside the buffer")
-    pos = _status_line(s, start, end, &status, &reason_at, &reason_len)
+    pos = _status_line(buf, start, end, &status, &reason_at, &reason_len)
     _buf_init(&b)
     try:
         if not _load_raw(s, pos, end, &b):
@@ -1071,12 +1071,9 @@ cpdef bytes relay_response_head(
     cdef const char* s = PyBytes_AS_STRING(buf)
     cdef HdrBuf b
     cdef Tok toks[MAX_TOKENS]
-    cdef Py_ssize_t i, j, nt, pos, reason_at, reason_len
+    cdef Py_ssize_t nt, pos, reason_at, reason_len
     cdef long long status
-    cdef Hdr* h
-    if start < 0 or end > PyBytes_GET_SIZE(buf) or start > end:
-        raise ValueError("head bounds outside the buffer")
-    pos = _status_line(s, start, end, &status, &reason_at, &reason_len)
+    pos = _status_line(buf, start, end, &status, &reason_at, &reason_len)
     _buf_init(&b)
     try:
         nt = _scan_tokens(&b, toks) if _load_raw(s, pos, end, &b) else -1

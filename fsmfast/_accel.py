@@ -37,6 +37,8 @@ relay_response_head = impl.relay_response_head
 normalize_target = impl.normalize_target
 normalize_host = impl.normalize_host
 scan_request_line = impl.scan_request_line
+read_request_head = impl.read_request_head
+read_response_head = impl.read_response_head
 valid_host = impl.valid_host
 
 
@@ -59,6 +61,8 @@ __all__ = [
     "normalize_target",
     "parse_content_length",
     "parse_response_head",
+    "read_request_head",
+    "read_response_head",
     "relay_response_head",
     "response_framing",
     "scan_request",

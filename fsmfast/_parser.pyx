@@ -40,7 +40,7 @@ from cpython.list cimport PyList_CheckExact
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.object cimport PyObject
 from cpython.set cimport PySet_Add
-from libc.string cimport memchr, memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 from fsmfast.proxy.paths import BAD_CHAR as _BAD_CHAR
 from fsmfast.proxy.paths import normalize_slow as _normalize_slow
@@ -1117,3 +1117,231 @@ cpdef bytes normalize_host(bytes value):
     for i in range(end):
         t[i] = <char>_LOWER[<unsigned char>s[i]]
     return out
+
+
+# -- request heads in one call ------------------------------------------------------------------------
+# The heads every client sends (see the pure twin for what "plain" means) are read here in one pass
+# instead of through llhttp's per-header Python callbacks; anything else returns None for llhttp.
+
+cdef unsigned char _TCHAR[256]  # header-name token characters
+cdef unsigned char _TARGETC[256]  # RFC 3986 path and query characters
+cdef unsigned char _VALUEC[256]  # VCHAR, SP, HTAB
+for _c in range(256):
+    _TCHAR[_c] = (48 <= _c <= 57) or (65 <= _c <= 90) or (97 <= _c <= 122) or _c in b"!#$%&'*+-.^_`|~"
+    _TARGETC[_c] = (48 <= _c <= 57) or (65 <= _c <= 90) or (97 <= _c <= 122) or _c in b"-._~!$&'()*+,;=:@/?%"
+    _VALUEC[_c] = (0x21 <= _c <= 0x7E) or _c == 0x20 or _c == 0x09
+
+cdef bytes _M_GET = b"GET"
+cdef bytes _M_PUT = b"PUT"
+cdef bytes _M_HEAD = b"HEAD"
+cdef bytes _M_POST = b"POST"
+cdef bytes _M_PATCH = b"PATCH"
+cdef bytes _M_DELETE = b"DELETE"
+cdef bytes _M_OPTIONS = b"OPTIONS"
+
+
+cdef object _plain_method(const char* s, Py_ssize_t n):
+    if n == 3:
+        if memcmp(s, b"GET", 3) == 0:
+            return _M_GET
+        if memcmp(s, b"PUT", 3) == 0:
+            return _M_PUT
+    elif n == 4:
+        if memcmp(s, b"HEAD", 4) == 0:
+            return _M_HEAD
+        if memcmp(s, b"POST", 4) == 0:
+            return _M_POST
+    elif n == 5:
+        if memcmp(s, b"PATCH", 5) == 0:
+            return _M_PATCH
+    elif n == 6:
+        if memcmp(s, b"DELETE", 6) == 0:
+            return _M_DELETE
+    elif n == 7:
+        if memcmp(s, b"OPTIONS", 7) == 0:
+            return _M_OPTIONS
+    return None
+
+
+cdef inline bint _all_in(const unsigned char* table, const char* s, Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(a, b):
+        if not table[<unsigned char>s[i]]:
+            return False
+    return True
+
+
+cdef int _connection_flags(const char* v, Py_ssize_t vn) noexcept nogil:
+    """Bits of the Connection tokens llhttp acts on: 1 close, 2 keep-alive, 4 upgrade."""
+    cdef const char* p = v
+    cdef const char* end = v + vn
+    cdef const char* t
+    cdef Py_ssize_t tn
+    cdef int flags = 0
+    while True:
+        t = p
+        while p < end and p[0] != 44:  # ","
+            p += 1
+        tn = p - t
+        t = _strip_ows(t, &tn)
+        if tn == 5 and _ieq(t, b"close", 5):
+            flags |= 1
+        elif tn == 10 and _ieq(t, b"keep-alive", 10):
+            flags |= 2
+        elif tn == 7 and _ieq(t, b"upgrade", 7):
+            flags |= 4
+        if p == end:
+            return flags
+        p += 1
+
+
+cdef int _plain_fields(const char* s, Py_ssize_t pos, Py_ssize_t limit, HdrBuf* b, Py_ssize_t* end,
+                       int* conn, long long* length) except -1:
+    """Reads the header lines from pos up to the empty line into b; 1 with end just past it, 0 when
+    the head is not plain or not whole before limit. Sets the Connection bits and the Content-Length
+    (-1 when there is none)."""
+    cdef Py_ssize_t eol, colon, va, cap
+    cdef const char* p
+    cdef Hdr* h
+    cdef Hdr* grown
+    length[0] = -1
+    while True:
+        eol = _find_crlf(s, pos, limit)
+        if eol < 0:
+            return 0
+        if eol == pos:
+            end[0] = pos + 2
+            return 1
+        p = <const char*>memchr(s + pos, 58, <size_t>(eol - pos))
+        if p == NULL or p == s + pos:
+            return 0
+        colon = p - s
+        va = colon + 1
+        while va < eol and (s[va] == 32 or s[va] == 9):
+            va += 1
+        if not _all_in(_TCHAR, s, pos, colon) or not _all_in(_VALUEC, s, va, eol):
+            return 0
+        if b.n == b.cap:
+            cap = b.cap * 2
+            grown = <Hdr*>PyMem_Malloc(<size_t>cap * sizeof(Hdr))
+            if grown == NULL:
+                raise MemoryError()
+            memcpy(grown, b.h, <size_t>b.n * sizeof(Hdr))
+            _buf_free(b)
+            b.h = grown
+            b.cap = cap
+        h = &b.h[b.n]
+        h.name = s + pos
+        h.nlen = colon - pos
+        h.value = s + va
+        h.vlen = eol - va
+        h.flags = 0
+        b.n += 1
+        if h.nlen == 14 and _ieq(h.name, b"content-length", 14):
+            if length[0] >= 0:
+                return 0
+            length[0] = _digits(h.value, h.vlen)
+            if length[0] < 0:
+                return 0
+        elif h.nlen == 10 and _ieq(h.name, b"connection", 10):
+            conn[0] |= _connection_flags(h.value, h.vlen)
+            if conn[0] & 4:
+                return 0
+        elif (
+            (h.nlen == 17 and _ieq(h.name, b"transfer-encoding", 17))
+            or (h.nlen == 7 and _ieq(h.name, b"upgrade", 7))
+            or (h.nlen == 16 and _ieq(h.name, b"proxy-connection", 16))
+        ):
+            return 0
+        pos = eol + 2
+
+
+cpdef object read_request_head(object data, Py_ssize_t start, Py_ssize_t max_head, Py_ssize_t max_headers):
+    """See ``fsmfast.proxy.headers.read_request_head``."""
+    cdef const char* s
+    cdef Py_ssize_t n, limit, line_end, sp, target_end, end, i
+    cdef const char* p
+    cdef int conn = 0
+    cdef long long length
+    cdef bint http11
+    cdef HdrBuf b
+    cdef list headers
+    cdef Hdr* h
+    _need_bytes(data, "data")
+    s = PyBytes_AS_STRING(data)
+    n = PyBytes_GET_SIZE(data)
+    if start < 0 or start > n:
+        raise ValueError("start outside the buffer")
+    limit = start + max_head if max_head < n - start else n
+    line_end = _find_crlf(s, start, limit)
+    if line_end < 0:
+        return None
+    p = <const char*>memchr(s + start, 32, <size_t>(line_end - start))
+    if p == NULL:
+        return None
+    sp = p - s
+    method = _plain_method(s + start, sp - start)
+    target_end = line_end - 9
+    if method is None or target_end <= sp + 1 or s[target_end] != 32 or s[sp + 1] != 47:
+        return None
+    if memcmp(s + target_end + 1, b"HTTP/1.", 7) != 0 or (s[line_end - 1] != 49 and s[line_end - 1] != 48):
+        return None
+    http11 = s[line_end - 1] == 49
+    if not _all_in(_TARGETC, s, sp + 1, target_end):
+        return None
+    _buf_init(&b)
+    try:
+        if not _plain_fields(s, line_end + 2, limit, &b, &end, &conn, &length) or b.n > max_headers:
+            return None
+        headers = []
+        for i in range(b.n):
+            h = &b.h[i]
+            headers.append((PyBytes_FromStringAndSize(h.name, h.nlen), PyBytes_FromStringAndSize(h.value, h.vlen)))
+    finally:
+        _buf_free(&b)
+    return (
+        end,
+        method,
+        PyBytes_FromStringAndSize(s + sp + 1, target_end - sp - 1),
+        http11,
+        headers,
+        not (conn & 1) if http11 else (conn & 2) != 0,
+    )
+
+
+cpdef object read_response_head(object data, Py_ssize_t start, Py_ssize_t max_head):
+    """See ``fsmfast.proxy.headers.read_response_head``."""
+    cdef const char* s
+    cdef Py_ssize_t n, limit, line_end, end
+    cdef int conn = 0, status
+    cdef long long length
+    cdef HdrBuf b
+    cdef bint ok
+    _need_bytes(data, "data")
+    s = PyBytes_AS_STRING(data)
+    n = PyBytes_GET_SIZE(data)
+    if start < 0 or start > n:
+        raise ValueError("start outside the buffer")
+    limit = start + max_head if max_head < n - start else n
+    line_end = _find_crlf(s, start, limit)
+    if (
+        line_end - start < 12
+        or memcmp(s + start, b"HTTP/1.", 7) != 0
+        or (s[start + 7] != 48 and s[start + 7] != 49)
+        or s[start + 8] != 32
+        or _digits(s + start + 9, 3) < 0
+        or (line_end - start > 12 and s[start + 12] != 32)
+        or not _all_in(_VALUEC, s, start + 13, line_end)
+    ):
+        return None
+    status = <int>_digits(s + start + 9, 3)
+    if status < 200 or status > 599 or status == 204 or status == 304:
+        return None
+    _buf_init(&b)
+    try:
+        ok = _plain_fields(s, line_end + 2, limit, &b, &end, &conn, &length)
+    finally:
+        _buf_free(&b)
+    if not ok or length < 0:
+        return None
+    return end, status, length, not (conn & 1) if s[start + 7] == 49 else (conn & 2) != 0

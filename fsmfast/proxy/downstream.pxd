@@ -24,6 +24,7 @@ cdef class ClientConnection:
     cdef public Py_ssize_t max_request_line
     cdef public Py_ssize_t max_field_size
     cdef public Py_ssize_t max_header_count
+    cdef public Py_ssize_t max_header_bytes
     cdef public bint in_head
     cdef public Py_ssize_t _head_room
     cdef public bint _line_seen
@@ -31,11 +32,20 @@ cdef class ClientConnection:
     cdef public str _version
     cdef public list _headers
     cdef public Exchange _parsing
+    cdef public long long _body_left
+    cdef public bint _after_close
     cdef public double idle_since
     cdef public double head_started
     cdef public double body_at
 
     cpdef _start_head(self)
+    @cython.locals(n=Py_ssize_t, end=Py_ssize_t, framing=cython.longlong)
+    cdef Py_ssize_t _read_plain(self, bytes data, Py_ssize_t pos) except -1
+    @cython.locals(left=cython.longlong, take=Py_ssize_t)
+    cdef Py_ssize_t _plain_body(self, bytes data, Py_ssize_t pos) except -1
+    cdef bint _feed(self, bytes data) except -1
+    cpdef _request(self, bytes method, bytes target, bint http11, list headers, bint keep_alive, object parser)
+    cpdef _message_done(self)
     @cython.locals(table=HostTable, vhost=VHost, rule=RouteRule)
     cpdef _route(self, Exchange ex, bytes host, bytes path)
     cpdef exchange_finished(self, Exchange ex)

@@ -1,11 +1,19 @@
-"""Client side: one ``ClientConnection`` per accepted connection, parsing with httptools.
+"""Client side: one ``ClientConnection`` per accepted connection.
 
 Each complete request head becomes an ``Exchange`` in this connection's queue; the head of
 the queue is the one being proxied, and responses go out in request order (pipelining).
 
-httptools (llhttp) is permissive where a proxy must not be, so the checks that decide
-whether a request may reach an upstream are made here, before anything is sent:
-head size, header count, Host, Content-Length, Transfer-Encoding and version.
+Two readers share the work. A plain head that is whole in one read (what clients send almost
+always) is read in one call by ``read_request_head``, and its Content-Length body is counted
+here. Anything else goes to httptools (llhttp), created for the connection the first time it
+is needed: partial heads, chunked bodies, Upgrade, unusual methods or characters. The plain
+reader returns exactly what llhttp reports for the heads it accepts (tests/unit/
+test_request_head.py), and both hand their heads to ``_request``, so the proxy behaves alike
+whichever read a request.
+
+llhttp is permissive where a proxy must not be, so the checks that decide whether a request
+may reach an upstream are made in ``_request``, before anything is sent: head size, header
+count, Host, Content-Length, Transfer-Encoding and version.
 """
 
 from __future__ import annotations
@@ -17,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from fsmfast._accel import normalize_host, normalize_target, scan_request, scan_request_line, valid_host
+from fsmfast._accel import (
+    normalize_host,
+    normalize_target,
+    read_request_head,
+    scan_request,
+    scan_request_line,
+    valid_host,
+)
 from fsmfast.proxy import mirror
 from fsmfast.proxy.exchange import Exchange
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
@@ -62,7 +77,7 @@ class ClientConnection:
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         self.client_ip = b"-"
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = None  # an httptools.HttpRequestParser, made when a head needs llhttp (see _feed)
         self.queue: deque[Exchange] = deque()
         self.out: list[bytes] = []
         self.closing = False  # the transport is closing: write nothing more
@@ -76,6 +91,7 @@ class ClientConnection:
         self.max_request_line = settings.max_request_line
         self.max_field_size = settings.max_field_size
         self.max_header_count = settings.max_header_count
+        self.max_header_bytes = settings.max_header_bytes
         # Per-request parse state.
         self.in_head = False
         self._head_room = 0  # bytes the current head may still take
@@ -84,6 +100,10 @@ class ClientConnection:
         self._version: str | None = None  # set by data_received when it read the request line
         self._headers: list[tuple[bytes, bytes]] = []
         self._parsing: Exchange | None = None
+        # The plain reader's state: body bytes still due, and whether the last request it read
+        # ended the connection (llhttp refuses what follows such a request; so does this).
+        self._body_left = 0
+        self._after_close = False
         # Timers, checked by the worker's tick.
         self.idle_since = time.monotonic()
         self.head_started = 0.0
@@ -107,6 +127,68 @@ class ClientConnection:
             if self.held is not None and not self.closing:
                 self._hold(data)
             return  # else: a refused or finished connection; what the client still sends is dropped
+        pos = 0
+        if self._body_left:
+            pos = self._plain_body(data, 0)
+        if pos < len(data) and not self.in_head and self._parsing is None:
+            pos = self._read_plain(data, pos)
+        if (
+            pos < len(data)
+            and not self.stop_reading
+            and not self.closing
+            and not self._feed(data[pos:] if pos else data)
+        ):
+            return
+        active = self.queue[0] if self.queue else None
+        if active is not None:
+            active.flush_up()
+        self.flush()
+
+    def _read_plain(self, data: bytes, pos: int) -> int:
+        """Reads whole plain requests from ``data[pos:]``; returns where llhttp has to go on."""
+        n = len(data)
+        while pos < n and not self.stop_reading and not self.closing:
+            if self._after_close:
+                self._refuse(400, "malformed request: Data after `Connection: close`", "bad_request")
+                return n
+            head = read_request_head(data, pos, self.max_header_bytes, self.max_header_count)
+            if head is None:
+                return pos
+            end, method, target, http11, headers, keep_alive = head
+            self._url = target
+            try:
+                self._request(method, target, http11, headers, keep_alive, None)
+            except RejectRequest as exc:
+                self._refuse(exc.status, exc.text, exc.code, method)
+                return n
+            self._after_close = not keep_alive
+            pos = end
+            framing = self._parsing.req_framing if self._parsing is not None else FRAME_NONE
+            if framing > 0:
+                self._body_left = framing
+                pos = self._plain_body(data, pos)
+            else:
+                self._message_done()
+        return pos
+
+    def _plain_body(self, data: bytes, pos: int) -> int:
+        """Passes on what ``data[pos:]`` holds of a plain request's body; returns where it ended."""
+        left = self._body_left
+        take = len(data) - pos
+        if take > left:
+            take = left
+        if take:
+            self.on_body(data if take == len(data) else data[pos : pos + take])
+        self._body_left = left - take
+        if not self._body_left:
+            self._message_done()
+        return pos + take
+
+    def _feed(self, data: bytes) -> bool:
+        """Hands ``data`` to llhttp, from the start of a request or within one it is reading;
+        False when it was refused before llhttp saw it (the refusal is flushed already)."""
+        if self.parser is None:
+            self.parser = httptools.HttpRequestParser(self)
         if not self.in_head and self._parsing is None:
             self._start_head()
             # The request line starts this read (the usual case): llhttp accepts runs of spaces in
@@ -117,7 +199,7 @@ class ClientConnection:
                 method = data.lstrip(b"\r\n").split(b" ", 1)[0][:16] or b"-"
                 self._refuse(400, "malformed request line: repeated or leading spaces", "bad_request", method)
                 self.flush()
-                return
+                return False
             # Seen within the head allowance, as below (_head_fits tells 414 from 431 by it).
             self._line_seen = 0 < line_end <= self._head_room
             # The version of this head, read off its request line when it ends like llhttp's usual
@@ -134,7 +216,7 @@ class ClientConnection:
                 if not self._line_seen and b"\n" in data:
                     self._line_seen = True
             elif not self._head_fits(data):
-                return
+                return False
         try:
             self.parser.feed_data(data)
         except RejectRequest as exc:
@@ -162,10 +244,7 @@ class ClientConnection:
                 self.stop_after_queue()
         except httptools.HttpParserError as exc:
             self._parser_error(exc)
-        active = self.queue[0] if self.queue else None
-        if active is not None:
-            active.flush_up()
-        self.flush()
+        return True
 
     def eof_received(self) -> bool:
         # Half-close from the client: finish what is in flight, then close.
@@ -226,6 +305,7 @@ class ClientConnection:
     def on_headers_complete(self) -> None:
         self.in_head = False
         parser = self.parser
+        assert parser is not None
         version = self._version
         if version is None:
             version = parser.get_http_version()
@@ -235,13 +315,29 @@ class ClientConnection:
             if version == "0.9":
                 raise RejectRequest(400, "HTTP/0.9 is not supported", "bad_request")
             raise RejectRequest(505, f"HTTP/{version} is not supported", "http_version_not_supported")
-        http11 = version == "1.1"
-        method = parser.get_method()
-        target = self._url
         headers = self._headers
         # A chunked body's trailers arrive through on_header as well: they go to a fresh list,
         # never into this head (a queued request's head is built from it later).
         self._headers = []
+        keep_alive = parser.should_keep_alive()
+        # llhttp refuses what follows a request that ends the connection; a later read that the
+        # plain reader would take must be refused alike.
+        self._after_close = not keep_alive
+        self._request(parser.get_method(), self._url, version == "1.1", headers, keep_alive, parser)
+
+    def _request(
+        self,
+        method: bytes,
+        target: bytes,
+        http11: bool,
+        headers: list[tuple[bytes, bytes]],
+        keep_alive: bool,
+        parser: httptools.HttpRequestParser | None,
+    ) -> None:
+        """A request head from either reader becomes an Exchange, or raises RejectRequest.
+
+        ``parser`` is llhttp's when it read the head (only it can say an Upgrade is due).
+        """
         if len(target) > self.max_request_line:
             raise RejectRequest(414, f"request-target exceeds {self.max_request_line} bytes", "uri_too_long")
         host, content_length, te, expect, upgrade, problem = scan_request(headers, self.max_field_size)
@@ -279,13 +375,13 @@ class ClientConnection:
         else:
             path, target, host = self._other_form(method, target, host, headers)
         tunnel = False
-        if upgrade is not None and parser.should_upgrade():
+        if upgrade is not None and parser is not None and parser.should_upgrade():
             # llhttp hands everything after this head to the new protocol, so a body announced
             # here would never be parsed: refuse rather than forward a head that lies.
             if framing != FRAME_NONE:
                 raise RejectRequest(400, "Upgrade request with a body", "bad_request")
             tunnel = True
-        keep_alive = parser.should_keep_alive() and not self.ctx.draining
+        keep_alive = keep_alive and not self.ctx.draining
         ex = Exchange(self, method, target, http11, headers, host, framing, keep_alive, expect_continue)
         self._route(ex, host, path)
         if (tunnel or framing != FRAME_NONE) and self.ctx.rule_options and ex.rule is not None:
@@ -303,6 +399,9 @@ class ClientConnection:
             self._parsing.request_body(body)
 
     def on_message_complete(self) -> None:
+        self._message_done()
+
+    def _message_done(self) -> None:
         ex = self._parsing
         self._parsing = None
         if ex is not None:

@@ -35,6 +35,8 @@ __all__ = [
     "normalize_target",
     "parse_content_length",
     "parse_response_head",
+    "read_request_head",
+    "read_response_head",
     "relay_response_head",
     "response_framing",
     "scan_request",
@@ -181,6 +183,139 @@ def scan_request_line(data: bytes) -> int:
     if data.find(b"  ", start, end) >= 0 or data.startswith(b" ", start):
         return -1
     return end + 1
+
+
+# read_request_head: the methods it reads (others go to llhttp), each returned as this one object.
+_PLAIN_METHODS = {m: m for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
+_TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# RFC 3986 path and query characters: what every URL parser reads the same way.
+_TARGET_CHAR = frozenset(b"-._~!$&'()*+,;=:@/?%0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_VALUE_CHAR = frozenset(range(0x21, 0x7F)) | {0x20, 0x09}  # VCHAR, SP, HTAB: no obs-text, no CTL
+# Headers whose presence sends a request to llhttp: framing and protocol switches it must decide.
+_LLHTTP_DECIDES = frozenset({b"transfer-encoding", b"upgrade", b"proxy-connection"})
+
+
+def read_request_head(
+    data: bytes, start: int, max_head: int, max_headers: int
+) -> tuple[int, bytes, bytes, bool, list[tuple[bytes, bytes]], bool] | None:
+    """A plain request head that is whole in ``data[start:]``, read in one pass; None otherwise.
+
+    Returns ``(end, method, target, http11, headers, keep_alive)``: ``end`` is the offset just
+    past the empty line; header values lose their leading spaces and tabs (not the trailing
+    ones), and ``keep_alive`` follows the Connection tokens and the version. Every field is
+    what llhttp reports for the same bytes (tests/unit/test_plain_heads.py holds it to that).
+
+    "Plain" is a strict subset of HTTP/1.1 on purpose: a common method, an origin-form target
+    of RFC 3986 characters, HTTP/1.0 or 1.1, CRLF line ends, token names, values of visible
+    ASCII, spaces and tabs, at most ``max_headers`` fields and ``max_head`` bytes, at most one
+    Content-Length of digits only, no Transfer-Encoding, Upgrade or Proxy-Connection. Anything
+    else returns None and goes to llhttp, which decides it as before: this only skips the
+    per-header callbacks of the heads every client sends.
+    """
+    found = _plain_head(data, start, max_head)
+    if found is None:
+        return None
+    head_end, line_end = found
+    sp = data.find(b" ", start, line_end)
+    method = _PLAIN_METHODS.get(data[start:sp]) if sp > start else None
+    target_end = line_end - 9
+    if method is None or target_end <= sp + 1 or data[target_end] != 0x20 or data[sp + 1] != 0x2F:
+        return None
+    version = data[target_end + 1 : line_end]
+    if version == b"HTTP/1.1":
+        http11 = True
+    elif version == b"HTTP/1.0":
+        http11 = False
+    else:
+        return None
+    target = data[sp + 1 : target_end]
+    if not _TARGET_CHAR.issuperset(target):
+        return None
+    fields = _plain_fields(data, line_end, head_end)
+    if fields is None or len(fields[0]) > max_headers:
+        return None
+    headers, close, keep, _length = fields
+    return head_end + 4, method, target, http11, headers, (not close) if http11 else keep
+
+
+def read_response_head(data: bytes, start: int, max_head: int) -> tuple[int, int, int, bool] | None:
+    """A plain response head with a body length, whole in ``data[start:]``; None otherwise.
+
+    Returns ``(end, status, content_length, keep_alive)`` as llhttp reports them, ``end`` just
+    past the empty line. Plain as for ``read_request_head`` (line ends, names, values, the
+    headers left to llhttp), plus: ``HTTP/1.x``, a status of 200-599 other than 204 and 304
+    (interim and body-less responses stay with llhttp), a reason of visible ASCII, spaces and
+    tabs, and one Content-Length (a response without one ends at EOF or is chunked: llhttp).
+    """
+    found = _plain_head(data, start, max_head)
+    if found is None:
+        return None
+    head_end, line_end = found
+    line = data[start:line_end]
+    if (
+        len(line) < 12
+        or not line.startswith(b"HTTP/1.")
+        or line[7] not in b"01"
+        or line[8] != 0x20
+        or not line[9:12].isdigit()
+        or (len(line) > 12 and line[12] != 0x20)
+        or not _VALUE_CHAR.issuperset(line[13:])
+    ):
+        return None
+    status = int(line[9:12])
+    if not 200 <= status <= 599 or status == 204 or status == 304:
+        return None
+    fields = _plain_fields(data, line_end, head_end)
+    if fields is None or fields[3] < 0:
+        return None
+    _headers, close, keep, length = fields
+    return head_end + 4, status, length, (not close) if line[7] == 0x31 else keep
+
+
+def _plain_head(data: bytes, start: int, max_head: int) -> tuple[int, int] | None:
+    """Where the head at ``start`` ends (its CRLF CRLF) and its first line ends, if whole within
+    ``max_head`` bytes."""
+    if not 0 <= start <= len(data):
+        raise ValueError("start outside the buffer")
+    head_end = data.find(b"\r\n\r\n", start, start + max_head)
+    if head_end < 0:
+        return None
+    return head_end, data.find(b"\r\n", start, head_end + 2)
+
+
+def _plain_fields(
+    data: bytes, line_end: int, head_end: int
+) -> tuple[list[tuple[bytes, bytes]], bool, bool, int] | None:
+    """The header lines between the first line and the empty line: ``(headers, close,
+    keep_alive, content_length)`` from the Connection tokens and Content-Length (-1 if none);
+    None when a line is not plain."""
+    headers: list[tuple[bytes, bytes]] = []
+    close = keep = False
+    length = -1
+    for line in data[line_end + 2 : head_end].split(b"\r\n") if head_end > line_end else ():
+        colon = line.find(b":")
+        name = line[:colon]
+        value = line[colon + 1 :].lstrip(b" \t")
+        if colon <= 0 or not _TCHAR.issuperset(name) or not _VALUE_CHAR.issuperset(value):
+            return None
+        lname = name.lower()
+        if lname in _LLHTTP_DECIDES:
+            return None
+        if lname == b"content-length":
+            if length >= 0 or not value.isdigit() or len(value) > 18:
+                return None
+            length = int(value)
+        elif lname == b"connection":
+            for token in value.split(b","):
+                token = token.strip(b" \t").lower()
+                if token == b"close":
+                    close = True
+                elif token == b"keep-alive":
+                    keep = True
+                elif token == b"upgrade":
+                    return None
+        headers.append((name, value))
+    return headers, close, keep, length
 
 
 def response_framing(headers: list[tuple[bytes, bytes]]) -> tuple[int, bool]:

@@ -3,6 +3,8 @@
 # The exchange an UpstreamConnection serves stays an untyped object: a MirrorRequest speaks the
 # same interface (fsmfast.proxy.mirror).
 
+cimport cython
+
 from fsmfast.worker.context cimport Context
 
 
@@ -34,6 +36,8 @@ cdef class Pool:
 
 
 cdef class UpstreamConnection:
+    cdef public long long _body_left
+    cdef public bint _keep_alive
     cdef public bytes _head
     cdef public Py_ssize_t _head_pos
     cdef public bint _in_head
@@ -49,6 +53,8 @@ cdef class UpstreamConnection:
     cdef public Py_ssize_t served
     cdef public object transport
 
+    @cython.locals(left=cython.longlong, take=Py_ssize_t)
+    cdef _plain_body(self, bytes data, Py_ssize_t pos)
     cpdef write(self, list pieces)
     cpdef pause_reading(self)
     cpdef resume_reading(self)

@@ -16,6 +16,11 @@ nginx and HAProxy). Its states:
 It goes back to IDLE only when the response was complete, the request was fully sent
 and both sides allow keep-alive; anything else closes it. Idle connections that see data
 or EOF are dropped from the pool at once.
+
+Responses are read like requests on the client side: a plain head with a Content-Length that
+arrives whole in one read (``read_response_head``) is taken in one call and its body counted
+here; everything else (partial heads, chunked or close-delimited bodies, interim responses,
+answers to HEAD) goes through httptools.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from fsmfast import tls as tlsmod
-from fsmfast._accel import parse_response_head, scan_response_head
+from fsmfast._accel import parse_response_head, read_response_head, scan_response_head
 from fsmfast.proxy.states import UpstreamError
 from fsmfast.snapshot import Backend, UpstreamTLS
 
@@ -220,10 +225,12 @@ class UpstreamConnection:
     # An asyncio protocol by shape, not by base class: compiled, it is a C type (see the .pxd), and
     # those cannot derive from a Python class. The loop only calls the methods below.
     __slots__ = (
+        "_body_left",
         "_head",
         "_head_pos",
         "_in_head",
         "_informational",
+        "_keep_alive",
         "_skip_body",
         "_switched",
         "exchange",
@@ -253,6 +260,9 @@ class UpstreamConnection:
         self._informational = False
         self._skip_body = False
         self._switched: tuple[bytes, list[tuple[bytes, bytes]]] | None = None
+        # A plain response's body bytes still due, and its keep-alive (see _plain_body).
+        self._body_left = 0
+        self._keep_alive = False
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -270,6 +280,21 @@ class UpstreamConnection:
         self.got_bytes = True
         ctx = self.pool.ctx
         exchange.deadline = ctx.clock + ctx.response_window
+        if self._body_left:
+            self._plain_body(data, 0)
+            exchange.flush_client()
+            return
+        if self._in_head and not self._head and not exchange.is_head:
+            plain = read_response_head(data, 0, MAX_RESPONSE_HEAD)
+            if plain is not None:
+                end, status, length, keep_alive = plain
+                self._in_head = False
+                self._keep_alive = keep_alive
+                self._body_left = length
+                exchange.response_head(status, length, False, data, 0, end - 4, keep_alive)
+                self._plain_body(data, end)
+                exchange.flush_client()
+                return
         if self._in_head:
             head = self._head = self._head + data if self._head else data
             pos = self._head_pos
@@ -304,6 +329,22 @@ class UpstreamConnection:
             self._in_head = True
             self.parser = httptools.HttpResponseParser(self)
         exchange.flush_client()
+
+    def _plain_body(self, data: bytes, pos: int) -> None:
+        """Passes on what ``data[pos:]`` holds of a plain response's body; completes the exchange
+        at its end. Bytes past the end mean a confused server: the connection is not reused."""
+        left = self._body_left
+        take = len(data) - pos
+        if take > left:
+            take = left
+        exchange = self.exchange
+        if take and exchange is not None:
+            exchange.response_body(data if take == len(data) else data[pos : pos + take])
+        self._body_left = left = left - take
+        if not left:
+            self._in_head = True
+            if self.exchange is not None:
+                self.exchange.response_complete(self, self._keep_alive and pos + take == len(data))
 
     def eof_received(self) -> bool:
         return False

@@ -129,17 +129,18 @@ class _Collector:
 
 
 class _RecordingClient(ClientConnection):
-    """The gateway's client side, recording what its parser delivered per request."""
+    """The gateway's client side, recording what its readers delivered per request (both the plain
+    reader and llhttp hand their heads to ``_request`` and their ends to ``_message_done``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.parsed: list[Parsed] = []
 
-    def on_headers_complete(self) -> None:
-        rec = Parsed(method=self.parser.get_method())
+    def _request(self, method: bytes, *args: Any) -> None:
+        rec = Parsed(method=method)
         self.parsed.append(rec)
         try:
-            super().on_headers_complete()
+            super()._request(method, *args)
         finally:
             ex = self._parsing if self._parsing is not None and self._parsing in self.queue else None
             # What the gateway forwards: the normalized target (None when it answered itself).
@@ -151,10 +152,10 @@ class _RecordingClient(ClientConnection):
             self.parsed[-1].body += body
         super().on_body(body)
 
-    def on_message_complete(self) -> None:
+    def _message_done(self) -> None:
         if self.parsed:
             self.parsed[-1].complete = True
-        super().on_message_complete()
+        super()._message_done()
 
 
 def _snapshot() -> Snapshot:

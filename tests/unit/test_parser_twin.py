@@ -95,6 +95,8 @@ PUBLIC = [
     "relay_response_head",
     "valid_host",
     "scan_request_line",
+    "read_request_head",
+    "read_response_head",
     "normalize_target",
     "normalize_host",
 ]

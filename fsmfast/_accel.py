@@ -42,7 +42,6 @@ read_response_head = impl.read_response_head
 valid_host = impl.valid_host
 
 
-
 def describe() -> str:
     """What runs compiled in this process, for reports and test headers."""
     from fsmfast._compiled import compiled_modules

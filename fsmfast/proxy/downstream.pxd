@@ -34,6 +34,9 @@ cdef class ClientConnection:
     cdef public Exchange _parsing
     cdef public long long _body_left
     cdef public bint _after_close
+    cdef public bint checks_host
+    cdef public bint admit_every
+    cdef public bytes _admitted
     cdef public double idle_since
     cdef public double head_started
     cdef public double body_at

@@ -104,6 +104,11 @@ class ClientConnection:
         # ended the connection (llhttp refuses what follows such a request; so does this).
         self._body_left = 0
         self._after_close = False
+        # Ports that terminate TLS check each Host against the connection's listener (admit(), see
+        # fsmfast.proxy.https); a connection keeps its Host, so the last admitted one is remembered.
+        self.checks_host = False
+        self.admit_every = False  # admit() also rewrites headers: call it for every request
+        self._admitted: bytes | None = None
         # Timers, checked by the worker's tick.
         self.idle_since = time.monotonic()
         self.head_started = 0.0
@@ -474,7 +479,16 @@ class ClientConnection:
 
     # -- routing ----------------------------------------------------------------------
 
+    def admit(self, ex: Exchange, host: bytes) -> bool:
+        """Whether ``host`` may be served on this connection; False after answering ``ex`` itself.
+        Only called when ``checks_host`` is set (HTTPSConnection overrides it)."""
+        return True
+
     def _route(self, ex: Exchange, host: bytes, path: bytes) -> None:
+        if self.checks_host and (self.admit_every or host != self._admitted):
+            if not self.admit(ex, host):
+                return
+            self._admitted = host
         table = self.ctx.router.tables.get(self.port)
         vhost = table.find(normalize_host(host)) if table is not None else None
         if vhost is None:

@@ -33,6 +33,8 @@ class HTTPSConnection(ClientConnection):
         self._cert_header_lower = cert_header.lower() if cert_header is not None else None
         self.listener: ListenerRuntime = port_tls.default
         self.cert_subject: bytes | None = None
+        self.checks_host = True
+        self.admit_every = cert_header is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -48,7 +50,9 @@ class HTTPSConnection(ClientConnection):
             info["client_cert"] = subject
         self.tls_log = info
 
-    def _route(self, ex: Exchange, host: bytes, path: bytes) -> None:
+    def admit(self, ex: Exchange, host: bytes) -> bool:
+        # Called by ClientConnection._route for a Host this connection has not admitted yet, and for
+        # every request when the certificate header is configured.
         owner = self.port_tls.owner(normalize_host(host).decode("latin-1"))
         if owner is not None and owner is not self.listener:
             sni = self.tls_log.get("sni") if self.tls_log else None
@@ -58,11 +62,11 @@ class HTTPSConnection(ClientConnection):
                 f" connection negotiated (TLS server name {sni or 'none'}); open a new connection for it",
                 "misdirected_request",
             )
-            return
+            return False
         name = self._cert_header_lower
         if name is not None:
             headers = [(n, v) for n, v in ex.headers if n.lower() != name]
             if self.cert_subject is not None:
                 headers.append((self.cert_header, self.cert_subject))
             ex.headers = headers
-        super()._route(ex, host, path)
+        return True

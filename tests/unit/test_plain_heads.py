@@ -146,6 +146,20 @@ def test_declines_what_is_not_plain(impl: ModuleType, data: bytes) -> None:
     assert read(impl, data) is None
 
 
+def test_every_byte_at_every_place_of_a_value(impl: ModuleType) -> None:
+    # The compiled reader checks values eight bytes at a time: every byte value, at each offset in
+    # and around a word, is accepted exactly when it is visible ASCII, a space or a tab.
+    allowed = set(range(0x20, 0x7F)) | {0x09}
+    for place in range(19):
+        for byte in range(256):
+            value = bytearray(b"abcdefghijklmnopqrs")
+            value[place] = byte
+            head = b"GET / HTTP/1.1\r\nX: " + bytes(value) + b"\r\n\r\n"
+            response = b"HTTP/1.1 200 " + bytes(value) + b"\r\nContent-Length: 0\r\n\r\n"
+            assert (read(impl, head) is not None) is (byte in allowed), (place, byte)
+            assert (read_response(impl, response) is not None) is (byte in allowed), (place, byte)
+
+
 def test_limits_decline_rather_than_refuse(impl: ModuleType) -> None:
     data = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(5)) + b"\r\n"
     assert read(impl, data, max_headers=5) is not None

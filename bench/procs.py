@@ -27,8 +27,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ppid_and_times(pid: int) -> tuple[int, int] | None:
-    """(ppid, utime+stime in ticks) from /proc/<pid>/stat, or None if the process is gone."""
+def _ppid_and_times(pid: int) -> tuple[int, int, int] | None:
+    """(ppid, utime, stime in ticks) from /proc/<pid>/stat, or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
@@ -37,7 +37,7 @@ def _ppid_and_times(pid: int) -> tuple[int, int] | None:
     # comm may contain spaces and parentheses: split after the last ")".
     fields = data[data.rindex(b")") + 2 :].split()
     # fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15 (1-based, proc(5)).
-    return int(fields[1]), int(fields[11]) + int(fields[12])
+    return int(fields[1]), int(fields[11]), int(fields[12])
 
 
 def tree(root: int) -> list[int]:
@@ -58,14 +58,20 @@ def tree(root: int) -> list[int]:
     return sorted(out)
 
 
-def cpu_seconds(pids: Sequence[int]) -> float:
-    """utime+stime of ``pids`` (all their threads), in seconds; processes that vanished count 0."""
-    ticks = 0
+def cpu_times(pids: Sequence[int]) -> tuple[float, float]:
+    """(utime, stime) of ``pids`` (all their threads), in seconds; processes that vanished count 0."""
+    user = system = 0
     for pid in pids:
         info = _ppid_and_times(pid)
         if info is not None:
-            ticks += info[1]
-    return ticks / CLK_TCK
+            user += info[1]
+            system += info[2]
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """utime+stime of ``pids`` (all their threads), in seconds; processes that vanished count 0."""
+    return sum(cpu_times(pids))
 
 
 def busy_seconds() -> float:

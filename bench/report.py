@@ -151,6 +151,8 @@ def summarise(out: Outcome, opts: Options) -> tuple[list[dict], list[dict]]:
                         "p50_us_median": _median([r["latency_us"]["p50"] for r in runs]),
                         "p99_us_median": _median([r["latency_us"]["p99"] for r in runs]),
                         "cpu_us_per_req_median": _median([r.get("cpu_us_per_req") for r in runs]),
+                        "cpu_user_us_per_req_median": _median([r.get("cpu_user_us_per_req") for r in runs]),
+                        "cpu_sys_us_per_req_median": _median([r.get("cpu_sys_us_per_req") for r in runs]),
                         "cpu_util_median": _median([r.get("cpu_util") for r in runs]),
                         "rss_peak_kib_max": max((r.get("rss_peak_kib") or 0) for r in runs) or None,
                         "harness_cpu_util_median": _median([r["harness_cpu_util"] for r in runs]),
@@ -194,6 +196,11 @@ def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def _split(row: dict) -> str:
+    user, system = row.get("cpu_user_us_per_req_median"), row.get("cpu_sys_us_per_req_median")
+    return "—" if user is None or system is None else f"{user:.1f} / {system:.1f}"
+
+
 def markdown(doc: dict) -> str:
     s = doc["settings"]
     mach, ver = doc["machine"], doc["versions"]
@@ -207,15 +214,16 @@ def markdown(doc: dict) -> str:
         f"{ver.get('haproxy')}, {ver.get('wrk')}, Python {ver.get('python')}, "
         f"uvloop {ver.get('uvloop')}.",
         "",
-        "Medians over rounds. CPU = user+sys of all the proxy's processes per completed request; "
+        "Medians over rounds. CPU = user+sys of all the proxy's processes per completed request (user / sys: "
+        "the two parts); "
         "CPU % = share of one core the proxy used; RSS = peak of the summed VmRSS of its processes; "
         "CPU0 % = wrk + upstream busy share (near 100 % means the harness side capped the rate); "
         "other = CPU the rest of the machine used meanwhile, in cores (in proxy runs: other jobs competing; "
         "in direct runs CPU 1 is idle by design and other jobs fill it).",
         "",
-        "| scenario | system | req/s (min–max) | p50 ms | p99 ms | CPU µs/req | CPU % | peak RSS MiB | CPU0 % "
-        "| other | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | system | req/s (min–max) | p50 ms | p99 ms | CPU µs/req | user / sys µs | CPU % "
+        "| peak RSS MiB | CPU0 % | other | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     unsupported = {(u["scenario"], u["system"]): u["reason"] for u in doc["unsupported"]}
     failed = {(f["scenario"], f["system"]): f["error"] for f in doc["failures"] if "round" not in f}
@@ -234,7 +242,7 @@ def markdown(doc: dict) -> str:
                 if row is None:
                     why = unsupported.get((sid, system))
                     text = f"n/a ({why})" if why else f"failed ({(failed.get((sid, system)) or '?').splitlines()[0]})"
-                    lines.append(f"| {label} | {system} | {text} | | | | | | | | |")
+                    lines.append(f"| {label} | {system} | {text} | | | | | | | | | |")
                     continue
                 errors = row["socket_errors"] + row["non_2xx_3xx"]
                 err = str(errors) if not errors else f"{row['socket_errors']} sock, {row['non_2xx_3xx']} non-2xx"
@@ -244,7 +252,8 @@ def markdown(doc: dict) -> str:
                 lines.append(
                     f"| {label} | {system} | {_fmt(row['rps_median'], ',.0f')}{spread} "
                     f"| {_fmt(row['p50_us_median'] / 1000, '.2f')} | {_fmt(row['p99_us_median'] / 1000, '.2f')} "
-                    f"| {_fmt(row['cpu_us_per_req_median'], '.1f')} | {_fmt(cpu_pct, '.0f')} | {_fmt(rss, '.1f')} "
+                    f"| {_fmt(row['cpu_us_per_req_median'], '.1f')} | {_split(row)} | {_fmt(cpu_pct, '.0f')} "
+                    f"| {_fmt(rss, '.1f')} "
                     f"| {_fmt(row['harness_cpu_util_median'] * 100, '.0f')} "
                     f"| {_fmt(row['other_load_cores_median'], '.2f')} | {err} |"
                 )

@@ -990,28 +990,34 @@ cpdef tuple parse_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
     return status, reason, headers
 
 
+cdef Hdr* _push(HdrBuf* b) except NULL:
+    """The next free record of b (b.n is the caller's to advance), growing b's array when full."""
+    cdef Py_ssize_t cap
+    cdef Hdr* grown
+    if b.n == b.cap:
+        cap = b.cap * 2
+        grown = <Hdr*>PyMem_Malloc(<size_t>cap * sizeof(Hdr))
+        if grown == NULL:
+            raise MemoryError()
+        memcpy(grown, b.h, <size_t>b.n * sizeof(Hdr))
+        _buf_free(b)
+        b.h = grown
+        b.cap = cap
+    return &b.h[b.n]
+
+
 cdef int _load_raw(const char* s, Py_ssize_t pos, Py_ssize_t end, HdrBuf* b) except -1:
     """Fills b with the header lines of s[pos:end] as parse_response_head reads them (pointers into s);
     0 when a line is folded (obs-fold): the caller takes the slow path then."""
-    cdef Py_ssize_t a, eol, colon, va, vb, cap
+    cdef Py_ssize_t a, eol, colon, va, vb
     cdef Hdr* h
-    cdef Hdr* grown
     b.n = 0
     while _next_line(s, &pos, end, &a, &eol):
         if s[a] == 32 or s[a] == 9:
             return 0
         if not _field(s, a, eol, &colon, &va, &vb):
             continue
-        if b.n == b.cap:
-            cap = b.cap * 2
-            grown = <Hdr*>PyMem_Malloc(<size_t>cap * sizeof(Hdr))
-            if grown == NULL:
-                raise MemoryError()
-            memcpy(grown, b.h, <size_t>b.n * sizeof(Hdr))
-            _buf_free(b)
-            b.h = grown
-            b.cap = cap
-        h = &b.h[b.n]
+        h = _push(b)
         h.name = s + a
         h.nlen = colon - a
         h.value = s + va
@@ -1218,10 +1224,9 @@ cdef int _plain_fields(const char* s, Py_ssize_t pos, Py_ssize_t limit, HdrBuf* 
     """Reads the header lines from pos up to the empty line into b; 1 with end just past it, 0 when
     the head is not plain or not whole before limit. Sets the Connection bits and the Content-Length
     (-1 when there is none)."""
-    cdef Py_ssize_t eol, colon, va, cap
+    cdef Py_ssize_t eol, colon, va
     cdef const char* p
     cdef Hdr* h
-    cdef Hdr* grown
     length[0] = -1
     while True:
         eol = _find_crlf(s, pos, limit)
@@ -1239,16 +1244,7 @@ cdef int _plain_fields(const char* s, Py_ssize_t pos, Py_ssize_t limit, HdrBuf* 
             va += 1
         if not _all_in(_TCHAR, s, pos, colon) or not _visible(s, va, eol):
             return 0
-        if b.n == b.cap:
-            cap = b.cap * 2
-            grown = <Hdr*>PyMem_Malloc(<size_t>cap * sizeof(Hdr))
-            if grown == NULL:
-                raise MemoryError()
-            memcpy(grown, b.h, <size_t>b.n * sizeof(Hdr))
-            _buf_free(b)
-            b.h = grown
-            b.cap = cap
-        h = &b.h[b.n]
+        h = _push(b)
         h.name = s + pos
         h.nlen = colon - pos
         h.value = s + va

@@ -37,7 +37,7 @@ from fsmfast.proxy import mirror
 from fsmfast.proxy.exchange import Exchange
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
 from fsmfast.proxy.route_timer import RouteTimer
-from fsmfast.proxy.states import DONE, QUEUED, RESPONDING, StopParsing
+from fsmfast.proxy.states import DONE, QUEUED, RESPONDING, StopParsing, one_record
 
 if TYPE_CHECKING:
     from fsmfast.worker.context import Context
@@ -107,6 +107,7 @@ class ClientConnection:
         # Ports that terminate TLS check each Host against the connection's listener (admit(), see
         # fsmfast.proxy.https); a connection keeps its Host, so the last admitted one is remembered.
         self.checks_host = False
+        self.tls_writes = False  # the transport is TLS: small pieces go out joined (see one_record)
         self.admit_every = False  # admit() also rewrites headers: call it for every request
         self._admitted: bytes | None = None
         # Timers, checked by the worker's tick.
@@ -553,8 +554,13 @@ class ClientConnection:
             self.close()
 
     def flush(self) -> None:
-        if self.out and self.transport is not None:
-            self.transport.writelines(self.out)
+        out = self.out
+        if out and self.transport is not None:
+            joined = one_record(out) if self.tls_writes and len(out) > 1 else None
+            if joined is not None:
+                self.transport.write(joined)
+            else:
+                self.transport.writelines(out)
         self.out = []
 
     def pause_reading(self, reason: int) -> None:

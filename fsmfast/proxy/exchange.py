@@ -289,7 +289,7 @@ class Exchange:
         if transport is None:
             return  # lost already; connection_lost() has told us, or will
         if self.pending:
-            transport.writelines([head, *self.pending])
+            conn.write([head, *self.pending])
             self.pending = []
             self.pending_size = 0
             self.client.resume_reading(self.client.PAUSE_PENDING)

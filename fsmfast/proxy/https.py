@@ -34,6 +34,7 @@ class HTTPSConnection(ClientConnection):
         self.listener: ListenerRuntime = port_tls.default
         self.cert_subject: bytes | None = None
         self.checks_host = True
+        self.tls_writes = True
         self.admit_every = cert_header is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -34,7 +34,7 @@ import httptools
 
 from fsmfast import tls as tlsmod
 from fsmfast._accel import parse_response_head, read_response_head, scan_response_head
-from fsmfast.proxy.states import UpstreamError
+from fsmfast.proxy.states import UpstreamError, one_record
 from fsmfast.snapshot import Backend, UpstreamTLS
 
 if TYPE_CHECKING:
@@ -414,7 +414,11 @@ class UpstreamConnection:
 
     def write(self, pieces: list[bytes]) -> None:
         if self.transport is not None:
-            self.transport.writelines(pieces)
+            joined = one_record(pieces) if self.pool.tls is not None and len(pieces) > 1 else None
+            if joined is not None:
+                self.transport.write(joined)
+            else:
+                self.transport.writelines(pieces)
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.unit.test_parser_twin import IMPLS, TCHAR, VCHAR, cython_impl, needs_extension, pure
+from tests.unit.test_parser_twin import IMPLS, TCHAR, VCHAR, Collect, cython_impl, needs_extension, pure
 
 LIMITS = {"max_head": 8192, "max_headers": 100}
 
@@ -29,24 +29,16 @@ def read(impl: ModuleType, data: bytes, start: int = 0, **limits: int) -> object
     return impl.read_request_head(data, start, **{**LIMITS, **limits})
 
 
-class Recorder:
-    """What llhttp reports for one request head."""
+class Recorder(Collect):
+    """What llhttp reports for one request head, keep-alive included (asked while it is valid)."""
 
     def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.done = False
+        super().__init__()
         self.keep_alive: bool | None = None
         self.parser = httptools.HttpRequestParser(self)
 
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
     def on_headers_complete(self) -> None:
-        self.done = True
+        super().on_headers_complete()
         self.keep_alive = self.parser.should_keep_alive()
 
 
@@ -56,7 +48,7 @@ def llhttp_reads(head: bytes) -> tuple[bytes, bytes, bool, list[tuple[bytes, byt
         rec.parser.feed_data(head)
     except httptools.HttpParserError:
         return None
-    if not rec.done:
+    if not rec.headers_done:
         return None
     version = rec.parser.get_http_version()
     return rec.parser.get_method(), rec.url, version == "1.1", rec.headers, bool(rec.keep_alive)

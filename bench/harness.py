@@ -218,7 +218,13 @@ class Harness:
                 lines, _ = _new_log_lines(log_path, log_offset)
                 if lines:
                     run["log"] = lines
-        for key in ("upstream_cpu_us_per_req", "wrk_cpu_us_per_req", "cpu_us_per_req"):
+        for key in (
+            "upstream_cpu_us_per_req",
+            "wrk_cpu_us_per_req",
+            "cpu_us_per_req",
+            "cpu_user_us_per_req",
+            "cpu_sys_us_per_req",
+        ):
             if run.get(key) is not None:
                 run[key] = round(run[key], 2)
         return run

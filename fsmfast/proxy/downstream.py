@@ -8,7 +8,7 @@ always) is read in one call by ``read_request_head``, and its Content-Length bod
 here. Anything else goes to httptools (llhttp), created for the connection the first time it
 is needed: partial heads, chunked bodies, Upgrade, unusual methods or characters. The plain
 reader returns exactly what llhttp reports for the heads it accepts (tests/unit/
-test_request_head.py), and both hand their heads to ``_request``, so the proxy behaves alike
+test_plain_heads.py), and both hand their heads to ``_request``, so the proxy behaves alike
 whichever read a request.
 
 llhttp is permissive where a proxy must not be, so the checks that decide whether a request

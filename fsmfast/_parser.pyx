@@ -1270,10 +1270,22 @@ cdef int _plain_fields(const char* s, Py_ssize_t pos, Py_ssize_t limit, HdrBuf* 
         pos = eol + 2
 
 
+cdef Py_ssize_t _first_line(object data, Py_ssize_t start, Py_ssize_t max_head, Py_ssize_t* limit) except -2:
+    """Checks the arguments of the two readers; sets limit (the head must end before it) and returns
+    where the head's first line ends, -1 when not before limit."""
+    cdef Py_ssize_t n
+    _need_bytes(data, "data")
+    n = PyBytes_GET_SIZE(data)
+    if start < 0 or start > n:
+        raise ValueError("start outside the buffer")
+    limit[0] = start + max_head if max_head < n - start else n
+    return _find_crlf(PyBytes_AS_STRING(data), start, limit[0])
+
+
 cpdef object read_request_head(object data, Py_ssize_t start, Py_ssize_t max_head, Py_ssize_t max_headers):
     """See ``fsmfast.proxy.headers.read_request_head``."""
     cdef const char* s
-    cdef Py_ssize_t n, limit, line_end, sp, target_end, end, i
+    cdef Py_ssize_t limit, line_end, sp, target_end, end, i
     cdef const char* p
     cdef int conn = 0
     cdef long long length
@@ -1281,13 +1293,8 @@ cpdef object read_request_head(object data, Py_ssize_t start, Py_ssize_t max_hea
     cdef HdrBuf b
     cdef list headers
     cdef Hdr* h
-    _need_bytes(data, "data")
+    line_end = _first_line(data, start, max_head, &limit)
     s = PyBytes_AS_STRING(data)
-    n = PyBytes_GET_SIZE(data)
-    if start < 0 or start > n:
-        raise ValueError("start outside the buffer")
-    limit = start + max_head if max_head < n - start else n
-    line_end = _find_crlf(s, start, limit)
     if line_end < 0:
         return None
     p = <const char*>memchr(s + start, 32, <size_t>(line_end - start))
@@ -1326,18 +1333,13 @@ cpdef object read_request_head(object data, Py_ssize_t start, Py_ssize_t max_hea
 cpdef object read_response_head(object data, Py_ssize_t start, Py_ssize_t max_head):
     """See ``fsmfast.proxy.headers.read_response_head``."""
     cdef const char* s
-    cdef Py_ssize_t n, limit, line_end, end
+    cdef Py_ssize_t limit, line_end, end
     cdef int conn = 0, status
     cdef long long length
     cdef HdrBuf b
     cdef bint ok
-    _need_bytes(data, "data")
+    line_end = _first_line(data, start, max_head, &limit)
     s = PyBytes_AS_STRING(data)
-    n = PyBytes_GET_SIZE(data)
-    if start < 0 or start > n:
-        raise ValueError("start outside the buffer")
-    limit = start + max_head if max_head < n - start else n
-    line_end = _find_crlf(s, start, limit)
     if (
         line_end - start < 12
         or memcmp(s + start, b"HTTP/1.", 7) != 0

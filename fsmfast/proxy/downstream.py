@@ -154,6 +154,11 @@ class ClientConnection:
         """Reads whole plain requests from ``data[pos:]``; returns where llhttp has to go on."""
         n = len(data)
         while pos < n and not self.stop_reading and not self.closing:
+            if data.startswith(b"\r\n", pos):
+                # An empty line before a request line (RFC 9112 §2.2): skipped here as llhttp skips it,
+                # so that a client's trailing CRLF does not start a head (and its timer) for llhttp.
+                pos += 2
+                continue
             if self._after_close:
                 self._refuse(400, "malformed request: Data after `Connection: close`", "bad_request")
                 return n

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.memproxy import MemoryProxy
 from tests.unit.test_parser_twin import IMPLS, TCHAR, VCHAR, Collect, cython_impl, needs_extension, pure
 
 LIMITS = {"max_head": 8192, "max_headers": 100}
@@ -395,3 +396,24 @@ def test_response_twins_agree(head: bytes, prefix: bytes, max_head: int) -> None
     for start in (0, len(prefix)):
         args = (data, start, max_head)
         assert cython_impl.read_response_head(*args) == pure.read_response_head(*args)
+
+
+# -- the connection around the reader -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("close", [False, True])
+def test_empty_lines_between_requests_are_skipped(close: bool) -> None:
+    # A CRLF after a request (some clients send one) is skipped like llhttp skips it: it neither starts
+    # a head (whose timer would then run on an idle connection) nor counts as data after Connection: close.
+    proxy = MemoryProxy(upstream_connections=1)
+    try:
+        extra = b"Connection: close\r\n" if close else b""
+        proxy.feed(b"GET /a HTTP/1.1\r\nHost: h.test\r\n" + extra + b"\r\n\r\n")
+        assert not proxy.client.in_head and not proxy.client.stop_reading
+        assert proxy.client_output().count(b"HTTP/1.1 200") == 1
+        if not close:
+            proxy.feed(b"\r\nGET /b HTTP/1.1\r\nHost: h.test\r\n\r\n")
+            assert [p.target for p in proxy.parsed] == [b"/a", b"/b"]
+            assert proxy.client_output().count(b"HTTP/1.1 200") == 2
+    finally:
+        proxy.close()

@@ -308,41 +308,45 @@ cdef list _prepare(object headers, HdrBuf* b, bint copy):
     return lst
 
 
+cdef inline bint _next_token(const char** p, const char* end, const char** tok, Py_ssize_t* tn) noexcept nogil:
+    """The next non-empty item of the comma-separated list [p, end), without spaces and tabs at its
+    ends (what ``value.split(b",")`` then ``strip(b" \\t")`` gives); False when none is left."""
+    cdef const char* item
+    while p[0] < end:
+        item = p[0]
+        while p[0] < end and p[0][0] != 44:  # ","
+            p[0] += 1
+        tn[0] = p[0] - item
+        tok[0] = _strip_ows(item, tn)
+        if p[0] < end:
+            p[0] += 1  # past the comma
+        if tn[0]:
+            return True
+    return False
+
+
 cdef Py_ssize_t _scan_tokens(HdrBuf* b, Tok* toks) noexcept nogil:
     """Distinct Connection tokens (split on ",", strip " \\t") as pointers; -1 past MAX_TOKENS."""
     cdef Py_ssize_t i, j, nt = 0, tn
     cdef const char* p
-    cdef const char* end
     cdef const char* s
-    cdef const char* e
     cdef bint seen
     for i in range(b.n):
         if not (b.h[i].flags & F_CONN):
             continue
         p = b.h[i].value
-        end = p + b.h[i].vlen
-        while True:
-            s = p
-            while p < end and p[0] != b',':
-                p += 1
-            tn = p - s
-            s = _strip_ows(s, &tn)
-            e = s + tn
-            if tn:
-                seen = False
-                for j in range(nt):
-                    if toks[j].n == tn and _ieq2(toks[j].p, s, tn):
-                        seen = True
-                        break
-                if not seen:
-                    if nt == MAX_TOKENS:
-                        return -1
-                    toks[nt].p = s
-                    toks[nt].n = tn
-                    nt += 1
-            if p == end:
-                break
-            p += 1  # past the comma
+        while _next_token(&p, b.h[i].value + b.h[i].vlen, &s, &tn):
+            seen = False
+            for j in range(nt):
+                if toks[j].n == tn and _ieq2(toks[j].p, s, tn):
+                    seen = True
+                    break
+            if not seen:
+                if nt == MAX_TOKENS:
+                    return -1
+                toks[nt].p = s
+                toks[nt].n = tn
+                nt += 1
     return nt
 
 
@@ -350,32 +354,19 @@ cdef int _tokens_into(HdrBuf* b, object out) except -1:
     """Adds the lowered Connection tokens to the new set or frozenset out (only bytes are allocated)."""
     cdef Py_ssize_t i, k, tn
     cdef const char* p
-    cdef const char* end
     cdef const char* s
-    cdef const char* e
     cdef bytes tok
     cdef char* t
     for i in range(b.n):
         if not (b.h[i].flags & F_CONN):
             continue
         p = b.h[i].value
-        end = p + b.h[i].vlen
-        while True:
-            s = p
-            while p < end and p[0] != b',':
-                p += 1
-            tn = p - s
-            s = _strip_ows(s, &tn)
-            e = s + tn
-            if e > s:
-                tok = PyBytes_FromStringAndSize(NULL, e - s)
-                t = PyBytes_AS_STRING(tok)
-                for k in range(e - s):
-                    t[k] = <char>_LOWER[<unsigned char>s[k]]
-                PySet_Add(out, tok)
-            if p == end:
-                break
-            p += 1
+        while _next_token(&p, b.h[i].value + b.h[i].vlen, &s, &tn):
+            tok = PyBytes_FromStringAndSize(NULL, tn)
+            t = PyBytes_AS_STRING(tok)
+            for k in range(tn):
+                t[k] = <char>_LOWER[<unsigned char>s[k]]
+            PySet_Add(out, tok)
     return 0
 
 
@@ -1198,25 +1189,17 @@ cdef inline bint _visible(const char* s, Py_ssize_t a, Py_ssize_t b) noexcept no
 cdef int _connection_flags(const char* v, Py_ssize_t vn) noexcept nogil:
     """Bits of the Connection tokens llhttp acts on: 1 close, 2 keep-alive, 4 upgrade."""
     cdef const char* p = v
-    cdef const char* end = v + vn
     cdef const char* t
     cdef Py_ssize_t tn
     cdef int flags = 0
-    while True:
-        t = p
-        while p < end and p[0] != 44:  # ","
-            p += 1
-        tn = p - t
-        t = _strip_ows(t, &tn)
+    while _next_token(&p, v + vn, &t, &tn):
         if tn == 5 and _ieq(t, b"close", 5):
             flags |= 1
         elif tn == 10 and _ieq(t, b"keep-alive", 10):
             flags |= 2
         elif tn == 7 and _ieq(t, b"upgrade", 7):
             flags |= 4
-        if p == end:
-            return flags
-        p += 1
+    return flags
 
 
 cdef int _plain_fields(const char* s, Py_ssize_t pos, Py_ssize_t limit, HdrBuf* b, Py_ssize_t* end,

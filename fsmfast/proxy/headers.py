@@ -302,18 +302,17 @@ def _plain_fields(
         if lname in _LLHTTP_DECIDES:
             return None
         if lname == b"content-length":
-            if length >= 0 or not value.isdigit() or len(value) > 18:
+            if length >= 0:
                 return None
-            length = int(value)
+            length = parse_content_length(value)
+            if length < 0:
+                return None
         elif lname == b"connection":
-            for token in value.split(b","):
-                token = token.strip(b" \t").lower()
-                if token == b"close":
-                    close = True
-                elif token == b"keep-alive":
-                    keep = True
-                elif token == b"upgrade":
-                    return None
+            tokens = connection_tokens([(name, value)])
+            if b"upgrade" in tokens:
+                return None
+            close = close or b"close" in tokens
+            keep = keep or b"keep-alive" in tokens
         headers.append((name, value))
     return headers, close, keep, length
 

@@ -34,8 +34,7 @@ cdef class ClientConnection:
     cdef public Exchange _parsing
     cdef public long long _body_left
     cdef public bint _after_close
-    cdef public bint checks_host
-    cdef public bint tls_writes
+    cdef public bint over_tls
     cdef public bint admit_every
     cdef public bytes _admitted
     cdef public double idle_since

@@ -104,10 +104,10 @@ class ClientConnection:
         # ended the connection (llhttp refuses what follows such a request; so does this).
         self._body_left = 0
         self._after_close = False
-        # Ports that terminate TLS check each Host against the connection's listener (admit(), see
-        # fsmfast.proxy.https); a connection keeps its Host, so the last admitted one is remembered.
-        self.checks_host = False
-        self.tls_writes = False  # the transport is TLS: small pieces go out joined (see one_record)
+        # Set by HTTPSConnection, whose transport is TLS: small pieces go out joined (see one_record),
+        # and each Host is checked against the connection's listener (admit(), fsmfast.proxy.https);
+        # a connection keeps its Host, so the last admitted one is remembered.
+        self.over_tls = False
         self.admit_every = False  # admit() also rewrites headers: call it for every request
         self._admitted: bytes | None = None
         # Timers, checked by the worker's tick.
@@ -487,11 +487,11 @@ class ClientConnection:
 
     def admit(self, ex: Exchange, host: bytes) -> bool:
         """Whether ``host`` may be served on this connection; False after answering ``ex`` itself.
-        Only called when ``checks_host`` is set (HTTPSConnection overrides it)."""
+        Only called when ``over_tls`` is set (HTTPSConnection overrides it)."""
         return True
 
     def _route(self, ex: Exchange, host: bytes, path: bytes) -> None:
-        if self.checks_host and (self.admit_every or host != self._admitted):
+        if self.over_tls and (self.admit_every or host != self._admitted):
             if not self.admit(ex, host):
                 return
             self._admitted = host
@@ -561,7 +561,7 @@ class ClientConnection:
     def flush(self) -> None:
         out = self.out
         if out and self.transport is not None:
-            joined = one_record(out) if self.tls_writes and len(out) > 1 else None
+            joined = one_record(out) if self.over_tls and len(out) > 1 else None
             if joined is not None:
                 self.transport.write(joined)
             else:

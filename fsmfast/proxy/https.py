@@ -33,8 +33,7 @@ class HTTPSConnection(ClientConnection):
         self._cert_header_lower = cert_header.lower() if cert_header is not None else None
         self.listener: ListenerRuntime = port_tls.default
         self.cert_subject: bytes | None = None
-        self.checks_host = True
-        self.tls_writes = True
+        self.over_tls = True
         self.admit_every = cert_header is not None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -27,7 +27,7 @@ def test_one_record_joins_up_to_a_record() -> None:
 def test_a_small_response_is_one_write_on_tls(tls: bool, pieces: int) -> None:
     proxy = MemoryProxy(upstream_connections=1)
     try:
-        proxy.client.tls_writes = tls
+        proxy.client.over_tls = tls
         proxy.client.data_received(REQUEST)
         conn, transport, _ = proxy.upstreams[0]
         assert transport.data().startswith(b"GET /x HTTP/1.1\r\n")

@@ -45,6 +45,7 @@ from typing import Any, TypeVar
 
 from fsmfast.config.certs import rdn_string
 from fsmfast.snapshot import Certificate, Listener, ListenerTLS
+from fsmfast.tls import direct_io
 
 try:
     from uvloop.loop import SSLProtocol as _SSLProtocol
@@ -155,7 +156,9 @@ class Dispatcher(ssl.SSLContext):
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
     ) -> ssl.SSLObject:
-        obj = _ServerObject._create(incoming, outgoing, server_side, server_hostname, session, self)  # type: ignore[attr-defined]
+        obj = direct_io(
+            _ServerObject._create(incoming, outgoing, server_side, server_hostname, session, self)  # type: ignore[attr-defined]
+        )
         hs = obj.fsmfast = _starting
         if hs is not None:
             hs.outgoing = outgoing

@@ -185,6 +185,29 @@ def test_session_resumed_on_next_connection(loop, certs) -> None:
     assert err is None and second is not None and second.session_reused
 
 
+def test_loop_gets_the_c_methods_and_data_still_flows(loop, certs) -> None:
+    # direct_io: the SSLObject's read/write/pending are the C object's (no Python frame per call in
+    # uvloop's SSL protocol), and a real exchange over them still works both ways.
+    server = serve(loop, certs["blog"])
+    obj, err = connect(loop, server, UpstreamTLS(policy="p", ca_pem=ca(certs["blog"])))
+    assert err is None and obj is not None
+    inner = obj._sslobj  # type: ignore[attr-defined]
+    for name in ("read", "write", "pending"):
+        method = getattr(obj, name)
+        assert method.__self__ is inner and type(method).__name__ == "builtin_function_or_method", name
+
+
+def test_listener_objects_get_the_c_methods_too() -> None:
+    from fsmfast.listener_tls import Dispatcher
+
+    obj = Dispatcher(ssl.PROTOCOL_TLS_SERVER).wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
+    inner = obj._sslobj  # type: ignore[attr-defined]
+    assert [getattr(obj, n).__self__ is inner for n in ("read", "write", "pending")] == [True, True, True]
+    assert obj.pending() == 0
+    with pytest.raises(ssl.SSLWantReadError):  # no ClientHello yet: the C read behaves as the wrapper did
+        obj.read(1024)
+
+
 def test_describe_error_strips_python_decoration() -> None:
     exc = ssl.SSLError(1, "[SSL: WRONG_VERSION_NUMBER] wrong version number (_ssl.c:1006)")
     exc.reason = "WRONG_VERSION_NUMBER"  # type: ignore[misc]

@@ -504,7 +504,9 @@ class Exchange:
         self.reason = code
         self.resp_framing = FRAME_NONE
         self.client.out.append(
-            error_response(status, text, http11=self.http11, close=not self.keep_alive, location=location)
+            error_response(
+                status, text, http11=self.http11, close=not self.keep_alive, location=location, head=self.is_head
+            )
         )
         self._finish()
 

@@ -663,6 +663,21 @@ def test_head_has_length_but_no_body(env: Env) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_local_reply_to_head_has_no_body(env: Env) -> None:
+    # The gateway's own answers follow the HEAD rule too: the GET answer's length, no content.
+    with Client(env.pb) as c:
+        get = c.request("GET", "/nothing", [("Host", "paths.test")])
+        assert_local_error(get, 404, closes=False)
+        head = c.request("HEAD", "/nothing", [("Host", "paths.test")])
+        assert head.status == 404 and head.body == b""
+        assert head.header_all("Content-Length") == [str(len(get.body))]
+        assert head.header("Content-Type") == get.header("Content-Type")
+        # Content sent after the HEAD answer would be read here as the next status line.
+        nxt = c.request("GET", "/echo", [("Host", "up.test")])
+        assert nxt.status == 200 and nxt.json()["method"] == "GET"
+
+
+@pytest.mark.timeout(30)
 @pytest.mark.parametrize("status", [204, 304])
 def test_no_body_statuses(env: Env, status: int) -> None:
     with Client(env.pb) as c:

@@ -48,7 +48,7 @@ demo:
 	$(VENV)/bin/fsmfast demo
 
 lint:
-	$(VENV)/bin/ruff check fsmfast tests bench
+	$(VENV)/bin/ruff check fsmfast tests bench setup.py
 
 test:
 	bash .ci/sysdeps "$(PYTHON)" test

@@ -11,7 +11,6 @@ import os
 
 from setuptools import Extension, setup
 
-
 # Plain .py modules compiled with the C types of the .pxd beside each; keep in step with fsmfast/_compiled.py.
 COMPILED_MODULES = (
     "fsmfast.proxy.router",
@@ -35,17 +34,13 @@ def _extensions() -> list[Extension]:
     )
     # The proxy core: plain .py modules (their own pure-Python twins) compiled with the C types of
     # the .pxd next to each; fsmfast/_compiled.py loads the .py instead under FSMFAST_NO_EXTENSIONS.
-    core = [
-        Extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"]) for name in COMPILED_MODULES
-    ]
+    core = [Extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"]) for name in COMPILED_MODULES]
     annotate = os.environ.get("FSMFAST_CYTHON_ANNOTATE", "") == "1"
     # force: cythonize skips an up-to-date .c, and then writes no annotation either.
     options = {"language_level": 3, "annotate": annotate, "force": annotate}
     # The .py annotations are for readers and type checkers; only the .pxd types are compiled in (with
     # annotation typing on, `x: int` would mean a Python int where the .pxd says a C int).
-    return cythonize([parser], **options) + cythonize(
-        core, compiler_directives={"annotation_typing": False}, **options
-    )
+    return cythonize([parser], **options) + cythonize(core, compiler_directives={"annotation_typing": False}, **options)
 
 
 setup(ext_modules=_extensions())

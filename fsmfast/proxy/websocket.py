@@ -59,6 +59,8 @@ def open_tunnel(
     ex.status = 101
     # DONE for the worker's tick and the exchange's own timers: the tunnel owns it from here.
     ex.state = DONE
+    if ex.plan is not None:
+        headers = ex.plan.response(headers)  # ResponseHeaderModifier: the 101 is the route's response
     client.out.append(build_response_head(True, 101, reason, headers, FRAME_NONE, True)[:-2] + UPGRADE_WEBSOCKET)
     client.flush()
     tunnel = WebSocketTunnel(ex, client, conn)

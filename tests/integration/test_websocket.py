@@ -165,6 +165,32 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             route("ws", "ws.test", {"fsmfast.io/websocket": "true"}),
             route("plain", "plain.test", {}),
             route("some", "some.test", {"fsmfast.io/websocket": "chat"}),
+            _doc(
+                {
+                    "apiVersion": "gateway.networking.k8s.io/v1",
+                    "kind": "HTTPRoute",
+                    "metadata": {"name": "mod", "namespace": NS, "annotations": {"fsmfast.io/websocket": "true"}},
+                    "spec": {
+                        "parentRefs": [{"name": "gw"}],
+                        "hostnames": ["mod.test"],
+                        "rules": [
+                            {
+                                "backendRefs": [{"name": "svc-ws", "port": 80}],
+                                "filters": [
+                                    {
+                                        "type": "RequestHeaderModifier",
+                                        "requestHeaderModifier": {"add": [{"name": "X-Via-Gateway", "value": "ws"}]},
+                                    },
+                                    {
+                                        "type": "ResponseHeaderModifier",
+                                        "responseHeaderModifier": {"set": [{"name": "X-Tunnel", "value": "fsmfast"}]},
+                                    },
+                                ],
+                            }
+                        ],
+                    },
+                }
+            ),
         ]
         config = tmp / "gw.yaml"
         config.write_text(manifests.documents(*docs))
@@ -214,6 +240,21 @@ def test_handshake_and_echo_both_ways(env: Env) -> None:
     head = env.up.heads[-1]
     assert "Upgrade: websocket" in head and "Connection: upgrade" in head
     assert f"Sec-WebSocket-Key: {KEY}" in head
+
+
+@pytest.mark.timeout(30)
+def test_header_modifiers_apply_to_the_handshake(env: Env) -> None:
+    # Both filters of the route apply to the upgrade like to any request: the 101 is a response.
+    with Client(env.port) as c:
+        c.send(handshake("mod.test"))
+        resp = c.read_head()
+        assert resp.status == 101, resp
+        assert resp.header_all("X-Tunnel") == ["fsmfast"]
+        assert resp.header("Sec-WebSocket-Accept") == accept_key(KEY)
+        assert "upgrade" in resp.tokens("connection") and resp.tokens("upgrade") == ["websocket"]
+        c.send(b"after the modified 101")
+        assert read_exactly(c, 22) == b"after the modified 101"
+    assert "X-Via-Gateway: ws" in env.up.heads[-1]
 
 
 @pytest.mark.timeout(60)

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-The master builds the first snapshot, binds one SO_REUSEPORT listener per (worker slot, port)
-(see ``sockets``), and forks one worker per slot. It never proxies traffic and never creates an
+The master builds the first snapshot (in a short-lived child, ``forked_build``, so that neither
+it nor the workers it forks carry a build's garbage), binds one SO_REUSEPORT listener per
+(worker slot, port) (see ``sockets``), and forks one worker per slot. It never proxies traffic and never creates an
 event loop: uvloop is not fork-safe, and a master that only forks, waits and signals has little
 that can break.
 
@@ -29,14 +30,12 @@ and respawned with the current snapshot, so the master never waits on one stuck 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import os
 import queue
 import select
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,15 +43,14 @@ from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from fsmfast import __version__, logs
-from fsmfast.errors import EXIT_BIND, EXIT_CONFIG, EXIT_OK, EXIT_WORKER_BOOT, ConfigError
-from fsmfast.master import channel, sockets
+from fsmfast.errors import EXIT_BIND, EXIT_CONFIG, EXIT_OK, EXIT_WORKER_BOOT
+from fsmfast.master import channel, forked_build, sockets
 from fsmfast.master.channel import FrameReader
+from fsmfast.master.children import describe_exit, die_with_parent
 from fsmfast.master.pidfile import Pidfile, PidfileError
 from fsmfast.settings import Settings
 
 if TYPE_CHECKING:
-    from fsmfast.compile import Build
-    from fsmfast.snapshot import Snapshot
     from fsmfast.worker.boot import WorkerBoot
 
 log = logs.get_logger("master")
@@ -69,7 +67,6 @@ FLAP_LIFETIME = 1.0
 MAX_RESPAWN_DELAY = 5.0
 
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
-PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -86,32 +83,6 @@ def run(settings: Settings) -> int:
     """Run the master until it is stopped; return the process exit code."""
     logs.setup("master")
     return Arbiter(settings).run()
-
-
-def describe_exit(status: int) -> str:
-    """``exited with code 3`` / ``was killed by SIGKILL; perhaps out of memory?``."""
-    if os.WIFSIGNALED(status):
-        sig = os.WTERMSIG(status)
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        text = f"was killed by {name}"
-        if sig == signal.SIGKILL:
-            text += "; perhaps out of memory?"
-        return text
-    if os.WIFEXITED(status):
-        return f"exited with code {os.WEXITSTATUS(status)}"
-    return f"ended with wait status {status}"
-
-
-def listener_ports(snapshot: Snapshot) -> set[int]:
-    return {listener.port for listener in snapshot.listeners}
-
-
-def listener_schemes(snapshot: Snapshot) -> dict[int, str]:
-    """What each port speaks, for the log line an operator copies into curl."""
-    return {listener.port: listener.protocol.lower() for listener in snapshot.listeners}
 
 
 class Arbiter:
@@ -148,13 +119,8 @@ class Arbiter:
         first = self.first_build()
         if first is None:
             return EXIT_CONFIG
-        from fsmfast.snapshot import encode
-
-        ports = listener_ports(first.snapshot)
-        self.schemes = listener_schemes(first.snapshot)
-        snapshot_bytes = encode(first.snapshot)
-        summary = first.summary
-        # The master keeps only the encoded bytes; the decoded snapshot would be dead weight in every fork.
+        # The master keeps only the encoded bytes; a decoded snapshot would be dead weight in every fork.
+        ports, self.schemes, snapshot_bytes, summary = first.ports, first.schemes, first.snapshot, first.summary
         del first
         try:
             # Imported once here, before any fork, so every worker shares the loaded modules.
@@ -217,19 +183,19 @@ class Arbiter:
                 log.error("cannot remove pidfile %s: %s", self.pidfile.path, e.strerror)
         log.info("master stopped")
 
-    def first_build(self) -> Build | None:
+    def first_build(self) -> forked_build.Outcome | None:
         """Build generation 1, logging every issue; None when the configuration is invalid."""
-        from fsmfast.compile import build
-
-        try:
-            result = build(self.settings.config_path, 1)
-        except ConfigError as e:
-            log.error("configuration is invalid (%s):", _count(len(e.issues), "error"))
-            for issue in e.issues:
+        result = forked_build.build(self.settings.config_path, 1, SIGNALS)
+        if result.errors:
+            log.error("configuration is invalid (%s):", _count(len(result.errors), "error"))
+            for issue in result.errors:
                 log.error("  %s", issue)
             return None
-        except OSError as e:
-            log.error("cannot read configuration %s: %s", self.settings.config_path, e.strerror or e)
+        if result.unreadable:
+            log.error("cannot read configuration %s: %s", self.settings.config_path, result.unreadable)
+            return None
+        if result.crash:
+            log.error("cannot build configuration %s: %s", self.settings.config_path, result.crash)
             return None
         for warning in result.warnings:
             log.warning("%s", warning)
@@ -349,7 +315,7 @@ class Arbiter:
             # hangup sent to the process group must not kill it.
             signal.signal(signal.SIGHUP, signal.SIG_IGN)
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            _die_with_parent(master_pid)
+            die_with_parent(master_pid)
             master_end.close()
             for other in self.workers.values():
                 other.channel.close()
@@ -423,26 +389,23 @@ class Arbiter:
 
     def reload(self) -> None:
         """Build generation G+1 and switch every worker to it; on any failure keep generation G."""
-        from fsmfast.compile import build
-        from fsmfast.snapshot import encode
-
         old = self.generation
         generation = old + 1
-        try:
-            result = build(self.settings.config_path, generation)
-        except ConfigError as e:
+        # Whatever goes wrong in the build (the child reports even a compiler bug), a reload
+        # never takes the master down.
+        result = forked_build.build(self.settings.config_path, generation, SIGNALS)
+        if result.errors:
             log.error("reload failed, keeping generation %d:", old)
-            for issue in e.issues:
+            for issue in result.errors:
                 log.error("  %s", issue)
             return
-        except Exception as e:
-            # Whatever the compiler raises, a reload must never take the master down.
-            log.exception("reload failed, keeping generation %d: %s", old, e)
+        if result.unreadable or result.crash:
+            why = f"cannot read {self.settings.config_path}: {result.unreadable}" if result.unreadable else result.crash
+            log.error("reload failed, keeping generation %d: %s", old, why)
             return
         for warning in result.warnings:
             log.warning("%s", warning)
-        ports = listener_ports(result.snapshot)
-        self.schemes = listener_schemes(result.snapshot)
+        ports = result.ports
         added = sorted(ports - self.ports)
         removed = sorted(self.ports - ports)
         try:
@@ -455,8 +418,9 @@ class Arbiter:
         for slot, listeners in enumerate(fresh):
             self.slots[slot].update(listeners)
         self.generation = generation
-        self.snapshot_bytes = encode(result.snapshot)
+        self.snapshot_bytes = result.snapshot
         self.ports = ports
+        self.schemes = result.schemes
         for port in added:
             self._log_listening(port)
 
@@ -608,21 +572,3 @@ def _freeze_heap() -> None:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _die_with_parent(master_pid: int) -> None:
-    """Ask Linux to SIGTERM this worker if the master dies.
-
-    Orphaned workers would keep their SO_REUSEPORT sockets and serve a stale snapshot next to
-    a restarted master, with no pidfile left to notice them.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    # The master may have died between the fork and the prctl: then nobody would signal us.
-    if os.getppid() != master_pid:
-        os.kill(os.getpid(), signal.SIGTERM)

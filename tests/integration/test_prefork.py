@@ -240,6 +240,11 @@ def test_sighup_serves_new_route_and_new_port(tmp_path: Path, upstream: _Upstrea
         assert all(status == 200 for status in (get(port, "/b") for _ in range(20)))
         assert all(status == 200 for status in (get(extra, "/a") for _ in range(20)))
 
+        # Builds run in a short-lived child (fsmfast.master.forked_build): neither the master nor a
+        # worker ever loads the YAML parser, before or after a reload.
+        for pid in [gw.pid, *gw.worker_pids()]:
+            assert "/yaml/" not in Path(f"/proc/{pid}/maps").read_text(), pid
+
         # Removing the port closes it everywhere once the workers switched.
         write_config(cfg, [port], upstream.server_port, prefixes=("/a",))
         assert "reloaded: generation 3" in gw.reload()

@@ -359,6 +359,17 @@ class Exchange:
             out = relay_response_head(head, start, end, self.http11, framing, self.keep_alive)
         client.out.append(out)
 
+    def whole_response(
+        self, conn: UpstreamConnection, status: int, data: bytes, end: int, length: int, up_keep_alive: bool
+    ) -> None:
+        """A plain response whose head (up to ``end``) and whole ``length``-byte body are all in
+        ``data``; bytes after the body mean a confused server, whose connection is not reused."""
+        self.response_head(status, length, False, data, 0, end - 4, up_keep_alive)
+        if length:
+            self.response_body(data[end : end + length])
+        self.response_complete(conn, up_keep_alive and end + length == len(data))
+        self.client.flush()
+
     def response_body(self, data: bytes) -> None:
         self.body_bytes += len(data)
         if self.resp_framing == FRAME_CHUNKED:

@@ -288,6 +288,12 @@ class UpstreamConnection:
             plain = read_response_head(data, 0, MAX_RESPONSE_HEAD)
             if plain is not None:
                 end, status, length, keep_alive = plain
+                if end + length <= len(data):
+                    # The whole response in one read, the common case for small answers: one call
+                    # instead of head, body, end and flush (each a Python-level call from here).
+                    self._keep_alive = keep_alive
+                    exchange.whole_response(self, status, data, end, length, keep_alive)
+                    return
                 self._in_head = False
                 self._keep_alive = keep_alive
                 self._body_left = length

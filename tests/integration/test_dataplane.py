@@ -853,6 +853,19 @@ def test_stale_pooled_connection_dropped_on_reuse(env: Env) -> None:
     assert len(up.requests_for("/echo?drop")) - before == 2
 
 
+@pytest.mark.timeout(30)
+def test_bytes_after_a_whole_response_are_dropped_with_the_connection(env: Env) -> None:
+    # Response and stray bytes arrive in one read: the client gets exactly the announced body and
+    # the connection is not pooled (the stray bytes would be read as the next response's head).
+    up = env.ups["stale"]
+    resp = fetch(env.pb, "/overlong", "stale.test")
+    assert resp.status == 200 and resp.body == b"hello\n", (resp.status, resp.body)
+    before = up.connections
+    resp = fetch(env.pb, "/echo?after-overlong", "stale.test")
+    assert resp.status == 200, (resp.status, resp.text)
+    assert up.connections == before + 1, "the confused connection was reused"
+
+
 # -- access log ------------------------------------------------------------------------------
 
 

@@ -164,7 +164,9 @@ class _ConnReader:
 
 
 # Paths with their own behaviour, which echo_all leaves alone.
-_ROUTES = frozenset({"/upload", "/slow", "/header", "/hang-up", "/garbage", "/close-after", "/drop-next"})
+_ROUTES = frozenset(
+    {"/upload", "/slow", "/header", "/hang-up", "/garbage", "/close-after", "/drop-next", "/overlong"}
+)
 _PREFIXES = ("/bytes/", "/chunked/", "/close/", "/status/")
 
 
@@ -433,6 +435,11 @@ class Upstream:
             # Close while idle: the gateway's pooled connection goes stale.
             self._stopping.wait(delay)
             return False
+        if path == "/overlong":
+            # A whole response and then bytes nobody asked for, in one write; the connection stays
+            # open, as a confused server's would.
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nhello\nJUNK")
+            return True
         if path == "/drop-next":
             self._send_body(conn, 200, b"ok\n", [], is_head)
             state["drop_next"] = True

@@ -164,9 +164,7 @@ class _ConnReader:
 
 
 # Paths with their own behaviour, which echo_all leaves alone.
-_ROUTES = frozenset(
-    {"/upload", "/slow", "/header", "/hang-up", "/garbage", "/close-after", "/drop-next", "/overlong"}
-)
+_ROUTES = frozenset({"/upload", "/slow", "/header", "/hang-up", "/garbage", "/close-after", "/drop-next", "/overlong"})
 _PREFIXES = ("/bytes/", "/chunked/", "/close/", "/status/")
 
 

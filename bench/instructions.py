@@ -4,7 +4,8 @@
 This runs each system under ``valgrind --tool=callgrind`` (all its processes: a forked worker stays
 under valgrind), sends N requests one after another on one keep-alive connection (S6: a new
 connection each), stops the system, and sums the instructions of its processes. Two runs with
-different N give the cost of one request without start-up and shutdown:
+different N give the cost of one request without start-up and shutdown (fsmfast runs with a fixed
+PYTHONHASHSEED, so that its start-up costs the same in both):
 
     (instructions(N2) - instructions(N1)) / (N2 - N1)
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import os
 import socket
 import ssl
 import sys
@@ -118,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         "--no-install", dest="install", action="store_false", help="never install; fail if a tool is missing"
     )
     ns = p.parse_args(argv)
+    # One hash seed for every fsmfast process: with a random one, its start-up (dicts and sets over
+    # the snapshot: 10,000 rules in S4) costs a different number of instructions in each run, and the
+    # difference of two runs no longer isolates the requests. Inherited by the systems' processes.
+    os.environ["PYTHONHASHSEED"] = "0"
     scenarios = [s.strip() for s in ns.scenarios.split(",") if s.strip()]
     systems = [s.strip() for s in ns.systems.split(",") if s.strip()]
     n1, n2 = (int(x) for x in ns.requests.split(","))

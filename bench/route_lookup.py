@@ -8,6 +8,10 @@ of several repeats, each timing many lookups), plus the time to build the router
 
     python -m bench lookup                 # Snapshot built directly (fast)
     python -m bench lookup --yaml          # manifests written as YAML and compiled by fsmfast.compile.build
+    python -m bench lookup --one-host      # every route on one hostname, under /route-N/svc-0 ... /svc-9
+
+``--one-host`` is the other way a route table grows: many teams' routes under one hostname, told apart
+by their paths. The lookup is then one host and a path among 10 x N rules of that host.
     python -m bench.route_lookup --sizes 10,1000
 """
 
@@ -33,8 +37,20 @@ def hostname(i: int) -> str:
     return f"h{i:05d}.example.com"
 
 
-def snapshot(routes: int) -> Snapshot:
+def snapshot(routes: int, one_host: bool = False) -> Snapshot:
     """The compiled form of ``routes`` HTTPRoutes, written directly (what ``fsmfast.compile`` would produce)."""
+    if one_host:
+        # Longest prefix first within the host, as the compiler orders them (all are as long here).
+        rules = tuple(
+            Rule(
+                name=f"httproute/bench/route-{i}/rule/{j}/match/0",
+                path=PathMatch(type="PathPrefix", value=f"/route-{i}/svc-{j}"),
+                backends=(BackendRef(weight=1, backend=BACKEND),),
+            )
+            for i in range(routes)
+            for j in range(PATHS)
+        )
+        return _with(((VirtualHost(hostname=hostname(0), rules=rules)),))
     vhosts = tuple(
         VirtualHost(
             hostname=hostname(i),
@@ -49,6 +65,10 @@ def snapshot(routes: int) -> Snapshot:
         )
         for i in range(routes)
     )
+    return _with(vhosts)
+
+
+def _with(vhosts: tuple[VirtualHost, ...]) -> Snapshot:
     return Snapshot(
         schema=SCHEMA,
         generation=1,
@@ -117,15 +137,18 @@ def snapshot_from_yaml(routes: int) -> Snapshot:
         return build(str(path)).snapshot
 
 
-def measure(routes: int, use_yaml: bool, repeat: int, min_time: float) -> dict:
+def measure(routes: int, use_yaml: bool, repeat: int, min_time: float, one_host: bool = False) -> dict:
     t0 = time.perf_counter()
-    snap = snapshot_from_yaml(routes) if use_yaml else snapshot(routes)
+    snap = snapshot_from_yaml(routes) if use_yaml else snapshot(routes, one_host)
     router = Router(snap)
     build_s = time.perf_counter() - t0
     table = router.tables[PORT]
     # Near the end: the last-but-one route (the very last could be special-cased by an ordered structure).
-    host = hostname(max(0, routes - 2)).encode()
-    path = f"/svc-{PATHS - 1}/items/42".encode()
+    near_end = max(0, routes - 2)
+    if one_host:
+        host, path = hostname(0).encode(), f"/route-{near_end}/svc-{PATHS - 1}/items/42".encode()
+    else:
+        host, path = hostname(near_end).encode(), f"/svc-{PATHS - 1}/items/42".encode()
     vh = table.find(host)
     assert vh is not None, "host not found"
     rule = vh.match(path)
@@ -145,18 +168,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench lookup", description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", default="10,100,1000,10000", help="HTTPRoute counts (default 10,100,1000,10000)")
     p.add_argument("--yaml", action="store_true", help="build through fsmfast.compile.build on generated YAML")
+    p.add_argument("--one-host", action="store_true", help="every route on one hostname, told apart by path")
     p.add_argument("--repeat", type=int, default=5, help="repeats per size; the best is kept (default 5)")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per repeat, at least (default 0.2)")
     ns = p.parse_args(argv)
+    if ns.one_host and ns.yaml:
+        p.error("--one-host builds the snapshot directly; it does not combine with --yaml")
     sizes = [int(x) for x in ns.sizes.split(",") if x.strip()]
     from fsmfast import _accel
 
     impl = _accel.describe()
-    print(f"route lookup: HostTable.find + VHost.match, 10 PathPrefix rules per route, last rule hit ({impl})")
+    layout = "all on one hostname" if ns.one_host else "one hostname each"
+    print(f"route lookup: HostTable.find + VHost.match, 10 PathPrefix rules per route ({layout}), last rule hit")
+    print(f"({impl})")
     print("| HTTPRoutes | rules | ns per lookup | router build (s) |")
     print("|---:|---:|---:|---:|")
     for n in sizes:
-        r = measure(n, ns.yaml, ns.repeat, ns.min_time)
+        r = measure(n, ns.yaml, ns.repeat, ns.min_time, ns.one_host)
         print(f"| {r['routes']:,} | {r['rules']:,} | {r['ns_per_lookup']:,.0f} | {r['build_s']:.3f} |", flush=True)
     return 0
 

@@ -28,12 +28,14 @@ cdef class RouteRule:
 
 
 cdef class VHost:
+    cdef public list anywhere
     cdef public object hostname
+    cdef public dict index
     cdef public object listeners
     cdef public list rules
 
     # Typed loop variable: the rule's fields are read as struct members, not by getattr (3 per rule).
-    @cython.locals(rule=RouteRule, exact=bytes, prefix=bytes)
+    @cython.locals(rule=RouteRule, exact=bytes, prefix=bytes, rules=list, index=dict, end=Py_ssize_t)
     cpdef RouteRule match(self, bytes path, bytes method=*, list headers=*, bytes target=*)
 
 

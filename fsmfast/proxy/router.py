@@ -138,20 +138,70 @@ class RouteRule:
         return choices[best]
 
 
+# A virtual host with this many rules or more finds its candidates by the path's first segment
+# instead of trying every rule in turn. Below it the scan is faster: ``bench lookup`` measured the
+# index at ~470 ns, the scan at ~250 ns for 10 rules and ~25 ns more per rule (1,000 rules on one
+# host: 13 us scanned, ~600 ns indexed).
+INDEX_MIN_RULES = 20
+
+
+def first_segment(path: bytes) -> bytes:
+    """``b"api"`` for ``/api``, ``/api/v1`` and ``/api/``; ``b""`` for ``/``."""
+    end = path.find(b"/", 1)
+    return path[1:] if end < 0 else path[1:end]
+
+
+def rule_segment(rule: RouteRule) -> bytes | None:
+    """The first segment every path this rule's path match accepts has; None when it accepts any
+    (PathPrefix ``/``, a regular expression). Prefixes match whole segments, so a prefix's first
+    segment is the path's."""
+    if rule.exact is not None:
+        return first_segment(rule.exact)
+    if rule.prefix:
+        return first_segment(rule.prefix)
+    return None
+
+
 class VHost:
-    __slots__ = ("hostname", "listeners", "rules")
+    __slots__ = ("anywhere", "hostname", "index", "listeners", "rules")
 
     def __init__(self, vhost: VirtualHost, rules: list[RouteRule]) -> None:
         self.hostname = vhost.hostname
         self.listeners = vhost.listeners
         self.rules = rules
+        # First segment -> the rules a path starting with it may match, in precedence order: those
+        # of that segment and those that accept any path. ``anywhere``: the latter alone, for
+        # segments no rule names. None below INDEX_MIN_RULES: a short list is faster to scan.
+        self.index: dict[bytes, list[RouteRule]] | None = None
+        self.anywhere: list[RouteRule] = rules
+        if len(rules) >= INDEX_MIN_RULES:
+            index: dict[bytes, list[RouteRule]] = {}
+            anywhere: list[RouteRule] = []
+            for rule in rules:
+                segment = rule_segment(rule)
+                if segment is None:
+                    anywhere.append(rule)
+                    for candidates in index.values():
+                        candidates.append(rule)
+                else:
+                    candidates = index.get(segment)
+                    if candidates is None:
+                        candidates = index[segment] = list(anywhere)
+                    candidates.append(rule)
+            self.index = index
+            self.anywhere = anywhere
 
     def match(
         self, path: bytes, method: bytes = b"GET", headers: list[tuple[bytes, bytes]] | None = None, target: bytes = b""
     ) -> RouteRule | None:
         """The first rule (in precedence order) whose match holds. ``target`` carries the query."""
         req = None
-        for rule in self.rules:
+        rules = self.rules
+        index = self.index
+        if index is not None:
+            end = path.find(b"/", 1)
+            rules = index.get(path[1:] if end < 0 else path[1:end], self.anywhere)
+        for rule in rules:
             # RouteRule.matches, inlined.
             exact = rule.exact
             if exact is not None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
 
 from fsmfast import _accel
+from fsmfast.proxy import router as router_mod
 from fsmfast.proxy.conditions import RequestView
 from fsmfast.proxy.router import Router, VHost, normalize_host
 from fsmfast.snapshot import (
@@ -232,3 +234,67 @@ def test_a_rule_listed_in_several_hosts_is_one_object() -> None:
     a, any_ = table.find(b"a.example.com"), table.find(b"b.example.com")
     assert a is not None and any_ is not None
     assert a.rules[1] is any_.rules[0]  # one weighted round-robin state per rule
+
+
+# --- many rules on one host: the first-segment index -----------------------------------------
+
+
+def _reference(vh: VHost, path: bytes, method: bytes) -> object:
+    """What the plain scan of every rule in precedence order finds."""
+    for r in vh.rules:
+        if r.matches(path) and (r.conditions is None or r.conditions.test(RequestView(method, [], b""))):
+            return r
+    return None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_indexed_lookup_finds_what_the_scan_finds(seed: int) -> None:
+    rnd = random.Random(seed)
+    segments = ["a", "b", "api", "v1", ""]
+
+    def value() -> str:
+        depth = rnd.choice([1, 1, 2, 3])
+        return "/" + "/".join(rnd.choice(segments) for _ in range(depth))
+
+    rules = []
+    for i in range(rnd.randint(router_mod.INDEX_MIN_RULES, 3 * router_mod.INDEX_MIN_RULES)):
+        kind = rnd.choice(["PathPrefix", "PathPrefix", "Exact", "RegularExpression"])
+        if kind == "RegularExpression":
+            val = rnd.choice(["/a.*", "/(api|b)/.*", "/[a-z0-9]+"])
+        elif kind == "PathPrefix" and rnd.random() < 0.1:
+            val = "/"  # matches every path: a candidate under every segment
+        else:
+            val = value()
+            if kind == "PathPrefix":
+                val = val.rstrip("/") or "/"
+        method = rnd.choice([None, None, "GET", "POST"])
+        rules.append(
+            Rule(
+                name=f"r{i}",
+                path=PathMatch(type=kind, value=val),
+                backends=(BackendRef(weight=1, backend="b"),),
+                method=method,
+            )
+        )
+    vh = Router(snapshot(VirtualHost(hostname="*", rules=tuple(rules)))).tables[8000].any
+    assert vh is not None and vh.index is not None, "the host should be indexed"
+    paths = [b"/", b"/x", b"/a", b"/a/", b"/ab", b"/api/v1", b"/api/v1/", b"/b/a/x", b"/v1", b"/a/b/api", b"//a"]
+    paths += [value().encode() for _ in range(40)]
+    for path in paths:
+        for method in (b"GET", b"POST"):
+            assert vh.match(path, method) is _reference(vh, path, method), (seed, path, method)
+
+
+def test_small_hosts_are_scanned_and_big_ones_indexed_in_precedence_order() -> None:
+    n = router_mod.INDEX_MIN_RULES
+    small = [rule(f"s{i}", "PathPrefix", f"/p{i}") for i in range(n - 1)]
+    vh = Router(snapshot(VirtualHost(hostname="*", rules=tuple(small)))).tables[8000].any
+    assert vh is not None and vh.index is None
+    # A catch-all between two rules of segment "x": it stays between them in that segment's list.
+    big = [rule("x1", "Exact", "/x/1"), rule("all", "PathPrefix", "/"), rule("x2", "PathPrefix", "/x")]
+    big += [rule(f"p{i}", "PathPrefix", f"/p{i}") for i in range(n)]
+    vh = Router(snapshot(VirtualHost(hostname="*", rules=tuple(big)))).tables[8000].any
+    assert vh is not None and vh.index is not None
+    assert [r.name for r in vh.index[b"x"]] == ["x1", "all", "x2"]
+    assert [r.name for r in vh.anywhere] == ["all"]
+    assert vh.match(b"/x/1").name == "x1" and vh.match(b"/x/2").name == "all" and vh.match(b"/zz").name == "all"

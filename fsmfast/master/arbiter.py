@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 The master builds the first snapshot (in a short-lived child, ``forked_build``, so that neither
 it nor the workers it forks carry a build's garbage), binds one SO_REUSEPORT listener per
-(worker slot, port) (see ``sockets``), and forks one worker per slot. It never proxies traffic and never creates an
-event loop: uvloop is not fork-safe, and a master that only forks, waits and signals has little
-that can break.
+(worker slot, port) (see ``sockets``), and forks one worker per slot. It never proxies traffic
+and never creates an event loop: uvloop is not fork-safe, and a master that only forks, waits
+and signals has little that can break.
 
 Signal handlers only put the signal number on a queue. The main loop waits on that queue with a
 timeout of about a second, dispatches each signal to ``handle_<name>``, reaps dead children and
@@ -119,9 +119,7 @@ class Arbiter:
         first = self.first_build()
         if first is None:
             return EXIT_CONFIG
-        # The master keeps only the encoded bytes; a decoded snapshot would be dead weight in every fork.
         ports, self.schemes, snapshot_bytes, summary = first.ports, first.schemes, first.snapshot, first.summary
-        del first
         try:
             # Imported once here, before any fork, so every worker shares the loaded modules.
             from fsmfast.worker.main import worker_main

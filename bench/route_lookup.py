@@ -37,32 +37,22 @@ def hostname(i: int) -> str:
     return f"h{i:05d}.example.com"
 
 
+def _rule(route: int, j: int, prefix: str) -> Rule:
+    return Rule(
+        name=f"httproute/bench/route-{route}/rule/{j}/match/0",
+        path=PathMatch(type="PathPrefix", value=prefix),
+        backends=(BackendRef(weight=1, backend=BACKEND),),
+    )
+
+
 def snapshot(routes: int, one_host: bool = False) -> Snapshot:
     """The compiled form of ``routes`` HTTPRoutes, written directly (what ``fsmfast.compile`` would produce)."""
     if one_host:
-        # Longest prefix first within the host, as the compiler orders them (all are as long here).
-        rules = tuple(
-            Rule(
-                name=f"httproute/bench/route-{i}/rule/{j}/match/0",
-                path=PathMatch(type="PathPrefix", value=f"/route-{i}/svc-{j}"),
-                backends=(BackendRef(weight=1, backend=BACKEND),),
-            )
-            for i in range(routes)
-            for j in range(PATHS)
-        )
-        return _with(((VirtualHost(hostname=hostname(0), rules=rules)),))
+        # Every prefix is as long as the others: any order is the compiler's precedence order.
+        rules = tuple(_rule(i, j, f"/route-{i}/svc-{j}") for i in range(routes) for j in range(PATHS))
+        return _with((VirtualHost(hostname=hostname(0), rules=rules),))
     vhosts = tuple(
-        VirtualHost(
-            hostname=hostname(i),
-            rules=tuple(
-                Rule(
-                    name=f"httproute/bench/route-{i}/rule/{j}/match/0",
-                    path=PathMatch(type="PathPrefix", value=f"/svc-{j}"),
-                    backends=(BackendRef(weight=1, backend=BACKEND),),
-                )
-                for j in range(PATHS)
-            ),
-        )
+        VirtualHost(hostname=hostname(i), rules=tuple(_rule(i, j, f"/svc-{j}") for j in range(PATHS)))
         for i in range(routes)
     )
     return _with(vhosts)

@@ -63,12 +63,14 @@ def test_quick_run_writes_json_with_requests_for_every_system(tmp_path: Path) ->
 
 
 @pytest.mark.timeout(60)
-def test_route_lookup_prints_ns_per_lookup() -> None:
+@pytest.mark.parametrize("layout", [[], ["--one-host"]])
+def test_route_lookup_prints_ns_per_lookup(layout: list[str]) -> None:
     cmd = [sys.executable, "-m", "bench", "lookup", "--sizes", "10,100", "--repeat", "1", "--min-time", "0.01"]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=50, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(cmd + layout, cwd=REPO, capture_output=True, text=True, timeout=50, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| 10")]
     assert len(rows) == 2, proc.stdout
+    assert ("all on one hostname" in proc.stdout) is bool(layout), proc.stdout
 
 
 @pytest.mark.timeout(240)

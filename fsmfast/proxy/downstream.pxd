@@ -1,6 +1,14 @@
 # Compiled declarations for downstream.py (see upstream.pxd for why a .pxd and not a .pyx).
 cimport cython
 
+from fsmfast._parser cimport (
+    normalize_host,
+    normalize_target,
+    read_request_head,
+    scan_request,
+    scan_request_line,
+    valid_host,
+)
 from fsmfast.proxy.exchange cimport Exchange
 from fsmfast.proxy.router cimport HostTable, RouteRule, VHost
 from fsmfast.worker.context cimport Context

@@ -1,4 +1,5 @@
 # Compiled declarations for exchange.py (see upstream.pxd for why a .pxd and not a .pyx).
+from fsmfast._parser cimport build_request_head, build_response_head, chunk, parse_response_head, relay_response_head
 from fsmfast.proxy.downstream cimport ClientConnection
 from fsmfast.proxy.upstream cimport Pool, UpstreamConnection
 

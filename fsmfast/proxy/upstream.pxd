@@ -5,6 +5,7 @@
 
 cimport cython
 
+from fsmfast._parser cimport parse_response_head, read_response_head, scan_response_head
 from fsmfast.worker.context cimport Context
 
 

@@ -27,6 +27,10 @@ cdef class RouteRule:
     cpdef Choice pick(self)
 
 
+@cython.locals(end=Py_ssize_t)
+cpdef bytes first_segment(bytes path)
+
+
 cdef class VHost:
     cdef public list anywhere
     cdef public object hostname
@@ -35,7 +39,7 @@ cdef class VHost:
     cdef public list rules
 
     # Typed loop variable: the rule's fields are read as struct members, not by getattr (3 per rule).
-    @cython.locals(rule=RouteRule, exact=bytes, prefix=bytes, rules=list, index=dict, end=Py_ssize_t)
+    @cython.locals(rule=RouteRule, exact=bytes, prefix=bytes, rules=list, index=dict)
     cpdef RouteRule match(self, bytes path, bytes method=*, list headers=*, bytes target=*)
 
 

@@ -173,7 +173,7 @@ class VHost:
         # of that segment and those that accept any path. ``anywhere``: the latter alone, for
         # segments no rule names. None below INDEX_MIN_RULES: a short list is faster to scan.
         self.index: dict[bytes, list[RouteRule]] | None = None
-        self.anywhere: list[RouteRule] = rules
+        self.anywhere: list[RouteRule] = []
         if len(rules) >= INDEX_MIN_RULES:
             index: dict[bytes, list[RouteRule]] = {}
             anywhere: list[RouteRule] = []
@@ -199,8 +199,7 @@ class VHost:
         rules = self.rules
         index = self.index
         if index is not None:
-            end = path.find(b"/", 1)
-            rules = index.get(path[1:] if end < 0 else path[1:end], self.anywhere)
+            rules = index.get(first_segment(path), self.anywhere)
         for rule in rules:
             # RouteRule.matches, inlined.
             exact = rule.exact

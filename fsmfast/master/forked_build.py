@@ -67,12 +67,9 @@ def build(path: str, generation: int, block: Iterable[signal.Signals] = ()) -> O
         _child(path, generation, w, r, master_pid)
     signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     os.close(w)
-    chunks = []
-    with open(r, "rb", closefd=True) as pipe:
-        while chunk := pipe.read(1 << 20):
-            chunks.append(chunk)
+    with open(r, "rb") as pipe:
+        data = pipe.read()  # to EOF: the child's exit, or its last write
     _, status = os.waitpid(pid, 0)
-    data = b"".join(chunks)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
         try:
             return _decoder.decode(data)
@@ -87,10 +84,8 @@ def _child(path: str, generation: int, w: int, r: int, master_pid: int) -> None:
     try:
         os.close(r)
         die_with_parent(master_pid, signal.SIGKILL)
-        data = _encoder.encode(_outcome(path, generation))
-        view = memoryview(data)
-        while view:
-            view = view[os.write(w, view) :]
+        with open(w, "wb") as pipe:
+            pipe.write(_encoder.encode(_outcome(path, generation)))
         code = 0
     except BaseException:  # whatever happens, the child must not return into the master
         traceback.print_exc()

@@ -54,7 +54,7 @@ cdef class Exchange:
     cpdef response_head(self, int status, long long length, bint chunked, bytes head, Py_ssize_t start,
                         Py_ssize_t end, bint up_keep_alive)
     cpdef whole_response(self, UpstreamConnection conn, int status, bytes data, Py_ssize_t end, long long length,
-                         bint reusable)
+                         bint up_keep_alive)
     cpdef response_body(self, bytes data)
     cpdef response_complete(self, UpstreamConnection conn, bint up_keep_alive)
     cpdef reply(self, int status, str text, str code, bytes location=*)

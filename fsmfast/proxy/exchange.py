@@ -360,14 +360,14 @@ class Exchange:
         client.out.append(out)
 
     def whole_response(
-        self, conn: UpstreamConnection, status: int, data: bytes, end: int, length: int, reusable: bool
+        self, conn: UpstreamConnection, status: int, data: bytes, end: int, length: int, up_keep_alive: bool
     ) -> None:
         """A plain response whose head (up to ``end``) and whole ``length``-byte body are all in
-        ``data``; ``reusable``: the upstream connection may go back to its pool."""
-        self.response_head(status, length, False, data, 0, end - 4, reusable)
+        ``data``; bytes after the body mean a confused server, whose connection is not reused."""
+        self.response_head(status, length, False, data, 0, end - 4, up_keep_alive)
         if length:
             self.response_body(data[end : end + length])
-        self.response_complete(conn, reusable)
+        self.response_complete(conn, up_keep_alive and end + length == len(data))
         self.client.flush()
 
     def response_body(self, data: bytes) -> None:

@@ -119,9 +119,9 @@ class MirrorRequest:
         pass
 
     def whole_response(
-        self, conn: UpstreamConnection, status: int, data: bytes, end: int, length: int, reusable: bool
+        self, conn: UpstreamConnection, status: int, data: bytes, end: int, length: int, up_keep_alive: bool
     ) -> None:
-        self.response_complete(conn, reusable)
+        self.response_complete(conn, up_keep_alive and end + length == len(data))
 
     def response_complete(self, conn: UpstreamConnection, up_keep_alive: bool) -> None:
         self.conn = None

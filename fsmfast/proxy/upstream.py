@@ -291,9 +291,8 @@ class UpstreamConnection:
                 if end + length <= len(data):
                     # The whole response in one read, the common case for small answers: one call
                     # instead of head, body, end and flush (each a Python-level call from here).
-                    # Bytes after the body mean a confused server: its connection is not reused.
-                    reusable = keep_alive and end + length == len(data)
-                    exchange.whole_response(self, status, data, end, length, reusable)
+                    # Whether bytes follow the body is checked there, in typed C code.
+                    exchange.whole_response(self, status, data, end, length, keep_alive)
                     return
                 self._in_head = False
                 self._keep_alive = keep_alive

@@ -1,4 +1,4 @@
-"""Build script for the one compiled module, ``fsmfast._parser``; everything else is in pyproject.toml.
+"""Build script for the compiled modules; everything else is in pyproject.toml.
 
 Knobs (environment variables):
 - ``FSMFAST_CYTHON_ANNOTATE=1`` writes ``fsmfast/_parser.html`` next to the source, showing which lines
@@ -17,6 +17,7 @@ COMPILED_MODULES = (
     "fsmfast.proxy.upstream",
     "fsmfast.proxy.exchange",
     "fsmfast.proxy.downstream",
+    "fsmfast.proxy.tlslink",
     "fsmfast.worker.context",
 )
 
@@ -32,6 +33,8 @@ def _extensions() -> list[Extension]:
         # ISA extensions. The last -O wins, so this overrides the interpreter's default -O3.
         extra_compile_args=["-O2"],
     )
+    # TLS records through the OpenSSL of Python's own _ssl, found at run time: nothing to link.
+    records = Extension("fsmfast._tlsrec", ["fsmfast/_tlsrec.pyx"], extra_compile_args=["-O2"])
     # The proxy core: plain .py modules (their own pure-Python twins) compiled with the C types of
     # the .pxd next to each; fsmfast/_compiled.py loads the .py instead under FSMFAST_NO_EXTENSIONS.
     core = [Extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"]) for name in COMPILED_MODULES]
@@ -40,7 +43,9 @@ def _extensions() -> list[Extension]:
     options = {"language_level": 3, "annotate": annotate, "force": annotate}
     # The .py annotations are for readers and type checkers; only the .pxd types are compiled in (with
     # annotation typing on, `x: int` would mean a Python int where the .pxd says a C int).
-    return cythonize([parser], **options) + cythonize(core, compiler_directives={"annotation_typing": False}, **options)
+    return cythonize([parser, records], **options) + cythonize(
+        core, compiler_directives={"annotation_typing": False}, **options
+    )
 
 
 setup(ext_modules=_extensions())

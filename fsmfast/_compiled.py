@@ -22,6 +22,7 @@ COMPILED = (
     "fsmfast.proxy.upstream",
     "fsmfast.proxy.exchange",
     "fsmfast.proxy.downstream",
+    "fsmfast.proxy.tlslink",
     "fsmfast.worker.context",
 )
 

@@ -31,7 +31,9 @@ resume only on the same worker, and never on a port with another trust.
 Why the handshake is driven from here rather than by ``create_server(ssl=...)``: the worker's
 server for a port then never changes when a reload switches the port between HTTP and HTTPS,
 and the handshake knows its port and peer address, so a refused client certificate is logged
-with who and why (uvloop only logs TLS handshake errors in debug mode).
+with who and why (uvloop only logs TLS handshake errors in debug mode). The connection itself
+is a ``fsmfast.proxy.tlslink.TLSLink``: it sends the alert of a refused handshake before it
+closes, so the client hears "certificate required" or "unknown ca", not a bare EOF.
 """
 
 from __future__ import annotations
@@ -44,13 +46,9 @@ import tempfile
 from typing import Any, TypeVar
 
 from fsmfast.config.certs import rdn_string
+from fsmfast.proxy.tlslink import TLSLink
 from fsmfast.snapshot import Certificate, Listener, ListenerTLS
 from fsmfast.tls import direct_io
-
-try:
-    from uvloop.loop import SSLProtocol as _SSLProtocol
-except ImportError:  # pragma: no cover - workers always run uvloop
-    from asyncio.sslproto import SSLProtocol as _SSLProtocol  # type: ignore[assignment]
 
 log = logging.getLogger("fsmfast.tls")
 
@@ -72,18 +70,13 @@ def _clear_strict(ctx: ssl.SSLContext) -> None:
 class Handshake:
     """What one connection's handshake learnt, kept on its SSLObject (``fsmfast``)."""
 
-    __slots__ = ("listener", "outgoing", "peer", "port", "server_name", "transport")
+    __slots__ = ("listener", "peer", "port", "server_name")
 
-    def __init__(self, port: PortTLS, peer: str, transport: asyncio.BaseTransport) -> None:
+    def __init__(self, port: PortTLS, peer: str) -> None:
         self.port = port
         self.peer = peer
-        self.transport = transport  # the TCP transport, until the handshake is over
-        self.outgoing: ssl.MemoryBIO | None = None
         self.listener: ListenerRuntime | None = None
         self.server_name: str | None = None
-
-
-_starting: Handshake | None = None
 
 
 class _ServerObject(ssl.SSLObject):
@@ -97,29 +90,8 @@ class _ServerObject(ssl.SSLObject):
         except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
             raise
         except ssl.SSLError as exc:
-            hs = self.fsmfast
-            _log_refusal(hs, exc)
-            if hs is not None:
-                _send_alert(hs)
+            _log_refusal(self.fsmfast, exc)
             raise
-        hs = self.fsmfast
-        if hs is not None:
-            hs.transport = hs.outgoing = None  # done: keep nothing of the handshake alive
-
-
-def _send_alert(hs: Handshake) -> None:
-    """Put OpenSSL's alert on the wire before uvloop aborts the connection.
-
-    uvloop drops what is left in the outgoing BIO when a handshake fails, so the client would
-    see a bare EOF; with the alert, curl and Python say "certificate required" or "unknown ca".
-    """
-    outgoing, transport = hs.outgoing, hs.transport
-    hs.transport = None
-    if outgoing is None or transport is None or transport.is_closing():
-        return
-    data = outgoing.read()
-    if data:
-        transport.write(data)  # type: ignore[attr-defined]
 
 
 def _log_refusal(hs: Handshake | None, exc: ssl.SSLError) -> None:
@@ -159,9 +131,7 @@ class Dispatcher(ssl.SSLContext):
         obj = direct_io(
             _ServerObject._create(incoming, outgoing, server_side, server_hostname, session, self)  # type: ignore[attr-defined]
         )
-        hs = obj.fsmfast = _starting
-        if hs is not None:
-            hs.outgoing = outgoing
+        obj.fsmfast = None  # PortTLS tags it before the handshake starts
         return obj
 
 
@@ -365,24 +335,16 @@ class PortTLS:
 
     def handshake(self, loop: asyncio.AbstractEventLoop, app: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
         """The protocol for a new connection: TLS (server side) wrapped around ``app``."""
-        proto = _TLSServer(loop, app, self.dispatcher, None, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
-        proto.fsmfast_port = self
-        return proto
+        return TLSLink(loop, app, self._open, HANDSHAKE_TIMEOUT)
 
-
-class _TLSServer(_SSLProtocol):  # type: ignore[misc,valid-type]
-    """Marks which port and peer the starting handshake belongs to (see ``Dispatcher``)."""
-
-    fsmfast_port: PortTLS
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        global _starting
+    def _open(self, transport: asyncio.BaseTransport) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+        # Tagged before the first handshake step, so the SNI callback and the refusal log know
+        # the port and the peer.
         peer = transport.get_extra_info("peername")
-        _starting = Handshake(self.fsmfast_port, f"{peer[0]}:{peer[1]}" if peer else "?", transport)
-        try:
-            super().connection_made(transport)  # creates the SSLObject (wrap_bio) synchronously
-        finally:
-            _starting = None
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = self.dispatcher.wrap_bio(incoming, outgoing, server_side=True)
+        obj.fsmfast = Handshake(self, f"{peer[0]}:{peer[1]}" if peer else "?")  # type: ignore[attr-defined]
+        return obj, incoming, outgoing
 
 
 def handshake_of(transport: asyncio.BaseTransport) -> tuple[Handshake | None, ssl.SSLObject | None]:

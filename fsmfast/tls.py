@@ -22,10 +22,11 @@ from fsmfast.snapshot import UpstreamTLS
 def direct_io(obj: ssl.SSLObject) -> ssl.SSLObject:
     """Give ``obj`` its C object's read, write and pending as instance attributes.
 
-    ssl.SSLObject's three are one-line Python wrappers around ``_sslobj``; uvloop binds them
-    once per connection and calls them several times per request, each through a Python
-    frame that costs more than the C call it wraps. Instance attributes shadow the class's
-    methods, so the loop binds the C methods instead; behaviour is the same.
+    ssl.SSLObject's three are one-line Python wrappers around ``_sslobj``, each a Python frame
+    that costs more than the C call it wraps. The record layer's pure-Python twin
+    (``fsmfast.proxy.records``, used where the compiled one cannot reach OpenSSL) calls them for
+    every record; instance attributes shadow the class's methods, so it calls the C methods
+    instead. Behaviour is the same.
     """
     inner = obj._sslobj  # type: ignore[attr-defined]
     obj.read = inner.read  # type: ignore[method-assign]
@@ -37,10 +38,9 @@ def direct_io(obj: ssl.SSLObject) -> ssl.SSLObject:
 class ResumingContext(ssl.SSLContext):
     """Client context that offers the last good session of its endpoint.
 
-    uvloop and asyncio call ``wrap_bio`` without a ``session`` argument, so this override
-    is the one place to inject it. It also pins SNI to the configured name (None: no SNI,
-    whatever host the loop passes), because with ``server_hostname=None`` loops substitute
-    the endpoint IP.
+    ``wrap_bio`` is where the session to resume and the SNI (the configured name; None: no
+    SNI, never the endpoint IP) are decided, whoever calls it: the upstream pool's TLS link,
+    or a loop's ``create_connection(ssl=...)`` (which passes no session, and the IP as host).
     """
 
     sni: str | None

@@ -37,7 +37,7 @@ from fsmfast.proxy import mirror
 from fsmfast.proxy.exchange import Exchange
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
 from fsmfast.proxy.route_timer import RouteTimer
-from fsmfast.proxy.states import DONE, QUEUED, RESPONDING, StopParsing, one_record
+from fsmfast.proxy.states import DONE, QUEUED, RESPONDING, StopParsing
 
 if TYPE_CHECKING:
     from fsmfast.worker.context import Context
@@ -104,9 +104,9 @@ class ClientConnection:
         # ended the connection (llhttp refuses what follows such a request; so does this).
         self._body_left = 0
         self._after_close = False
-        # Set by HTTPSConnection, whose transport is TLS: small pieces go out joined (see one_record),
-        # and each Host is checked against the connection's listener (admit(), fsmfast.proxy.https);
-        # a connection keeps its Host, so the last admitted one is remembered.
+        # Set by HTTPSConnection, whose transport is TLS: each Host is checked against the
+        # connection's listener (admit(), fsmfast.proxy.https); a connection keeps its Host, so the
+        # last admitted one is remembered.
         self.over_tls = False
         self.admit_every = False  # admit() also rewrites headers: call it for every request
         self._admitted: bytes | None = None
@@ -561,11 +561,7 @@ class ClientConnection:
     def flush(self) -> None:
         out = self.out
         if out and self.transport is not None:
-            joined = one_record(out) if self.over_tls and len(out) > 1 else None
-            if joined is not None:
-                self.transport.write(joined)
-            else:
-                self.transport.writelines(out)
+            self.transport.writelines(out)  # over TLS, the link makes small pieces one record
         self.out = []
 
     def pause_reading(self, reason: int) -> None:

@@ -34,7 +34,8 @@ import httptools
 
 from fsmfast import tls as tlsmod
 from fsmfast._accel import parse_response_head, read_response_head, scan_response_head
-from fsmfast.proxy.states import UpstreamError, one_record
+from fsmfast.proxy.states import UpstreamError
+from fsmfast.proxy.tlslink import TLSLink
 from fsmfast.snapshot import Backend, UpstreamTLS
 
 if TYPE_CHECKING:
@@ -158,18 +159,11 @@ class Pool:
             sslctx = self._context()
             if tls is not None and sslctx is None:
                 raise UpstreamError("upstream_tls_error", self._ssl_error or "TLS context unavailable")
-            kwargs: dict[str, Any] = {}
-            if sslctx is not None and tls is not None:
-                # The context's wrap_bio pins the real SNI; this only satisfies the loop's check.
-                kwargs = {
-                    "ssl": sslctx,
-                    "server_hostname": tls.server_name or "",
-                    "ssl_handshake_timeout": settings.connect_timeout,
-                }
-            transport, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, **kwargs),
-                settings.connect_timeout,
-            )
+            if sslctx is not None:
+                opening = self._open_tls(sslctx)
+            else:
+                opening = loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
+            transport, conn = await asyncio.wait_for(opening, settings.connect_timeout)
         except UpstreamError as exc:
             exchange.upstream_failed(exc, self)
             return
@@ -206,6 +200,27 @@ class Pool:
                 )
                 return
         exchange.upstream_ready(conn, reused=False)
+
+    async def _open_tls(self, sslctx: ssl.SSLContext) -> tuple[TLSLink, UpstreamConnection]:
+        """TCP, then the TLS handshake (the link's; SNI and the session to resume come from the
+        context's wrap_bio). Cancelled by a timeout, the half-open connection is dropped."""
+        loop = self.ctx.loop
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def open_bios(_transport: asyncio.BaseTransport) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            return sslctx.wrap_bio(incoming, outgoing), incoming, outgoing
+
+        conn = UpstreamConnection(self)
+        _raw, link = await loop.create_connection(
+            lambda: TLSLink(loop, conn, open_bios, None, ready), self.host, self.port
+        )
+        try:
+            await ready
+        except BaseException:
+            link.abort()
+            raise
+        return link, conn
 
     def remember_session(self, conn: UpstreamConnection) -> None:
         """Keep the session of a connection that completed an exchange, for resumption.
@@ -420,11 +435,7 @@ class UpstreamConnection:
 
     def write(self, pieces: list[bytes]) -> None:
         if self.transport is not None:
-            joined = one_record(pieces) if self.pool.tls is not None and len(pieces) > 1 else None
-            if joined is not None:
-                self.transport.write(joined)
-            else:
-                self.transport.writelines(pieces)
+            self.transport.writelines(pieces)  # over TLS, the link makes small pieces one record
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -22,7 +22,10 @@ import fsmfast
 from fsmfast._compiled import COMPILED
 
 ROOT = Path(fsmfast.__file__).resolve().parent.parent
-DESCRIBED = "compiled fsmfast._parser, proxy.router, proxy.upstream, proxy.exchange, proxy.downstream, worker.context"
+DESCRIBED = (
+    "compiled fsmfast._parser, _tlsrec, proxy.router, proxy.upstream, proxy.exchange, proxy.downstream,"
+    " proxy.tlslink, worker.context"
+)
 
 
 def _source(name: str, suffix: str) -> Path:

@@ -1,40 +1,162 @@
-"""Small responses leave a TLS connection as one record, not one per piece.
+"""The TLS record layer, compiled (OpenSSL called directly) and its pure-Python twin.
 
-uvloop's SSL transport encrypts each piece handed to ``writelines`` separately; the gateway
-joins the pieces of a small write first (``fsmfast.proxy.states.one_record``). Checked on the
-proxy core in memory: what the client transport is handed for one proxied response.
+Both run over real handshakes between two SSLObjects in memory (the blog's CA and server
+certificate, TLS 1.2 and 1.3) and must agree: what one seals the other opens, byte for byte,
+across record boundaries and partial records; a close_notify, a tampered record and OpenSSL's
+own post-handshake messages are handled the same.
 """
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from fsmfast.proxy.states import TLS_RECORD, one_record
-from tests.support.memproxy import MemoryProxy
+from fsmfast.proxy import records as twin
+from fsmfast.proxy.tlslink import direct_unavailable
+from tests.support.pki import Pki, blog_pki
 
-REQUEST = b"GET /x HTTP/1.1\r\nHost: h.test\r\n\r\n"
-RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+try:
+    from fsmfast import _tlsrec as compiled
+except ImportError:  # pragma: no cover - the suite builds it (make inplace)
+    compiled = None
 
-
-def test_one_record_joins_up_to_a_record() -> None:
-    assert one_record([b"ab", b"", b"c"]) == b"abc"
-    assert one_record([b"x" * (TLS_RECORD - 1), b"y"]) == b"x" * (TLS_RECORD - 1) + b"y"
-    assert one_record([b"x" * TLS_RECORD, b"y"]) is None
-    assert one_record([]) == b""
+IMPLS = ["twin", "compiled"]
 
 
-@pytest.mark.parametrize(("tls", "pieces"), [(True, 1), (False, 2)])
-def test_a_small_response_is_one_write_on_tls(tls: bool, pieces: int) -> None:
-    proxy = MemoryProxy(upstream_connections=1)
-    try:
-        proxy.client.over_tls = tls
-        proxy.client.data_received(REQUEST)
-        conn, transport, _ = proxy.upstreams[0]
-        assert transport.data().startswith(b"GET /x HTTP/1.1\r\n")
-        conn.data_received(RESPONSE)
-        written = proxy.client_t.written
-        assert len(written) == pieces, written
-        head, body = b"".join(written).split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 200 OK\r\n") and body == b"hello"
-    finally:
-        proxy.close()
+def _impl(name: str) -> Callable[..., Any]:
+    if name == "twin":
+        return twin.Records  # type: ignore[no-any-return]
+    if compiled is None or compiled.UNAVAILABLE is not None:
+        pytest.fail(f"the compiled record layer must work here: {direct_unavailable()}")
+    return compiled.Records  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return blog_pki(tmp_path_factory.mktemp("records"))
+
+
+class Pair:
+    """A client and a server SSLObject in memory, handshaken, each with its Records."""
+
+    def __init__(self, pki: Pki, impl: Callable[..., Any], version: ssl.TLSVersion) -> None:
+        server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+        server_ctx.maximum_version = version
+        client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client_ctx.load_verify_locations(Path(pki.ca_cert))
+        client_ctx.maximum_version = version
+        self.bios = [ssl.MemoryBIO() for _ in range(4)]
+        c_in, c_out, s_in, s_out = self.bios
+        self.client = client_ctx.wrap_bio(c_in, c_out, server_hostname="foo.example.com")
+        self.server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+        done = [False, False]
+        for _ in range(10):
+            for i, (obj, out, peer_in) in enumerate(((self.client, c_out, s_in), (self.server, s_out, c_in))):
+                if not done[i]:
+                    try:
+                        obj.do_handshake()
+                        done[i] = True
+                    except ssl.SSLWantReadError:
+                        pass
+                peer_in.write(out.read())
+            if all(done):
+                break
+        assert all(done), "handshake did not finish"
+        self.c = impl(self.client, c_in, c_out)
+        self.s = impl(self.server, s_in, s_out)
+
+
+@pytest.fixture(params=[ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"])
+def version(request: pytest.FixtureRequest) -> ssl.TLSVersion:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_round_trip_small_and_large(pki: Pki, impl: str, version: ssl.TLSVersion) -> None:
+    pair = Pair(pki, _impl(impl), version)
+    # The client opens what the server queued after the handshake (TLS 1.3 tickets): no plaintext.
+    assert pair.c.unseal(pair.s.outgoing()) == b""
+    request = b"GET / HTTP/1.1\r\nHost: foo.example.com\r\n\r\n"
+    wire = pair.c.seal(request)
+    assert wire and request not in wire
+    assert pair.s.unseal(wire) == request
+    # 1 MiB: many records, more than one read buffer of plaintext, in one unseal.
+    body = bytes(range(256)) * 4096
+    wire = pair.s.seal(body)
+    assert len(wire) > len(body)
+    assert pair.c.unseal(wire) == body
+    assert not pair.c.closed and not pair.s.closed
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_partial_records_wait_for_the_rest(pki: Pki, impl: str, version: ssl.TLSVersion) -> None:
+    pair = Pair(pki, _impl(impl), version)
+    pair.c.unseal(pair.s.outgoing())
+    wire = pair.c.seal(b"hello") + pair.c.seal(b" world")
+    got = [pair.s.unseal(wire[i : i + 7]) for i in range(0, len(wire), 7)]
+    assert b"".join(got) == b"hello world"
+    assert got[0] == b""  # 7 bytes are not yet a record
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_memoryview_input(pki: Pki, impl: str, version: ssl.TLSVersion) -> None:
+    pair = Pair(pki, _impl(impl), version)
+    pair.c.unseal(pair.s.outgoing())
+    assert pair.s.unseal(memoryview(pair.c.seal(memoryview(b"abc")))) == b"abc"
+    assert pair.c.seal(b"") == b""
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_close_notify(pki: Pki, impl: str, version: ssl.TLSVersion) -> None:
+    pair = Pair(pki, _impl(impl), version)
+    pair.c.unseal(pair.s.outgoing())
+    tail = pair.s.seal(b"last") + pair.s.close_notify()
+    assert pair.s.close_notify() == b""  # once
+    assert pair.c.unseal(tail) == b"last"
+    assert pair.c.closed
+    # The client's own close_notify goes back and the server sees it.
+    assert pair.s.unseal(pair.c.close_notify()) == b""
+    assert pair.s.closed
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_tampered_record_is_an_ssl_error(pki: Pki, impl: str, version: ssl.TLSVersion) -> None:
+    pair = Pair(pki, _impl(impl), version)
+    pair.c.unseal(pair.s.outgoing())
+    wire = bytearray(pair.c.seal(b"secret request"))
+    wire[-3] ^= 0x55  # inside the authentication tag
+    with pytest.raises(ssl.SSLError, match=r"TLS read failed: .*(bad record mac|decryption failed)"):
+        pair.s.unseal(bytes(wire))
+    # The failure says no more: OpenSSL's error queue is left empty for the next connection.
+    other = Pair(pki, _impl(impl), version)
+    other.c.unseal(other.s.outgoing())
+    assert other.s.unseal(other.c.seal(b"fine")) == b"fine"
+
+
+def test_twin_and_compiled_agree_on_the_bytes(pki: Pki, version: ssl.TLSVersion) -> None:
+    """Each side's output opened by the other implementation."""
+    pair = Pair(pki, _impl("compiled"), version)
+    c_in, c_out, _s_in, _s_out = pair.bios
+    py_client = twin.Records(pair.client, c_in, c_out)
+    pair.c.unseal(pair.s.outgoing())
+    for size in (1, 100, 16384, 16385, 70000):
+        data = bytes([size % 251]) * size
+        assert pair.s.unseal(py_client.seal(data)) == data
+        assert py_client.unseal(pair.s.seal(data)) == data
+
+
+def test_compiled_refuses_what_it_cannot_check(pki: Pki) -> None:
+    mod = compiled
+    if mod is None:
+        pytest.fail("fsmfast._tlsrec is not built")
+    pair = Pair(pki, twin.Records, ssl.TLSVersion.TLSv1_3)
+    c_in, c_out, s_in, _s_out = pair.bios
+    with pytest.raises(mod.Unavailable, match="BIOs"):
+        mod.Records(pair.client, s_in, c_out)  # not this SSLObject's BIOs
+    with pytest.raises(mod.Unavailable, match="MemoryBIOs"):
+        mod.Records(object(), c_in, c_out)

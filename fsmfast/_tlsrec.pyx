@@ -171,12 +171,7 @@ cdef class Records:
     a session ticket): ``wants_write`` says when it is not empty. Errors are ``ssl.SSLError``.
     """
 
-    cdef void *ssl
-    cdef void *rbio
-    cdef void *wbio
-    cdef object sslobj  # owns the SSL and both BIOs
-    cdef public bint closed
-    cdef public bint wants_write
+    # Attributes and C-level methods: see _tlsrec.pxd.
 
     def __init__(self, sslobj, incoming, outgoing):
         if UNAVAILABLE is not None:
@@ -196,7 +191,7 @@ cdef class Records:
         self.closed = False
         self.wants_write = BIO_ctrl_pending(self.wbio) > 0
 
-    def unseal(self, data):
+    cpdef bytes unseal(self, data):
         cdef Py_buffer view
         cdef size_t got = 0
         cdef size_t used = 0
@@ -241,7 +236,7 @@ cdef class Records:
             chunks.append(PyBytes_FromStringAndSize(read_buffer, used))
         return b"".join(chunks)
 
-    def seal(self, data):
+    cpdef bytes seal(self, data):
         cdef Py_buffer view
         cdef size_t done = 0
         cdef int ok
@@ -258,7 +253,7 @@ cdef class Records:
             PyBuffer_Release(&view)
         return self._drain()
 
-    def outgoing(self):
+    cpdef bytes outgoing(self):
         return self._drain()
 
     cdef bytes _drain(self):
@@ -271,7 +266,7 @@ cdef class Records:
             raise MemoryError("TLS output buffer")
         return out
 
-    def close_notify(self):
+    cpdef bytes close_notify(self):
         """Our close_notify (once; later calls return b""), after anything still queued."""
         _clean_queue()
         SSL_shutdown(self.ssl)  # 0: sent, the peer's not yet seen; 1: both; <0: already failed

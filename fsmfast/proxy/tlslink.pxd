@@ -1,5 +1,9 @@
 # Compiled declarations for tlslink.py (see upstream.pxd for why a .pxd and not a .pyx).
-# The record layer stays an untyped object: the compiled one or its twin (fsmfast.proxy.records).
+# ``records`` is untyped: the compiled record layer or its twin (fsmfast.proxy.records); ``direct``
+# is the same object typed, when it is the compiled one, so the hot paths call it in C.
+cimport cython
+
+from fsmfast._tlsrec cimport Records
 
 cdef int HANDSHAKE, OPEN, CLOSED
 cdef Py_ssize_t TLS_RECORD
@@ -13,6 +17,7 @@ cdef class TLSLink:
     cdef public object _timer
     cdef public object app
     cdef public bint closing
+    cdef public Records direct
     cdef public object error
     cdef public object loop
     cdef public object raw
@@ -21,6 +26,9 @@ cdef class TLSLink:
     cdef public object sslobj
     cdef public int state
 
+    @cython.locals(size=Py_ssize_t)
+    cpdef writelines(self, pieces)
+    cdef _send(self, data)
     cdef _handshake(self)
     cdef _send_queued(self)
     cdef _handshake_failed(self, exc)

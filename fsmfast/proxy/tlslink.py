@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fsmfast.proxy import records as _twin
@@ -76,6 +76,7 @@ class TLSLink:
         "_timer",
         "app",
         "closing",
+        "direct",
         "error",
         "loop",
         "raw",
@@ -104,6 +105,9 @@ class TLSLink:
         self._incoming: ssl.MemoryBIO | None = None
         self._outgoing: ssl.MemoryBIO | None = None
         self.records: Any = None
+        # The same object when it is the compiled record layer: the compiled link then calls it
+        # in C (its .pxd types this attribute); None for the twin.
+        self.direct: Any = None
         self.state = HANDSHAKE
         self.closing = False
         self.error: BaseException | None = None
@@ -124,17 +128,23 @@ class TLSLink:
 
     def data_received(self, data: bytes) -> None:
         if self.state == OPEN:
-            records = self.records
+            direct = self.direct
             try:
-                plain = records.unseal(data)
+                if direct is not None:
+                    plain = direct.unseal(data)
+                    answer, closed = direct.wants_write, direct.closed
+                else:
+                    records = self.records
+                    plain = records.unseal(data)
+                    answer, closed = records.wants_write, records.closed
             except ssl.SSLError as exc:
                 self._fail(exc)
                 return
-            if records.wants_write:
-                self.raw.write(records.outgoing())
+            if answer:
+                self.raw.write(self.records.outgoing())
             if plain:
                 self.app.data_received(plain)
-            if records.closed and self.state == OPEN:
+            if closed and self.state == OPEN:
                 self._peer_closed()
         elif self.state == HANDSHAKE and self._incoming is not None:
             self._incoming.write(data)
@@ -171,23 +181,18 @@ class TLSLink:
     # -- the app's transport ---------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        if self.state != OPEN or self.closing:
-            return  # as a closed transport: what is written after close() is dropped
-        try:
-            cipher = self.records.seal(data)
-        except ssl.SSLError as exc:
-            self._fail(exc)
-            return
-        self.raw.write(cipher)
+        self._send(data)
 
-    def writelines(self, pieces: list[bytes]) -> None:
+    def writelines(self, pieces: Iterable[bytes]) -> None:
         # A response head and a short body become one record (one seal, one TCP write) rather than
         # a record each; larger pieces are sealed one by one instead of copied into one buffer.
+        if type(pieces) is not list:
+            pieces = list(pieces)
         size = 0
         for piece in pieces:
             size += len(piece)
         if size <= TLS_RECORD or self.state != OPEN or self.closing:
-            self.write(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            self._send(pieces[0] if len(pieces) == 1 else b"".join(pieces))
             return
         seal = self.records.seal
         try:
@@ -196,6 +201,17 @@ class TLSLink:
             self._fail(exc)
             return
         self.raw.writelines(sealed)
+
+    def _send(self, data: bytes) -> None:
+        if self.state != OPEN or self.closing:
+            return  # as a closed transport: what is written after close() is dropped
+        direct = self.direct
+        try:
+            cipher = direct.seal(data) if direct is not None else self.records.seal(data)
+        except ssl.SSLError as exc:
+            self._fail(exc)
+            return
+        self.raw.write(cipher)
 
     def close(self) -> None:
         if self.closing:
@@ -288,6 +304,8 @@ class TLSLink:
         self._cancel_timer()
         assert self._incoming is not None and self._outgoing is not None
         self.records = new_records(sslobj, self._incoming, self._outgoing)
+        if _direct is not None and type(self.records) is _direct.Records:
+            self.direct = self.records
         self.state = OPEN
         self.app.connection_made(self)
         self._wake(None)

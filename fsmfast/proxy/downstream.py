@@ -393,7 +393,7 @@ class ClientConnection:
                 raise RejectRequest(400, "Upgrade request with a body", "bad_request")
             tunnel = True
         keep_alive = keep_alive and not self.ctx.draining
-        ex = Exchange(self, method, target, http11, headers, host, framing, keep_alive, expect_continue)
+        ex = Exchange.start(self, method, target, http11, headers, host, framing, keep_alive, expect_continue)
         self._route(ex, host, path)
         if (tunnel or framing != FRAME_NONE) and self.ctx.rule_options and ex.rule is not None:
             self._rule_options(ex, upgrade if tunnel else None)
@@ -711,7 +711,7 @@ class ClientConnection:
                     method = self.parser.get_method()
             except httptools.HttpParserError:
                 pass
-        refused = Exchange(self, method, self._url or b"-", True, [], b"", FRAME_NONE, False, False)
+        refused = Exchange.start(self, method, self._url or b"-", True, [], b"", FRAME_NONE, False, False)
         refused.request_done = True
         refused.set_local(status, text, code)
         self._parsing = None

@@ -1,4 +1,6 @@
 # Compiled declarations for exchange.py (see upstream.pxd for why a .pxd and not a .pyx).
+cimport cython
+
 from fsmfast._parser cimport build_request_head, build_response_head, chunk, parse_response_head, relay_response_head
 from fsmfast.proxy.downstream cimport ClientConnection
 from fsmfast.proxy.upstream cimport Pool, UpstreamConnection
@@ -41,6 +43,10 @@ cdef class Exchange:
     cdef public bint up_paused
     cdef public object upgrade
 
+    @staticmethod
+    @cython.locals(self=Exchange)
+    cdef Exchange start(ClientConnection client, bytes method, bytes target, bint http11, list headers, bytes host,
+                        long long req_framing, bint keep_alive, bint expect_continue)
     cpdef set_local(self, int status, str text, str code, bytes location=*)
     cpdef activate(self)
     cpdef request_body(self, bytes data)

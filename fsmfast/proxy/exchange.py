@@ -94,8 +94,8 @@ class Exchange:
         "upgrade",
     )
 
-    def __init__(
-        self,
+    @staticmethod
+    def start(
         client: ClientConnection,
         method: bytes,
         target: bytes,
@@ -105,7 +105,10 @@ class Exchange:
         req_framing: int,
         keep_alive: bool,
         expect_continue: bool,
-    ) -> None:
+    ) -> Exchange:
+        """A new exchange: the one constructor. A static method rather than ``__init__``: compiled,
+        it is a C call with C arguments, where a constructor call parses nine arguments per request."""
+        self = Exchange.__new__(Exchange)
         self.client = client
         self.method = method
         self.target = target
@@ -146,6 +149,7 @@ class Exchange:
         # handshake the rule lets through.
         self.body_room = -1
         self.upgrade: bytes | None = None
+        return self
 
     # -- decisions made when the head is parsed ---------------------------------------
 

@@ -17,7 +17,7 @@ import pytest
 
 from fsmfast.proxy import records as twin
 from fsmfast.proxy.tlslink import direct_unavailable
-from tests.support.pki import Pki, blog_pki
+from tests.support.pki import Pki, blog_pki, client_cert
 
 try:
     from fsmfast import _tlsrec as compiled
@@ -43,13 +43,22 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 class Pair:
     """A client and a server SSLObject in memory, handshaken, each with its Records."""
 
-    def __init__(self, pki: Pki, impl: Callable[..., Any], version: ssl.TLSVersion) -> None:
+    def __init__(
+        self, pki: Pki, impl: Callable[..., Any], version: ssl.TLSVersion, client: tuple[Path, Path] | None = None
+    ) -> None:
         server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
         server_ctx.maximum_version = version
         client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         client_ctx.load_verify_locations(Path(pki.ca_cert))
         client_ctx.maximum_version = version
+        if client is not None:
+            # TLS 1.3 post-handshake authentication: the server may ask for the certificate later.
+            client_ctx.load_cert_chain(*client)
+            client_ctx.post_handshake_auth = True
+            server_ctx.post_handshake_auth = True
+            server_ctx.verify_mode = ssl.CERT_REQUIRED
+            server_ctx.load_verify_locations(Path(pki.ca_cert))
         self.bios = [ssl.MemoryBIO() for _ in range(4)]
         c_in, c_out, s_in, s_out = self.bios
         self.client = client_ctx.wrap_bio(c_in, c_out, server_hostname="foo.example.com")
@@ -136,6 +145,24 @@ def test_tampered_record_is_an_ssl_error(pki: Pki, impl: str, version: ssl.TLSVe
     other = Pair(pki, _impl(impl), version)
     other.c.unseal(other.s.outgoing())
     assert other.s.unseal(other.c.seal(b"fine")) == b"fine"
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_reading_can_leave_an_answer_to_send(pki: Pki, impl: str, tmp_path: Path) -> None:
+    """A TLS 1.3 post-handshake CertificateRequest: opening it makes the client answer with its
+    certificate, which ``wants_write`` announces and ``outgoing`` hands over."""
+    pair = Pair(pki, _impl(impl), ssl.TLSVersion.TLSv1_3, client=client_cert(tmp_path, pki))
+    pair.c.unseal(pair.s.outgoing())
+    assert not pair.c.wants_write
+    assert pair.server.getpeercert() is None  # not asked yet
+    pair.server.verify_client_post_handshake()
+    wire = pair.s.seal(b"who are you?")
+    assert pair.c.unseal(wire) == b"who are you?"
+    assert pair.c.wants_write
+    answer = pair.c.outgoing()
+    assert answer and not pair.c.wants_write
+    assert pair.s.unseal(answer) == b""
+    assert dict(x[0] for x in pair.server.getpeercert()["subject"])["commonName"] == "client"
 
 
 def test_twin_and_compiled_agree_on_the_bytes(pki: Pki, version: ssl.TLSVersion) -> None:

@@ -3,11 +3,11 @@ cimport cython
 
 from fsmfast._parser cimport build_request_head, build_response_head, chunk, parse_response_head, relay_response_head
 from fsmfast.proxy.downstream cimport ClientConnection
-from fsmfast.proxy.upstream cimport Pool, UpstreamConnection
+from fsmfast.proxy.upstream cimport BackendState, Pool, UpstreamConnection
 
 
 cdef class Exchange:
-    cdef public object backend
+    cdef public BackendState backend
     cdef public long long body_bytes
     cdef public long long body_room
     cdef public ClientConnection client
@@ -48,6 +48,7 @@ cdef class Exchange:
     cdef Exchange start(ClientConnection client, bytes method, bytes target, bint http11, list headers, bytes host,
                         long long req_framing, bint keep_alive, bint expect_continue)
     cpdef set_local(self, int status, str text, str code, bytes location=*)
+    @cython.locals(pool=Pool)
     cpdef activate(self)
     cpdef request_body(self, bytes data)
     cpdef request_complete(self)

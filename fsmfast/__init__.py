@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os as _os
+from fsmfast import _compiled
 
 __version__ = "0.1.0"
 
-# Before any submodule is imported: the compiled modules' sources must win from the start.
-if _os.environ.get("FSMFAST_NO_EXTENSIONS", "") not in ("", "0"):
-    from fsmfast import _compiled
-
+# Before any other submodule is imported: the compiled modules' sources must win from the start.
+if _compiled.EXTENSIONS_OFF:
     _compiled.prefer_sources()
 
 __all__ = ["__version__"]

@@ -1,20 +1,21 @@
 """Picks the Cython hot paths or their pure-Python twins, once, at import.
 
-``FSMFAST_NO_EXTENSIONS=1`` forces the pure-Python twins (the test suite runs both).
+``FSMFAST_NO_EXTENSIONS=1`` forces the pure-Python twins (the test suite runs both;
+the switch is ``fsmfast._compiled.EXTENSIONS_OFF``).
 A missing extension falls back with one warning rather than failing: a source checkout
 without a compiler still runs, only slower.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 
+from fsmfast._compiled import EXTENSIONS_OFF
 from fsmfast.proxy import headers as _pure
 
 USING_EXTENSION = False
 
-if os.environ.get("FSMFAST_NO_EXTENSIONS", "") not in ("", "0"):
+if EXTENSIONS_OFF:
     impl = _pure
 else:
     try:

@@ -1,9 +1,9 @@
 """The modules Cython compiles from their own ``.py`` (setup.py), and the switch back to the source.
 
 Each of these has a ``.pxd`` beside it that gives its classes C attributes and C-level calls;
-the built extension then shadows the ``.py``. ``FSMFAST_NO_EXTENSIONS=1`` (the switch of
-``fsmfast._accel``) makes ``fsmfast/__init__.py`` install a finder that loads the ``.py``
-instead, so the same code runs interpreted: it is its own pure-Python twin.
+the built extension then shadows the ``.py``. ``FSMFAST_NO_EXTENSIONS=1`` (``EXTENSIONS_OFF``)
+makes ``fsmfast/__init__.py`` install a finder that loads the ``.py`` instead, so the same code
+runs interpreted: it is its own pure-Python twin.
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ import importlib.util
 import os
 import sys
 from types import ModuleType
+
+# The switch to the pure-Python twins, read once per process: this module, fsmfast._accel
+# (_parser or its twin) and fsmfast.proxy.tlslink (the record layer or its twin) all follow it.
+EXTENSIONS_OFF = os.environ.get("FSMFAST_NO_EXTENSIONS", "") not in ("", "0")
 
 # Keep in step with setup.py.
 COMPILED = (

@@ -46,7 +46,7 @@ import tempfile
 from typing import Any, TypeVar
 
 from fsmfast.config.certs import rdn_string
-from fsmfast.proxy.tlslink import TLSLink
+from fsmfast.proxy.tlslink import Opened, TLSLink
 from fsmfast.snapshot import Certificate, Listener, ListenerTLS
 from fsmfast.tls import direct_io
 
@@ -337,7 +337,7 @@ class PortTLS:
         """The protocol for a new connection: TLS (server side) wrapped around ``app``."""
         return TLSLink(loop, app, self._open, HANDSHAKE_TIMEOUT)
 
-    def _open(self, transport: asyncio.BaseTransport) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+    def _open(self, transport: asyncio.BaseTransport) -> Opened:
         # Tagged before the first handshake step, so the SNI callback and the refusal log know
         # the port and the peer.
         peer = transport.get_extra_info("peername")

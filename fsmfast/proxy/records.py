@@ -12,10 +12,6 @@ import ssl
 READ_SIZE = 65536
 
 
-class Unavailable(Exception):
-    """Never raised here: the twin works wherever ``ssl`` does (the compiled module may not)."""
-
-
 class Records:
     """Plaintext in and out of one established TLS connection; ciphertext as bytes for its transport.
 
@@ -52,9 +48,10 @@ class Records:
         except ssl.SSLZeroReturnError:  # close_notify after ours was sent
             self.closed = True
         except ssl.SSLError as exc:
-            self._outgoing_check()
             raise ssl.SSLError(exc.errno, f"TLS read failed: {_reason(exc)}") from exc
-        self._outgoing_check()
+        finally:
+            # Reading can make OpenSSL answer (a key update, an alert): the caller sends it.
+            self.wants_write = self._outgoing.pending > 0
         if not chunks:
             return b""
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -78,9 +75,6 @@ class Records:
         except ssl.SSLError:  # want-read (the peer's close_notify not yet seen), or already failed
             pass
         return self.outgoing()
-
-    def _outgoing_check(self) -> None:
-        self.wants_write = self._outgoing.pending > 0
 
 
 def _reason(exc: ssl.SSLError) -> str:

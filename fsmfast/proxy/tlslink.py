@@ -21,19 +21,19 @@ pause/resume_reading reach it.
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from fsmfast._compiled import EXTENSIONS_OFF
 from fsmfast.proxy import records as _twin
 
-try:
-    if os.environ.get("FSMFAST_NO_EXTENSIONS", "") not in ("", "0"):
-        raise ImportError("FSMFAST_NO_EXTENSIONS")
-    from fsmfast import _tlsrec as _direct  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - depends on the build
-    _direct = None  # type: ignore[assignment]
+_direct: Any = None
+if not EXTENSIONS_OFF:
+    try:
+        from fsmfast import _tlsrec as _direct  # type: ignore[attr-defined,no-redef]
+    except ImportError:  # pragma: no cover - depends on the build
+        pass
 
 HANDSHAKE = 0
 OPEN = 1

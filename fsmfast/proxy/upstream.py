@@ -35,7 +35,7 @@ import httptools
 from fsmfast import tls as tlsmod
 from fsmfast._accel import parse_response_head, read_response_head, scan_response_head
 from fsmfast.proxy.states import UpstreamError
-from fsmfast.proxy.tlslink import TLSLink
+from fsmfast.proxy.tlslink import Opened, TLSLink
 from fsmfast.snapshot import Backend, UpstreamTLS
 
 if TYPE_CHECKING:
@@ -207,7 +207,7 @@ class Pool:
         loop = self.ctx.loop
         ready: asyncio.Future[None] = loop.create_future()
 
-        def open_bios(_transport: asyncio.BaseTransport) -> tuple[ssl.SSLObject, ssl.MemoryBIO, ssl.MemoryBIO]:
+        def open_bios(_transport: asyncio.BaseTransport) -> Opened:
             incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
             return sslctx.wrap_bio(incoming, outgoing), incoming, outgoing
 

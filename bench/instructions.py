@@ -34,6 +34,7 @@ from bench.systems import make
 
 SUPPORTED = ("S1", "S2", "S3", "S4", "S6")  # S5 moves megabytes: its cost is the copies, timed in python -m bench
 PROXIES = ("fsmfast", "nginx", "haproxy")
+FLOOR = "floor"  # bench/floor.py, S1 only: what uvloop and the kernel interface cost with no HTTP work at all
 
 
 def _connect(port: int, tls: bool) -> socket.socket:
@@ -114,7 +115,7 @@ def count(
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench instructions", description=__doc__.split("\n\n")[0])
     p.add_argument("--scenarios", default="S1,S2,S3", help=f"any of {','.join(SUPPORTED)} (default S1,S2,S3)")
-    p.add_argument("--systems", default=",".join(PROXIES), help="default fsmfast,nginx,haproxy")
+    p.add_argument("--systems", default=",".join(PROXIES), help="default fsmfast,nginx,haproxy; floor for S1")
     p.add_argument("--requests", default="200,1200", help="the two request counts N1,N2 (default 200,1200)")
     p.add_argument(
         "--no-install", dest="install", action="store_false", help="never install; fail if a tool is missing"
@@ -127,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [s.strip() for s in ns.scenarios.split(",") if s.strip()]
     systems = [s.strip() for s in ns.systems.split(",") if s.strip()]
     n1, n2 = (int(x) for x in ns.requests.split(","))
-    bad = [s for s in scenarios if s not in SUPPORTED] + [s for s in systems if s not in PROXIES]
+    bad = [s for s in scenarios if s not in SUPPORTED] + [s for s in systems if s not in (*PROXIES, FLOOR)]
+    if FLOOR in systems and scenarios != ["S1"]:
+        bad.append(f"{FLOOR} outside S1")
     if bad or n2 <= n1 or n1 < 1:
         p.error(f"unsupported {bad} or request counts {ns.requests!r} (need 0 < N1 < N2)")
     needed = ["valgrind", "nginx", *(["haproxy"] if "haproxy" in systems else [])]

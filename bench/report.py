@@ -120,6 +120,14 @@ def _median(values: list) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _ratio(doc: dict, sid: str, case: str, vs: str, system: str) -> dict | None:
+    """One ratio entry; records written before the floor existed have no "system" (all were fsmfast's)."""
+    for x in doc["ratios"]:
+        if (x["scenario"], x["case"], x["vs"], x.get("system", "fsmfast")) == (sid, case, vs, system):
+            return x
+    return None
+
+
 def _label(scenario: str, case: str) -> str:
     s = SCENARIOS[scenario]
     return f"{s.id} {s.name}" + (f" ({case})" if len(s.cases) > 1 else "")
@@ -163,8 +171,9 @@ def summarise(out: Outcome, opts: Options) -> tuple[list[dict], list[dict]]:
                         "requests": sum(r["requests"] for r in runs),
                     }
                 )
-            ours = by_system.get("fsmfast", {})
-            for other in ("nginx", "haproxy"):
+            # fsmfast against each peer; the floor relay against nginx, to show what the event loop alone costs.
+            for subject, other in (("fsmfast", "nginx"), ("fsmfast", "haproxy"), ("floor", "nginx")):
+                ours = by_system.get(subject, {})
                 theirs = by_system.get(other, {})
                 rounds = sorted(set(ours) & set(theirs))
                 if not rounds:
@@ -178,6 +187,7 @@ def summarise(out: Outcome, opts: Options) -> tuple[list[dict], list[dict]]:
                     {
                         "scenario": sid,
                         "case": case.name,
+                        "system": subject,
                         "vs": other,
                         "rounds": rounds,
                         "rps_ratio_per_round": [None if x is None else round(x, 3) for x in rps_r],
@@ -266,8 +276,8 @@ def markdown(doc: dict) -> str:
         "|---|---|---|---|---|",
     ]
 
-    def cell(sid: str, case: str, vs: str, key: str) -> str:
-        r = next((x for x in doc["ratios"] if x["scenario"] == sid and x["case"] == case and x["vs"] == vs), None)
+    def cell(sid: str, case: str, vs: str, key: str, system: str = "fsmfast") -> str:
+        r = _ratio(doc, sid, case, vs, system)
         if r is None or r[f"{key}_median"] is None:
             return "n/a"
         per = ", ".join("—" if v is None else f"{v:.2f}" for v in r[f"{key}_per_round"])
@@ -279,6 +289,19 @@ def markdown(doc: dict) -> str:
                 cell(sid, case.name, vs, k) for k in ("rps_ratio", "cpu_per_req_ratio") for vs in ("nginx", "haproxy")
             ]
             lines.append(f"| {_label(sid, case.name)} | {' | '.join(cells)} |")
+    floors = [
+        f"{_label(sid, case.name)}: {cell(sid, case.name, 'nginx', 'cpu_per_req_ratio', 'floor')}"
+        for sid in s["scenarios"]
+        for case in SCENARIOS[sid].cases
+        if _ratio(doc, sid, case.name, "nginx", "floor") is not None
+    ]
+    if floors:
+        lines += [
+            "",
+            "The floor (bench/floor.py: a bare uvloop byte relay, no HTTP) against nginx, CPU/req: "
+            + "; ".join(floors)
+            + ". No proxy built on uvloop's Protocol callbacks spends less than the floor.",
+        ]
     idle = doc.get("idle") or []
     if idle:
         sids = [sid for sid in s["scenarios"] if any(i["scenario"] == sid for i in idle)]
@@ -324,9 +347,7 @@ def chart(doc: dict, path: Path) -> bool:
         for k, (vs, color) in enumerate((("nginx", "#4c72b0"), ("haproxy", "#dd8452"))):
             xs, ys = [], []
             for i, (sid, case) in enumerate(keys):
-                r = next(
-                    (x for x in doc["ratios"] if x["scenario"] == sid and x["case"] == case and x["vs"] == vs), None
-                )
+                r = _ratio(doc, sid, case, vs, "fsmfast")
                 value = r[key] if r is not None else None
                 x = i + (k - 0.5) * width
                 if value is None:

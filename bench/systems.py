@@ -1,4 +1,5 @@
-"""The systems measured: fsmfast, nginx, HAProxy (proxies) and ``direct`` (wrk straight to the upstream).
+"""The systems measured: fsmfast, nginx, HAProxy (proxies), ``floor`` (a bare uvloop byte relay: the least a
+proxy built like fsmfast can spend, see bench/floor.py) and ``direct`` (wrk straight to the upstream).
 
 Each one is started per scenario from that scenario's config and stopped after its rounds. A system that
 cannot serve a scenario says why (:meth:`System.unsupported`), and the report shows that reason instead of
@@ -22,7 +23,7 @@ from bench.scenarios import Scenario
 _FSMFAST_ROOT = str(Path(fsmfast.__file__).resolve().parent.parent)
 
 PROXIES = ("fsmfast", "nginx", "haproxy")
-ALL_SYSTEMS = (*PROXIES, "direct")
+ALL_SYSTEMS = (*PROXIES, "floor", "direct")
 
 
 class System:
@@ -121,6 +122,22 @@ class Haproxy(System):
         self.proc = Proc("haproxy", argv, dir, self.cpus, wrapper=self.wrapper)
 
 
+class Floor(System):
+    name = "floor"
+
+    def unsupported(self, scenario: Scenario, dir: Path) -> str | None:
+        if scenario.id != "S1":
+            return "the floor relay does no HTTP, TLS or routing: it compares like with like in S1 only"
+        return None
+
+    def start(self, scenario: Scenario, dir: Path) -> None:
+        self.port = free_port()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_FSMFAST_ROOT, env.get("PYTHONPATH", "")) if p)
+        argv = [sys.executable, "-m", "bench.floor", str(self.port), str(self.up.http)]
+        self.proc = Proc("floor", argv, dir, self.cpus, env=env, cwd=dir, wrapper=self.wrapper)
+
+
 class Direct(System):
     """wrk to the upstream itself, over the protocol the proxies use to reach it (TLS in S2): the ceiling."""
 
@@ -135,5 +152,5 @@ class Direct(System):
 
 
 def make(name: str, workdir: Path, up: UpstreamPorts, certs: Certs, cpus: str | None) -> System:
-    cls = {"fsmfast": Fsmfast, "nginx": Nginx, "haproxy": Haproxy, "direct": Direct}[name]
+    cls = {"fsmfast": Fsmfast, "nginx": Nginx, "haproxy": Haproxy, "floor": Floor, "direct": Direct}[name]
     return cls(workdir, up, certs, cpus)

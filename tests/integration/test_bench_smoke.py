@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SYSTEMS = ("fsmfast", "nginx", "haproxy", "direct")
+SYSTEMS = ("fsmfast", "nginx", "haproxy", "floor", "direct")
 
 
 @pytest.mark.timeout(150)
@@ -50,16 +50,76 @@ def test_quick_run_writes_json_with_requests_for_every_system(tmp_path: Path) ->
             # Each of the three is rounded to 0.01 µs.
             assert abs(run["cpu_user_us_per_req"] + run["cpu_sys_us_per_req"] - run["cpu_us_per_req"]) <= 0.02, run
             assert run["rss_peak_kib"] > 0, run
-    assert {(r["vs"], r["scenario"]) for r in doc["ratios"]} == {("nginx", "S1"), ("haproxy", "S1")}
+    assert {(r["system"], r["vs"], r["scenario"]) for r in doc["ratios"]} == {
+        ("fsmfast", "nginx", "S1"),
+        ("fsmfast", "haproxy", "S1"),
+        ("floor", "nginx", "S1"),
+    }
     # Each proxy's idle worker RSS, measured once it is up (direct runs no proxy).
     idle = {i["system"]: i["worker_rss_kib"] for i in doc["idle"] if i["scenario"] == "S1"}
-    assert set(idle) == {"fsmfast", "nginx", "haproxy"}, doc["idle"]
+    assert set(idle) == {"fsmfast", "nginx", "haproxy", "floor"}, doc["idle"]
     assert all(kib > 1024 for kib in idle.values()), idle
     # The Markdown report goes to stdout, one row per system, and one idle-RSS row per proxy.
     for system in SYSTEMS:
         assert f"| S1 plain | {system} |" in proc.stdout
     for system in idle:
         assert f"\n| {system} | {idle[system] / 1024:.1f} |" in proc.stdout, proc.stdout
+    floor = next(r for r in doc["ratios"] if r["system"] == "floor")
+    assert f"S1 plain: {floor['cpu_per_req_ratio_median']:.2f} (" in proc.stdout, proc.stdout
+
+
+@pytest.mark.timeout(60)
+def test_floor_relays_bytes_and_refuses_other_scenarios(tmp_path: Path) -> None:
+    # The floor is only a fair lower bound if it relays every byte unchanged, both ways, on one
+    # keep-alive connection; and it must say n/a (not a number) where it cannot compare.
+    import socket
+    import threading
+
+    from bench.procs import free_port, wait_port
+    from bench.scenarios import SCENARIOS
+    from bench.systems import make
+
+    upstream = socket.create_server(("127.0.0.1", 0))
+    got: list[bytes] = []
+
+    def echo_upper(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                got.append(data)
+                conn.sendall(data.upper())
+
+    def accept() -> None:  # wait_port's probe opens (and drops) an upstream connection too
+        while True:
+            try:
+                conn, _ = upstream.accept()
+            except OSError:
+                return
+            threading.Thread(target=echo_upper, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    port = free_port()
+    floor = subprocess.Popen(
+        [sys.executable, "-m", "bench.floor", str(port), str(upstream.getsockname()[1])],
+        cwd=REPO, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_port(port, 20, floor)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+            for message in (b"first request\r\n", b"x" * 100_000):
+                c.sendall(message)
+                answer = b""
+                while len(answer) < len(message):
+                    answer += c.recv(65536)
+                assert answer == message.upper()
+        assert b"".join(got) == b"first request\r\n" + b"x" * 100_000
+    finally:
+        floor.terminate()
+        floor.wait(10)
+        upstream.close()
+    system = make("floor", tmp_path, None, None, None)  # type: ignore[arg-type]
+    assert system.unsupported(SCENARIOS["S1"], tmp_path) is None
+    for sid in ("S2", "S3", "S4", "S5", "S6"):
+        assert "S1 only" in (system.unsupported(SCENARIOS[sid], tmp_path) or ""), sid
 
 
 @pytest.mark.timeout(60)

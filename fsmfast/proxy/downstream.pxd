@@ -61,6 +61,8 @@ cdef class ClientConnection:
     cpdef _route(self, Exchange ex, bytes host, bytes path)
     cpdef exchange_finished(self, Exchange ex)
     cpdef stop_after_queue(self)
+    @cython.locals(active=Exchange)
+    cdef _flush_both(self)
     cpdef flush(self)
     cpdef pause_reading(self, int reason)
     cpdef resume_reading(self, int reason)

@@ -145,10 +145,7 @@ class ClientConnection:
             and not self._feed(data[pos:] if pos else data)
         ):
             return
-        active = self.queue[0] if self.queue else None
-        if active is not None:
-            active.flush_up()
-        self.flush()
+        self._flush_both()
 
     def _read_plain(self, data: bytes, pos: int) -> int:
         """Reads whole plain requests from ``data[pos:]``; returns where llhttp has to go on."""
@@ -557,6 +554,13 @@ class ClientConnection:
         else:
             self.flush()
             self.close()
+
+    def _flush_both(self) -> None:
+        """After a read: what the active exchange holds for the upstream, then what the client is owed."""
+        if self.queue:
+            active = self.queue[0]  # typed in the .pxd: flush_up is a C call
+            active.flush_up()
+        self.flush()
 
     def flush(self) -> None:
         out = self.out

@@ -267,7 +267,7 @@ class Exchange:
             # The client left while we connected: a fresh connection is still useful.
             conn.pool.give_back(conn)
             return
-        conn.exchange = self
+        conn.exchange = conn.serving = self
         conn.got_bytes = False
         self.conn = conn
         self.reused = reused
@@ -387,7 +387,7 @@ class Exchange:
         if self.resp_framing == FRAME_CHUNKED:
             self.client.out.append(LAST_CHUNK)
         self.conn = None
-        conn.exchange = None
+        conn.exchange = conn.serving = None
         conn.served += 1
         pool = conn.pool
         # After HEAD, a server that wrongly sends a body would poison the next exchange:

@@ -1,11 +1,13 @@
 # Compiled declarations for upstream.py (Cython "augmenting .pxd"): the .py stays the one source and
 # the pure-Python twin; these give its classes C attributes and C-level method calls.
 # The exchange an UpstreamConnection serves stays an untyped object: a MirrorRequest speaks the
-# same interface (fsmfast.proxy.mirror).
+# same interface (fsmfast.proxy.mirror). A client's Exchange is also kept typed (serving), so the
+# hot path calls it in C; the two .pxd files cimport each other, which Cython allows.
 
 cimport cython
 
 from fsmfast._parser cimport parse_response_head, read_response_head, scan_response_head
+from fsmfast.proxy.exchange cimport Exchange
 from fsmfast.worker.context cimport Context
 
 
@@ -46,6 +48,7 @@ cdef class UpstreamConnection:
     cdef public bint _skip_body
     cdef public object _switched
     cdef public object exchange
+    cdef public Exchange serving
     cdef public bint got_bytes
     cdef public double idle_since
     cdef public object parser

@@ -263,6 +263,9 @@ class UpstreamConnection:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.exchange: Exchange | None = None
+        # The same object when it is a client's Exchange (not a MirrorRequest): typed in the
+        # compiled module, so the hot path reaches it by C calls.
+        self.serving: Exchange | None = None
         self.served = 0
         self.paused = False
         self.idle_since = 0.0
@@ -307,7 +310,11 @@ class UpstreamConnection:
                     # The whole response in one read, the common case for small answers: one call
                     # instead of head, body, end and flush (each a Python-level call from here).
                     # Whether bytes follow the body is checked there, in typed C code.
-                    exchange.whole_response(self, status, data, end, length, keep_alive)
+                    serving = self.serving
+                    if serving is exchange:  # a client's Exchange: a C call (a mirror's goes by name)
+                        serving.whole_response(self, status, data, end, length, keep_alive)
+                    else:
+                        exchange.whole_response(self, status, data, end, length, keep_alive)
                     return
                 self._in_head = False
                 self._keep_alive = keep_alive
@@ -375,6 +382,7 @@ class UpstreamConnection:
         self.parser = None  # breaks the parser <-> protocol cycle (see ClientConnection.connection_lost)
         self.pool.discard(self)
         exchange = self.exchange
+        self.serving = None
         if exchange is not None:
             self.exchange = None
             exchange.upstream_lost(self, exc)
@@ -448,13 +456,13 @@ class UpstreamConnection:
             self.transport.resume_reading()
 
     def close(self) -> None:
-        self.exchange = None
+        self.exchange = self.serving = None
         if self.transport is not None:
             self.transport.close()
         self.pool.discard(self)
 
     def abort(self) -> None:
-        self.exchange = None
+        self.exchange = self.serving = None
         if self.transport is not None:
             self.transport.abort()
         self.pool.discard(self)

@@ -51,7 +51,7 @@ def open_tunnel(
     client = ex.client
     client_t = client.transport
     up_t = conn.transport
-    conn.exchange = None
+    conn.exchange = conn.serving = None
     conn.pool.discard(conn)
     if client_t is None or up_t is None or client.closing:
         conn.abort()

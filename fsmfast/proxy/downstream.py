@@ -541,7 +541,7 @@ class ClientConnection:
         if self.queue:
             self.queue[0].activate()
         else:
-            self.idle_since = time.monotonic()
+            self.idle_since = self.ctx.clock_upper  # the keep-alive timeout may end a tick late, never early
             if self.ctx.draining or self.stop_reading:
                 self.flush()
                 self.close()

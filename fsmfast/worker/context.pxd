@@ -20,5 +20,6 @@ cdef class Context:
     cdef public object access_log
     cdef public bint draining
     cdef public double clock
+    cdef public double clock_upper
     cdef public double response_window
     cdef public object _tick_handle

@@ -64,6 +64,9 @@ class Context:
         # a C call per read for sub-tick precision buys nothing. The extra TICK in the window
         # makes a deadline fire late rather than early.
         self.clock = time.monotonic()
+        # Never earlier than the time it is: what idle and request starts are marked with, so
+        # that the timeouts measured from them fire up to a tick late, never early.
+        self.clock_upper = self.clock + TICK
         self.response_window = settings.response_timeout + TICK
         self._tick_handle: asyncio.TimerHandle | None = None
 
@@ -99,6 +102,7 @@ class Context:
     def _tick(self) -> None:
         self._tick_handle = self.loop.call_later(TICK, self._tick)
         now = self.clock = time.monotonic()
+        self.clock_upper = now + TICK
         settings = self.settings
         for conn in list(self.connections):
             if conn.closing:

@@ -255,6 +255,7 @@ class UpstreamConnection:
         "paused",
         "pool",
         "served",
+        "serving",
         "transport",
     )
 

@@ -13,6 +13,10 @@ from fsmfast.proxy.exchange cimport Exchange
 from fsmfast.proxy.router cimport HostTable, RouteRule, VHost
 from fsmfast.worker.context cimport Context
 
+# States and framings as C ints (see exchange.pxd).
+cdef int QUEUED, RESPONDING, DONE
+cdef long long FRAME_CHUNKED, FRAME_NONE
+
 
 cdef class ClientConnection:
     cdef public Context ctx

@@ -5,6 +5,11 @@ from fsmfast._parser cimport build_request_head, build_response_head, chunk, par
 from fsmfast.proxy.downstream cimport ClientConnection
 from fsmfast.proxy.upstream cimport BackendState, Pool, UpstreamConnection
 
+# The states and framings, imported from fsmfast.proxy.states and .headers as Python ints, held as C
+# ints here: comparing a C field with them then costs no boxing and no global lookup.
+cdef int QUEUED, CONNECTING, SENDING, RESPONDING, DONE
+cdef long long FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
+
 
 cdef class Exchange:
     cdef public BackendState backend

@@ -10,6 +10,8 @@ from fsmfast._parser cimport parse_response_head, read_response_head, scan_respo
 from fsmfast.proxy.exchange cimport Exchange
 from fsmfast.worker.context cimport Context
 
+cdef Py_ssize_t MAX_RESPONSE_HEAD  # a C constant: read on every response
+
 
 cdef class BackendState:
     cdef public Py_ssize_t _next

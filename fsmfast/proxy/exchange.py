@@ -294,7 +294,13 @@ class Exchange:
             head = head[:-2] + UPGRADE_WEBSOCKET
         transport = conn.transport
         if transport is None:
-            return  # lost already; connection_lost() has told us, or will
+            # Lost between its handshake and now: a TLS 1.3 server that refuses our certificate
+            # sends its alert only after the handshake completed on our side. connection_lost()
+            # found no exchange to tell then, so its news is taken here.
+            conn.exchange = conn.serving = None
+            self.upstream_lost(conn, conn.error)
+            self.flush_client()
+            return
         if self.pending:
             conn.write([head, *self.pending])
             self.pending = []

@@ -49,6 +49,7 @@ cdef class UpstreamConnection:
     cdef public bint _informational
     cdef public bint _skip_body
     cdef public object _switched
+    cdef public object error
     cdef public object exchange
     cdef public Exchange serving
     cdef public bint got_bytes

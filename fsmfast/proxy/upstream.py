@@ -248,6 +248,7 @@ class UpstreamConnection:
         "_keep_alive",
         "_skip_body",
         "_switched",
+        "error",
         "exchange",
         "got_bytes",
         "idle_since",
@@ -268,6 +269,7 @@ class UpstreamConnection:
         # compiled module, so the hot path reaches it by C calls.
         self.serving: Exchange | None = None
         self.served = 0
+        self.error: Exception | None = None  # connection_lost's, for an exchange that attaches after it
         self.paused = False
         self.idle_since = 0.0
         self.got_bytes = False
@@ -380,6 +382,7 @@ class UpstreamConnection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.error = exc
         self.parser = None  # breaks the parser <-> protocol cycle (see ClientConnection.connection_lost)
         self.pool.discard(self)
         exchange = self.exchange

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -34,8 +35,39 @@ T = TypeVar("T")
 _PACKAGE_ROOT = str(Path(fsmfast.__file__).resolve().parent.parent)
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The lowest port the kernel gives outgoing connections (and bind to port 0)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the kernel's pick; a race is possible but rare)."""
+    """A TCP port nobody listens on right now, chosen below the kernel's ephemeral range.
+
+    The kernel's own pick (bind to port 0) comes from the range outgoing connections take their source
+    ports from, so a test's client or proxy connection could take it before the gateway binds it
+    ("Address already in use"). Below that range only listeners bind, and this process never hands
+    out a port twice.
+    """
+    low = _ephemeral_low()
+    if low > 12000:
+        for _ in range(500):
+            port = random.randrange(10000, low)
+            if port in _handed_out:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    continue
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])

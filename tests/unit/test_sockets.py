@@ -9,12 +9,7 @@ import pytest
 
 from fsmfast.master import sockets
 from fsmfast.master.sockets import BindError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.support.procs import free_port
 
 
 def test_slots_bind_the_same_port() -> None:

@@ -1062,15 +1062,34 @@ cpdef tuple scan_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
     return status, length, chunked
 
 
+# The fields of the last head read_response_head accepted, kept for the relay_response_head call that
+# usually follows on the same bytes (the upstream's read -> Exchange.response_head): the head is then split
+# once, not twice. Keyed by the bytes object itself, held here (so its identity cannot be reused) until
+# that relay or the next read; a relay of any other head parses it as before. One worker, one thread.
+cdef object _kept_buf = None
+cdef Py_ssize_t _kept_start = 0, _kept_end = 0, _kept_reason_at = 0, _kept_reason_len = 0
+cdef long long _kept_status = 0
+cdef HdrBuf _kept
+_buf_init(&_kept)
+
+
 cpdef bytes relay_response_head(
     bytes buf, Py_ssize_t start, Py_ssize_t end, bint http11, long long framing, bint keep_alive
 ):
     """See ``fsmfast.proxy.headers.relay_response_head``."""
+    global _kept_buf
     cdef const char* s = PyBytes_AS_STRING(buf)
     cdef HdrBuf b
     cdef Tok toks[MAX_TOKENS]
     cdef Py_ssize_t nt, pos, reason_at, reason_len
     cdef long long status
+    if buf is _kept_buf and start == _kept_start and end == _kept_end:
+        _kept_buf = None  # one use: _mark_tokens changes the flags
+        nt = _scan_tokens(&_kept, toks)
+        if nt >= 0:
+            _mark_tokens(&_kept, toks, nt)
+            return _emit_response(&_kept, http11, _kept_status, s + _kept_reason_at, _kept_reason_len, framing,
+                                  keep_alive)
     pos = _status_line(buf, start, end, &status, &reason_at, &reason_len)
     _buf_init(&b)
     try:
@@ -1315,12 +1334,14 @@ cpdef object read_request_head(object data, Py_ssize_t start, Py_ssize_t max_hea
 
 cpdef object read_response_head(object data, Py_ssize_t start, Py_ssize_t max_head):
     """See ``fsmfast.proxy.headers.read_response_head``."""
+    global _kept_buf, _kept_start, _kept_end, _kept_status, _kept_reason_at, _kept_reason_len
     cdef const char* s
-    cdef Py_ssize_t limit, line_end, end
+    cdef Py_ssize_t limit, line_end, end, i, vlen
     cdef int conn = 0, status
     cdef long long length
-    cdef HdrBuf b
+    cdef Hdr* h
     cdef bint ok
+    _kept_buf = None
     line_end = _first_line(data, start, max_head, &limit)
     s = PyBytes_AS_STRING(data)
     if (
@@ -1336,11 +1357,23 @@ cpdef object read_response_head(object data, Py_ssize_t start, Py_ssize_t max_he
     status = <int>_digits(s + start + 9, 3)
     if status < 200 or status > 599 or status == 204 or status == 304:
         return None
-    _buf_init(&b)
-    try:
-        ok = _plain_fields(s, line_end + 2, limit, &b, &end, &conn, &length)
-    finally:
-        _buf_free(&b)
+    _kept.n = 0
+    ok = _plain_fields(s, line_end + 2, limit, &_kept, &end, &conn, &length)
     if not ok or length < 0:
         return None
+    # Kept for relay_response_head, as its own reading (_load_raw) would leave them: values trimmed at
+    # both ends, names classified. The status line is the one checked above.
+    for i in range(_kept.n):
+        h = &_kept.h[i]
+        vlen = h.vlen
+        while vlen and (h.value[vlen - 1] == 32 or h.value[vlen - 1] == 9):
+            vlen -= 1
+        h.vlen = vlen
+        h.flags = _classify(h.name, h.nlen)
+    _kept_buf = data
+    _kept_start = start
+    _kept_end = end - 4
+    _kept_status = status
+    _kept_reason_at = start + 13 if line_end - start > 12 else line_end
+    _kept_reason_len = line_end - _kept_reason_at
     return end, status, length, not (conn & 1) if s[start + 7] == 49 else (conn & 2) != 0

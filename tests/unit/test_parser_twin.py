@@ -935,6 +935,36 @@ def test_relay_response_head_drops_hop_by_hop_and_listed_headers(impl: ModuleTyp
     )
 
 
+# Heads read_response_head accepts (plain): the compiled reader keeps their fields for the relay that follows.
+PLAIN_HEADS = [
+    RELAY_HEADS[0],
+    b"HTTP/1.1 200\r\nContent-Length: 0\r\n",
+    b"HTTP/1.1 404 \r\nContent-Length: 3\r\nX-Pad: a b \t \r\nKeep-Alive: timeout=5\r\n",
+    b"HTTP/1.0 503 Service Unavailable\r\nconnection: X-Drop, keep-alive\r\nx-drop: 1\r\nContent-Length: 1\r\n",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n" + b"".join(b"H%d:  v%d \r\n" % (i, i) for i in range(40)),
+]
+
+
+@pytest.mark.parametrize("head", PLAIN_HEADS)
+@pytest.mark.parametrize("offset", [0, 9])
+def test_relay_after_read_response_head_gives_the_same_head(impl: ModuleType, head: bytes, offset: int) -> None:
+    other = b"x" * offset + head.replace(b"200", b"201", 1).replace(b"Content-Length", b"content-length") + b"\r\n"
+    buf = b"x" * offset + head + b"\r\n"
+    start, end = offset, offset + len(head) - 2
+    status, reason, headers = pure.parse_response_head(buf, start, end)
+    got = impl.read_response_head(buf, start, 65536)
+    assert got is not None and got[0] == end + 4 and got[1] == status
+    for http11, framing, keep_alive in [(True, 12, True), (False, FRAME_CLOSE, False)]:
+        want = pure.build_response_head(http11, status, reason, headers, framing, keep_alive)
+        impl.read_response_head(buf, start, 65536)
+        # Another buffer with the same bounds is read on its own, and the kept fields stay for this one.
+        o_status, o_reason, o_headers = pure.parse_response_head(other, start, end)
+        o_want = pure.build_response_head(http11, o_status, o_reason, o_headers, framing, keep_alive)
+        assert impl.relay_response_head(other, start, end, http11, framing, keep_alive) == o_want
+        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive) == want
+        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive) == want  # kept ones used up
+
+
 @pytest.mark.parametrize("bad", [b"HTTP/1.1\r\n", b"HTTP/1.1 2x0 OK\r\n"])
 def test_scan_response_head_refuses_a_broken_status_line(impl: ModuleType, bad: bytes) -> None:
     with pytest.raises(ValueError):
@@ -963,9 +993,18 @@ def test_twin_scan_and_relay_response_head(
     buf = head + b"\r\n"
     end = len(head) - 2
     assert cython_impl.scan_response_head(buf, 0, end) == pure.scan_response_head(buf, 0, end)
-    assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive) == pure.relay_response_head(
-        buf, 0, end, http11, framing, keep_alive
-    )
+    want = pure.relay_response_head(buf, 0, end, http11, framing, keep_alive)
+    assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive) == want
+    # The same after the compiled reader has read it (a plain head's fields are then kept and reused).
+    read = cython_impl.read_response_head(buf, 0, 65536)
+    assert read == pure.read_response_head(buf, 0, 65536)
+    assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive) == want
+    # With a Content-Length most of these heads are plain: the kept fields then serve the relay.
+    head = head + b"Content-Length: 3\r\n"
+    buf, end = head + b"\r\n", len(head) - 2
+    want = pure.relay_response_head(buf, 0, end, http11, framing, keep_alive)
+    assert cython_impl.read_response_head(buf, 0, 65536) == pure.read_response_head(buf, 0, 65536)
+    assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive) == want
 
 
 # -- Host for matching ---------------------------------------------------------------------------

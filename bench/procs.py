@@ -18,13 +18,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+# One port picker for the tests and the harness (bench/soak.py already uses the tests' helpers): it
+# picks below the kernel's ephemeral range, which wrk's and the proxies' outgoing connections draw from.
+from tests.support.procs import free_port as free_port
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ppid_and_times(pid: int) -> tuple[int, int, int] | None:

@@ -26,6 +26,13 @@ PROXIES = ("fsmfast", "nginx", "haproxy")
 ALL_SYSTEMS = (*PROXIES, "floor", "direct")
 
 
+def _checkout_env() -> dict[str, str]:
+    """This environment, with the checkout that holds ``fsmfast`` (and ``bench``) first on PYTHONPATH."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_FSMFAST_ROOT, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 class System:
     name = ""
 
@@ -91,8 +98,7 @@ class Fsmfast(System):
         self.port = free_port()
         self.tls = scenario.listener_tls
         configs.write_fsmfast(dir, scenario, self.port, self.up, self.certs)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_FSMFAST_ROOT, env.get("PYTHONPATH", "")) if p)
+        env = _checkout_env()
         env.pop("FSMFAST_WORKERS", None)
         argv = [sys.executable, "-m", "fsmfast", "run", "-c", str(dir), "--workers", "1", "--no-access-log"]
         argv += ["--listen-address", "127.0.0.1"]
@@ -132,8 +138,7 @@ class Floor(System):
 
     def start(self, scenario: Scenario, dir: Path) -> None:
         self.port = free_port()
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (_FSMFAST_ROOT, env.get("PYTHONPATH", "")) if p)
+        env = _checkout_env()
         argv = [sys.executable, "-m", "bench.floor", str(self.port), str(self.up.http)]
         self.proc = Proc("floor", argv, dir, self.cpus, env=env, cwd=dir, wrapper=self.wrapper)
 

@@ -27,20 +27,31 @@ cdef class RouteRule:
     cpdef Choice pick(self)
 
 
-@cython.locals(end=Py_ssize_t)
-cpdef bytes first_segment(bytes path)
-
-
 cdef class VHost:
     cdef public list anywhere
+    cdef public bint conditioned
+    cdef public dict exacts
     cdef public object hostname
-    cdef public dict index
+    cdef public tuple lengths
     cdef public object listeners
+    cdef public list prefixes
+    cdef public list regexes
     cdef public list rules
+    cdef public list targets
+
+    @cython.locals(
+        rules=list, exacts=dict, positions=list, rule=RouteRule, lengths=tuple, keys=list,
+        best=Py_ssize_t, n=Py_ssize_t, i=Py_ssize_t, length=Py_ssize_t, pos=Py_ssize_t,
+        lo=Py_ssize_t, hi=Py_ssize_t, mid=Py_ssize_t,
+    )
+    cpdef RouteRule match(self, bytes path, bytes method=*, list headers=*, bytes target=*)
+
+    @cython.locals(rules=list, pos=Py_ssize_t, rule=RouteRule)
+    cdef Py_ssize_t _earliest(self, list positions, Py_ssize_t best, object req)
 
     # Typed loop variable: the rule's fields are read as struct members, not by getattr (3 per rule).
-    @cython.locals(rule=RouteRule, exact=bytes, prefix=bytes, rules=list, index=dict)
-    cpdef RouteRule match(self, bytes path, bytes method=*, list headers=*, bytes target=*)
+    @cython.locals(rule=RouteRule, exact=bytes, prefix=bytes)
+    cdef RouteRule _scan(self, bytes path, bytes method, list headers, bytes target)
 
 
 cdef class HostTable:

@@ -236,65 +236,104 @@ def test_a_rule_listed_in_several_hosts_is_one_object() -> None:
     assert a.rules[1] is any_.rules[0]  # one weighted round-robin state per rule
 
 
-# --- many rules on one host: the first-segment index -----------------------------------------
+# --- many rules on one host: the path index -----------------------------------------------
 
 
-def _reference(vh: VHost, path: bytes, method: bytes) -> object:
+def _reference(vh: VHost, path: bytes, method: bytes, headers: list[tuple[bytes, bytes]]) -> object:
     """What the plain scan of every rule in precedence order finds."""
+    view = RequestView(method, headers, b"")
     for r in vh.rules:
-        if r.matches(path) and (r.conditions is None or r.conditions.test(RequestView(method, [], b""))):
+        if r.matches(path) and (r.conditions is None or r.conditions.test(view)):
             return r
     return None
 
 
-@pytest.mark.parametrize("seed", range(20))
+@pytest.mark.parametrize("seed", range(30))
 def test_indexed_lookup_finds_what_the_scan_finds(seed: int) -> None:
     rnd = random.Random(seed)
-    segments = ["a", "b", "api", "v1", ""]
+    segments = ["a", "b", "api", "v1", "", "ab"]
 
     def value() -> str:
         depth = rnd.choice([1, 1, 2, 3])
         return "/" + "/".join(rnd.choice(segments) for _ in range(depth))
 
     rules = []
-    for i in range(rnd.randint(router_mod.INDEX_MIN_RULES, 3 * router_mod.INDEX_MIN_RULES)):
+    # Rules in any order: a host's list is precedence-sorted, then extended with the rules of less
+    # specific hostnames, so positions, not path lengths, decide.
+    for i in range(rnd.randint(router_mod.INDEX_MIN_RULES, 40)):
         kind = rnd.choice(["PathPrefix", "PathPrefix", "Exact", "RegularExpression"])
         if kind == "RegularExpression":
             val = rnd.choice(["/a.*", "/(api|b)/.*", "/[a-z0-9]+"])
         elif kind == "PathPrefix" and rnd.random() < 0.1:
-            val = "/"  # matches every path: a candidate under every segment
+            val = "/"  # matches every path
         else:
             val = value()
             if kind == "PathPrefix":
                 val = val.rstrip("/") or "/"
         method = rnd.choice([None, None, "GET", "POST"])
+        headers = (HeaderMatch(type="Exact", name="x-v", value="1"),) if rnd.random() < 0.15 else ()
         rules.append(
             Rule(
                 name=f"r{i}",
                 path=PathMatch(type=kind, value=val),
                 backends=(BackendRef(weight=1, backend="b"),),
                 method=method,
+                headers=headers,
             )
         )
     vh = Router(snapshot(VirtualHost(hostname="*", rules=tuple(rules)))).tables[8000].any
-    assert vh is not None and vh.index is not None, "the host should be indexed"
+    assert vh is not None and vh.exacts is not None, "the host should be indexed"
     paths = [b"/", b"/x", b"/a", b"/a/", b"/ab", b"/api/v1", b"/api/v1/", b"/b/a/x", b"/v1", b"/a/b/api", b"//a"]
     paths += [value().encode() for _ in range(40)]
+    found = set()
     for path in paths:
         for method in (b"GET", b"POST"):
-            assert vh.match(path, method) is _reference(vh, path, method), (seed, path, method)
+            for headers in ([], [(b"X-V", b"1")]):
+                want = _reference(vh, path, method, headers)
+                assert vh.match(path, method, headers) is want, (seed, path, method, headers)
+                found.add(want)
+    assert found - {None}, "some path should find a rule"
 
 
-def test_small_hosts_are_scanned_and_big_ones_indexed_in_precedence_order() -> None:
+def test_small_hosts_are_scanned_and_big_ones_indexed_by_path() -> None:
     n = router_mod.INDEX_MIN_RULES
     small = [rule(f"s{i}", "PathPrefix", f"/p{i}") for i in range(n - 1)]
     vh = Router(snapshot(VirtualHost(hostname="*", rules=tuple(small)))).tables[8000].any
-    assert vh is not None and vh.index is None
-    # A catch-all between two rules of segment "x": it stays between them in that segment's list.
-    big = [rule("x1", "Exact", "/x/1"), rule("all", "PathPrefix", "/"), rule("x2", "PathPrefix", "/x")]
-    big += [rule(f"p{i}", "PathPrefix", f"/p{i}") for i in range(n)]
+    assert vh is not None and vh.exacts is None
+    assert vh.match(b"/p1/x").name == "s1" and vh.match(b"/p1x") is None
+    # A catch-all between two rules under /x: it wins over the later one, whatever their lengths.
+    big = [rule("x1", "Exact", "/x/1"), rule("all", "PathPrefix", "/"), rule("x2", "PathPrefix", "/x/")]
+    big += [rule(f"p{i}", "PathPrefix", f"/p{i}/q") for i in range(n)]
+    big += [rule("re", "RegularExpression", "/r[0-9]+")]
     vh = Router(snapshot(VirtualHost(hostname="*", rules=tuple(big)))).tables[8000].any
-    assert vh is not None and vh.index is not None
-    assert [r.name for r in vh.index[b"x"]] == ["x1", "all", "x2"]
-    assert [r.name for r in vh.anywhere] == ["all"]
+    assert vh is not None and vh.exacts == {b"/x/1": [0]}
+    assert vh.lengths == (5, 2)  # longest first, each once
+    assert vh.prefixes == [[f"/p{i}/q".encode() for i in range(n)], [b"/x"]]  # sorted within a length
+    assert vh.targets == [[[3 + i] for i in range(n)], [[2]]]
+    assert vh.anywhere == [1] and vh.regexes == [3 + n]
     assert vh.match(b"/x/1").name == "x1" and vh.match(b"/x/2").name == "all" and vh.match(b"/zz").name == "all"
+    assert vh.match(b"/p1/q").name == "all"  # position 1 comes before every /p rule
+    alone = [rule(f"p{i}", "PathPrefix", f"/p{i}/q") for i in range(n)] + [rule("re", "RegularExpression", "/r[0-9]+")]
+    vh = Router(snapshot(VirtualHost(hostname="*", rules=tuple(alone)))).tables[8000].any
+    assert vh is not None
+    assert vh.match(b"/p1/q").name == "p1" and vh.match(b"/p1/q/z").name == "p1"
+    assert vh.match(b"/p1/qz") is None and vh.match(b"/p1") is None and vh.match(b"/p1/") is None
+    assert vh.match(b"/r12").name == "re" and vh.match(b"/r12/") is None
+
+
+def test_conditions_break_ties_within_one_prefix() -> None:
+    def conditioned(name: str, method: str | None) -> Rule:
+        return Rule(
+            name=name,
+            path=PathMatch(type="PathPrefix", value="/api"),
+            backends=(BackendRef(weight=1, backend="b"),),
+            method=method,
+        )
+
+    rules = (conditioned("post", "POST"), conditioned("get", "GET"), conditioned("any", None))
+    rules += tuple(rule(f"p{i}", "PathPrefix", f"/p{i}") for i in range(router_mod.INDEX_MIN_RULES))
+    vh = Router(snapshot(VirtualHost(hostname="*", rules=rules))).tables[8000].any
+    assert vh is not None and vh.prefixes[0] == [b"/api"] and vh.targets[0] == [[0, 1, 2]]
+    assert vh.match(b"/api/x", b"POST").name == "post"
+    assert vh.match(b"/api/x", b"GET").name == "get"
+    assert vh.match(b"/api", b"PUT").name == "any"

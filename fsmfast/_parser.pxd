@@ -20,7 +20,8 @@ cpdef tuple response_framing(object headers)
 cpdef tuple parse_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end)
 cpdef tuple scan_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end)
 cpdef bytes relay_response_head(
-    bytes buf, Py_ssize_t start, Py_ssize_t end, bint http11, long long framing, bint keep_alive
+    bytes buf, Py_ssize_t start, Py_ssize_t end, bint http11, long long framing, bint keep_alive,
+    Py_ssize_t body_end=*
 )
 cpdef bytes normalize_host(bytes value)
 cpdef object read_request_head(object data, Py_ssize_t start, Py_ssize_t max_head, Py_ssize_t max_headers)

@@ -616,14 +616,15 @@ cpdef bytes build_response_head(
         lst = _prepare(headers, &b, False)
         lst = _mark_listed(lst, &b)  # lst keeps alive what b points into
         return _emit_response(&b, http11, status, PyBytes_AS_STRING(reason), PyBytes_GET_SIZE(reason), framing,
-                              keep_alive)
+                              keep_alive, NULL, 0)
     finally:
         _buf_free(&b)
 
 
 cdef bytes _emit_response(HdrBuf* b, bint http11, long long status, const char* reason, Py_ssize_t rlen,
-                          long long framing, bint keep_alive):
-    """The response head of build_response_head from b, whose Connection-listed headers are marked."""
+                          long long framing, bint keep_alive, const char* tail, Py_ssize_t tlen):
+    """The response head of build_response_head from b, whose Connection-listed headers are marked,
+    followed by the tlen bytes at tail."""
     cdef Hdr* h
     cdef Py_ssize_t i, size, nstatus, ndigits = 0
     cdef char digits[24]
@@ -642,7 +643,7 @@ cdef bytes _emit_response(HdrBuf* b, bint http11, long long status, const char* 
         size += S_CLOSE_LEN
     elif not http11:
         size += S_KEEPALIVE_LEN
-    size += 2
+    size += 2 + tlen
 
     out = PyBytes_FromStringAndSize(NULL, size)
     p = PyBytes_AS_STRING(out)
@@ -658,6 +659,8 @@ cdef bytes _emit_response(HdrBuf* b, bint http11, long long status, const char* 
     elif not http11:
         p = _put(p, S_KEEPALIVE, S_KEEPALIVE_LEN)
     p = _put(p, b"\r\n", 2)
+    if tlen:
+        p = _put(p, tail, tlen)
     _check_filled(out, p)
     return out
 
@@ -1074,31 +1077,37 @@ _buf_init(&_kept)
 
 
 cpdef bytes relay_response_head(
-    bytes buf, Py_ssize_t start, Py_ssize_t end, bint http11, long long framing, bint keep_alive
+    bytes buf, Py_ssize_t start, Py_ssize_t end, bint http11, long long framing, bint keep_alive,
+    Py_ssize_t body_end=0
 ):
     """See ``fsmfast.proxy.headers.relay_response_head``."""
     global _kept_buf
     cdef const char* s = PyBytes_AS_STRING(buf)
     cdef HdrBuf b
     cdef Tok toks[MAX_TOKENS]
-    cdef Py_ssize_t nt, pos, reason_at, reason_len
+    cdef Py_ssize_t nt, pos, reason_at, reason_len, tlen = 0
     cdef long long status
+    if body_end > end + 4:
+        if body_end > PyBytes_GET_SIZE(buf):
+            raise ValueError("body_end outside the buffer")
+        tlen = body_end - end - 4
     if buf is _kept_buf and start == _kept_start and end == _kept_end:
         _kept_buf = None  # one use: _mark_tokens changes the flags
         nt = _scan_tokens(&_kept, toks)
         if nt >= 0:
             _mark_tokens(&_kept, toks, nt)
             return _emit_response(&_kept, http11, _kept_status, s + _kept_reason_at, _kept_reason_len, framing,
-                                  keep_alive)
+                                  keep_alive, s + end + 4, tlen)
     pos = _status_line(buf, start, end, &status, &reason_at, &reason_len)
     _buf_init(&b)
     try:
         nt = _scan_tokens(&b, toks) if _load_raw(s, pos, end, &b) else -1
         if nt < 0:  # folded lines or many Connection tokens: the general path
             parsed = parse_response_head(buf, start, end)
-            return build_response_head(http11, parsed[0], parsed[1], parsed[2], framing, keep_alive)
+            out = build_response_head(http11, parsed[0], parsed[1], parsed[2], framing, keep_alive)
+            return out + PyBytes_FromStringAndSize(s + end + 4, tlen) if tlen else out
         _mark_tokens(&b, toks, nt)
-        return _emit_response(&b, http11, status, s + reason_at, reason_len, framing, keep_alive)
+        return _emit_response(&b, http11, status, s + reason_at, reason_len, framing, keep_alive, s + end + 4, tlen)
     finally:
         _buf_free(&b)
 

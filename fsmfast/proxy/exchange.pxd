@@ -64,7 +64,7 @@ cdef class Exchange:
     cpdef client_lost(self)
     cpdef upstream_ready(self, UpstreamConnection conn, bint reused)
     cpdef response_head(self, int status, long long length, bint chunked, bytes head, Py_ssize_t start,
-                        Py_ssize_t end, bint up_keep_alive)
+                        Py_ssize_t end, bint up_keep_alive, Py_ssize_t body_end=*)
     cpdef whole_response(self, UpstreamConnection conn, int status, bytes data, Py_ssize_t end, long long length,
                          bint up_keep_alive)
     cpdef response_body(self, bytes data)

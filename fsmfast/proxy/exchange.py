@@ -337,10 +337,19 @@ class Exchange:
         self.client.resume_reading(self.client.PAUSE_UPSTREAM)
 
     def response_head(
-        self, status: int, length: int, chunked: bool, head: bytes, start: int, end: int, up_keep_alive: bool
+        self,
+        status: int,
+        length: int,
+        chunked: bool,
+        head: bytes,
+        start: int,
+        end: int,
+        up_keep_alive: bool,
+        body_end: int = 0,
     ) -> None:
         """The upstream's response head ``head[start:end]``: its status and framing already read
-        (``scan_response_head``), its headers still in the buffer."""
+        (``scan_response_head``), its headers still in the buffer. ``body_end`` past ``end + 4``:
+        the whole body follows the head in ``head`` (``whole_response``) and goes out with it."""
         if self.state != SENDING:
             return
         self.state = RESPONDING
@@ -367,19 +376,21 @@ class Exchange:
             # ResponseHeaderModifier: the one case that needs the headers as a list.
             _status, reason, headers = parse_response_head(head, start, end)
             headers = self.plan.response(headers)
-            out = build_response_head(self.http11, status, reason, headers, framing, self.keep_alive)
+            client.out.append(build_response_head(self.http11, status, reason, headers, framing, self.keep_alive))
+            if body_end > end + 4:
+                client.out.append(head[end + 4 : body_end])
         else:
-            out = relay_response_head(head, start, end, self.http11, framing, self.keep_alive)
-        client.out.append(out)
+            # The body, when whole, in the head's own bytes object: one piece fewer to write.
+            client.out.append(relay_response_head(head, start, end, self.http11, framing, self.keep_alive, body_end))
+        if body_end > end + 4:
+            self.body_bytes += body_end - end - 4
 
     def whole_response(
         self, conn: UpstreamConnection, status: int, data: bytes, end: int, length: int, up_keep_alive: bool
     ) -> None:
         """A plain response whose head (up to ``end``) and whole ``length``-byte body are all in
         ``data``; bytes after the body mean a confused server, whose connection is not reused."""
-        self.response_head(status, length, False, data, 0, end - 4, up_keep_alive)
-        if length:
-            self.response_body(data[end : end + length])
+        self.response_head(status, length, False, data, 0, end - 4, up_keep_alive, end + length)
         self.response_complete(conn, up_keep_alive and end + length == len(data))
         self.client.flush()
 

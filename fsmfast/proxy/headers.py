@@ -379,12 +379,22 @@ def scan_response_head(buf: bytes, start: int, end: int) -> tuple[int, int, bool
     return status, length, chunked
 
 
-def relay_response_head(buf: bytes, start: int, end: int, http11: bool, framing: int, keep_alive: bool) -> bytes:
+def relay_response_head(
+    buf: bytes, start: int, end: int, http11: bool, framing: int, keep_alive: bool, body_end: int = 0
+) -> bytes:
     """The client's head for the response head ``buf[start:end]`` when no filter changes its
     headers: ``build_response_head`` over what ``parse_response_head`` reads, written by the
-    compiled twin straight from the buffer."""
+    compiled twin straight from the buffer.
+
+    ``body_end`` past ``end + 4``: the body that followed the head's blank line in the same read,
+    ``buf[end + 4:body_end]``, comes after the head in the same bytes (one object to write)."""
     status, reason, headers = parse_response_head(buf, start, end)
-    return build_response_head(http11, status, reason, headers, framing, keep_alive)
+    out = build_response_head(http11, status, reason, headers, framing, keep_alive)
+    if body_end > end + 4:
+        if body_end > len(buf):
+            raise ValueError("body_end outside the buffer")
+        out += buf[end + 4 : body_end]
+    return out
 
 
 def _framing_line(framing: int) -> bytes:

@@ -872,9 +872,11 @@ def test_bytes_after_a_whole_response_are_dropped_with_the_connection(env: Env) 
 @pytest.mark.timeout(30)
 def test_access_log_success_entry(env: Env) -> None:
     host = f"log-{uuid.uuid4().hex[:8]}.test"
-    assert fetch(env.pa, "/echo", host).status == 200
+    resp = fetch(env.pa, "/echo", host)
+    assert resp.status == 200 and resp.body
     entry = wait_log(env.gw, lambda e: e.get("host") == host)
     assert entry["status"] == 200
+    assert entry["bytes"] == len(resp.body)  # the body went out with the head, in one piece
     assert entry["method"] == "GET"
     assert entry["path"] == "/echo"
     assert entry["upstream"] == f"127.0.0.1:{env.ups['catch'].port}"

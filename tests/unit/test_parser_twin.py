@@ -926,6 +926,18 @@ def test_scan_and_relay_response_head_are_parse_then_build(impl: ModuleType, hea
     for http11, framing, keep_alive in [(True, 12, True), (True, FRAME_CHUNKED, False), (False, FRAME_CLOSE, True)]:
         want = pure.build_response_head(http11, status, reason, headers, framing, keep_alive)
         assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive) == want
+        # The body that followed the blank line, carried in the same bytes (empty when it ends there).
+        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive, len(buf)) == want + b"body"
+        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive, end + 6) == want + b"bo"
+        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive, end + 4) == want
+
+
+def test_relay_response_head_refuses_a_body_past_the_buffer(impl: ModuleType) -> None:
+    buf = RELAY_HEADS[0] + b"\r\nHello World!"
+    end = len(RELAY_HEADS[0]) - 2
+    assert impl.relay_response_head(buf, 0, end, True, 12, True, len(buf)).endswith(b"\r\n\r\nHello World!")
+    with pytest.raises(ValueError, match="body_end"):
+        impl.relay_response_head(buf, 0, end, True, 12, True, len(buf) + 1)
 
 
 def test_relay_response_head_drops_hop_by_hop_and_listed_headers(impl: ModuleType) -> None:
@@ -963,6 +975,10 @@ def test_relay_after_read_response_head_gives_the_same_head(impl: ModuleType, he
         assert impl.relay_response_head(other, start, end, http11, framing, keep_alive) == o_want
         assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive) == want
         assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive) == want  # kept ones used up
+        # The whole-response path: read, then relay with the body glued on.
+        body = buf + b"12345"
+        impl.read_response_head(body, start, 65536)
+        assert impl.relay_response_head(body, start, end, http11, framing, keep_alive, len(body)) == want + b"12345"
 
 
 @pytest.mark.parametrize("bad", [b"HTTP/1.1\r\n", b"HTTP/1.1 2x0 OK\r\n"])

@@ -40,12 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import ssl
-import tempfile
 from typing import Any, TypeVar
 
-from fsmfast.config.certs import rdn_string
+from fsmfast.config.certs import load_pair, rdn_string, server_context
 from fsmfast.proxy.tlslink import Opened, TLSLink
 from fsmfast.snapshot import Certificate, Listener, ListenerTLS
 from fsmfast.tls import direct_io
@@ -169,16 +167,8 @@ def new_dispatcher(client_ca_pem: str | None = None) -> Dispatcher:
 SHARED = new_dispatcher()
 
 
-def _load_chain(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
-    # load_cert_chain only reads files: a private temp dir for the duration of the call.
-    with tempfile.TemporaryDirectory(prefix="fsmfast-") as tmp:
-        cert_path = os.path.join(tmp, "tls.crt")
-        key_path = os.path.join(tmp, "tls.key")
-        for path, text in ((key_path, key_pem), (cert_path, cert_pem)):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-        ctx.load_cert_chain(cert_path, key_path)
+class CertificateLoadError(ValueError):
+    """A listener certificate that does not load in the worker: the snapshot is refused whole."""
 
 
 ContextKey = tuple[str, str, tuple[str, ...], str | None]
@@ -211,9 +201,16 @@ class Contexts:
         self._used_certs.add(key)
         ctx = self.certs.get(key)
         if ctx is None:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            _load_chain(ctx, cert.cert_pem, cert.key_pem)
+            ctx = server_context()
+            try:
+                # The build's check loads the pair the same way (fsmfast.config.certs.inspect), so
+                # this fails only if the two disagree (another OpenSSL, say); then the worker refuses
+                # the whole snapshot, naming the Secret, rather than serving the port without it.
+                load_pair(ctx, cert.cert_pem, cert.key_pem)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise CertificateLoadError(
+                    f"certificate Secret {cert.name} (tls.crt, tls.key) does not load: {exc}"
+                ) from exc
             if alpn:
                 ctx.set_alpn_protocols(list(alpn))
             if client_ca_pem is not None:

@@ -1,9 +1,12 @@
-"""What a listener certificate Secret holds: names for SNI, expiry, and whether the key fits.
+"""What a listener certificate Secret holds: names for SNI, expiry, and whether it loads.
 
 Only the standard library: ``ssl._ssl._test_decode_cert`` decodes a PEM certificate file into
-the same dict ``getpeercert()`` returns (subject, subjectAltName, notAfter), and loading the
-pair into an ``SSLContext`` is OpenSSL's own key/certificate match check. Both read files
-only, so the PEM goes to a private (0700) temporary directory for the duration of the call.
+the same dict ``getpeercert()`` returns (subject, subjectAltName, notAfter), and ``load_pair``
+loads the pair into an ``SSLContext`` exactly as the worker does (the worker calls it too), so
+whatever a worker would fail on (a chain certificate that does not parse, a key that is not a
+private key, of another type, or of another certificate, a key too small for OpenSSL's security
+level) fails the build first. Both read files only, so the PEM goes to a private (0700)
+temporary directory for the duration of the call.
 """
 
 from __future__ import annotations
@@ -29,12 +32,22 @@ class CertInfo(msgspec.Struct, frozen=True):
     not_after: float  # seconds since the epoch
 
 
+CERT_FIELD = "tls.crt"
+KEY_FIELD = "tls.key"
+
+
 class Inspection(msgspec.Struct, frozen=True):
     """``info`` is None when the certificate cannot be read; ``problem`` says why the pair cannot
-    be served (unreadable certificate, unreadable key, or a key of another certificate)."""
+    be served, about the Secret key ``field`` (``tls.crt`` or ``tls.key``): it reads after the
+    field's name ("tls.key does not match the certificate in tls.crt")."""
 
     info: CertInfo | None
     problem: str | None = None
+    field: str | None = None
+
+    @property
+    def message(self) -> str | None:
+        return f"{self.field} {self.problem}" if self.problem else None
 
 
 @contextmanager
@@ -100,24 +113,74 @@ def _no_password() -> bytes:
     raise ValueError("encrypted private key")
 
 
+def as_text(pem: bytes) -> str:
+    """Secret bytes as the snapshot carries them to the worker (``Certificate.cert_pem``)."""
+    return pem.decode("ascii", "replace")
+
+
+def load_pair(ctx: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    """Load a listener certificate chain and its key into ``ctx``: the worker's one way to do it,
+    and the build's check. Raises ssl.SSLError (ValueError for an encrypted key)."""
+    with _files(crt=cert_pem.encode(), key=key_pem.encode()) as paths:
+        ctx.load_cert_chain(paths["crt"], paths["key"], password=_no_password)
+
+
+def server_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _reason(exc: ssl.SSLError) -> str:
+    """OpenSSL's reason in words, `` (bad base64 decode)``, or nothing when it gave none."""
+    return f" ({exc.reason.lower().replace('_', ' ')})" if exc.reason else ""
+
+
+# OpenSSL's security level refuses the certificate itself (Debian's default level is 2).
+_WEAK = frozenset({"EE_KEY_TOO_SMALL", "CA_KEY_TOO_SMALL", "CA_MD_TOO_WEAK"})
+# ssl_set_pkey files a key under its type: a key of another type than the certificate's never
+# meets it (NO_CERTIFICATE_ASSIGNED), a type TLS cannot sign with has no slot at all.
+_OTHER_TYPE = frozenset({"NO_CERTIFICATE_ASSIGNED", "UNKNOWN_CERTIFICATE_TYPE"})
+
+
+def _chain_parses(cert_pem: str) -> bool:
+    # Only to say which half of a failed load_pair is at fault: the same PEM loop as
+    # SSL_CTX_use_certificate_chain_file (every block must parse; text around them is ignored).
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=cert_pem)
+    except (ssl.SSLError, ValueError):
+        return False
+    return True
+
+
 def inspect(cert_pem: bytes, key_pem: bytes) -> Inspection:
-    """Read the leaf of ``cert_pem`` and check that ``key_pem`` is its private key."""
-    if BEGIN_CERT.encode() not in cert_pem:
-        return Inspection(None, f"tls.crt is not a PEM certificate (no {BEGIN_CERT} line)")
-    with _files(crt=cert_pem, key=key_pem) as paths:
+    """Read the leaf of ``cert_pem`` and load the pair as the worker will (``load_pair``)."""
+    cert_text, key_text = as_text(cert_pem), as_text(key_pem)
+    if BEGIN_CERT not in cert_text:
+        return Inspection(None, f"is not a PEM certificate (no {BEGIN_CERT} line)", CERT_FIELD)
+    with _files(crt=cert_text.encode()) as paths:
         try:
             info = _decode(paths["crt"])
         except (ssl.SSLError, ValueError, KeyError, OSError):
-            return Inspection(None, "tls.crt does not parse as a PEM certificate")
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            ctx.load_cert_chain(paths["crt"], paths["key"], password=_no_password)
-        except ssl.SSLError as exc:
-            if exc.reason == "KEY_VALUES_MISMATCH":
-                return Inspection(info, "tls.key does not match the certificate in tls.crt")
-            return Inspection(info, "tls.key is not a usable PEM private key")
-        except (ValueError, OSError):
-            return Inspection(info, "tls.key is not a usable PEM private key (encrypted keys are not supported)")
+            return Inspection(None, "does not parse as a PEM certificate", CERT_FIELD)
+    try:
+        load_pair(server_context(), cert_text, key_text)
+    except ssl.SSLError as exc:
+        if exc.reason == "KEY_VALUES_MISMATCH":
+            return Inspection(info, f"does not match the certificate in {CERT_FIELD}", KEY_FIELD)
+        if exc.reason in _OTHER_TYPE:
+            why = f"is a private key of another type than the certificate's public key in {CERT_FIELD}"
+            return Inspection(info, why, KEY_FIELD)
+        if exc.reason in _WEAK:
+            return Inspection(info, f"is refused by OpenSSL's security level{_reason(exc)}", CERT_FIELD)
+        if not _chain_parses(cert_text):
+            return Inspection(info, f"has a chain certificate that does not parse{_reason(exc)}", CERT_FIELD)
+        if "PRIVATE KEY-----" not in key_text:
+            # A public key or a certificate pasted into tls.key: say so rather than "unusable".
+            return Inspection(info, "is not a PEM private key (no -----BEGIN ... PRIVATE KEY----- line)", KEY_FIELD)
+        return Inspection(info, f"is not a usable PEM private key{_reason(exc)}", KEY_FIELD)
+    except ValueError:
+        return Inspection(info, "is an encrypted private key (not supported)", KEY_FIELD)
     return Inspection(info)
 
 

@@ -8,10 +8,12 @@ recorded in ``Index.ignored_listeners`` before routes attach, so no route attach
 
 TLS-terminating listeners (HTTPS, TLS Terminate) need at least one usable certificate:
 ``certificateRefs`` Secrets in the Gateway's namespace (another namespace needs a
-ReferenceGrant) with ``tls.crt`` and ``tls.key``. A reference that cannot be served is a
-warning and is skipped; a listener left with none is not served. An expired certificate is an
-error (the configuration is refused, so a reload keeps the previous certificates), one that
-expires within 30 days a warning.
+ReferenceGrant) with ``tls.crt`` and ``tls.key``. A Secret whose certificate or key does not
+load (as the worker loads it) is an error; a reference to a missing Secret (or one without a
+ReferenceGrant, or without ``tls.crt``/``tls.key``) is a warning and is skipped while the
+listener keeps another certificate, and an error when the listener would be left with none.
+An error refuses the configuration, so a reload keeps the previous certificates serving. An
+expired certificate is an error too, one that expires within 30 days a warning.
 
 Client certificates are a property of the port, because the TLS handshake policy is fixed
 before SNI is known (FSM's GatewayTLSPolicy is per port too, and Gateway API v1.3 moved
@@ -29,7 +31,7 @@ import msgspec
 
 from fsmfast.config import model as m
 from fsmfast.config.attach import ListenerRef
-from fsmfast.config.certs import Inspection, expiry_problem, inspect
+from fsmfast.config.certs import Inspection, as_text, expiry_problem, inspect
 from fsmfast.config.grants import granted
 from fsmfast.config.index import Index, age_key
 from fsmfast.config.issues import Issues, Where
@@ -124,7 +126,9 @@ class Frontends:
                 return
             certificates = self._certificates(ref, field)
             if not certificates:
-                self._ignore(ref, f"{field}.tls.certificateRefs", "no usable certificate")
+                # Already an error (see _certificates): kept out of the port so that nothing
+                # attaches to it while the build reports the errors.
+                self.index.ignored_listeners[ref.name] = "no usable certificate"
                 return
             port.tls.append(ListenerTLS(name=ref.name, hostname=hostname, certificates=tuple(certificates)))
             header = ref.gateway.metadata.annotations.get(CLIENT_CERT_HEADER)
@@ -133,60 +137,80 @@ class Frontends:
         port.refs.append(ref)
 
     def _certificates(self, ref: ListenerRef, field: str) -> list[Certificate]:
+        """The listener's usable certificates, in order; what cannot be served is reported.
+
+        Stricter than Gateway API, which would only set ResolvedRefs=False: a bare-metal gateway
+        has no status to report on, and an HTTPS port that silently stops answering is the failure
+        to avoid, so a reload with such an error keeps the previous generation serving.
+
+        - A Secret whose content does not load (a key of another certificate or type, a PEM that
+          does not parse) is an error even when the listener has other good certificates: the
+          Secret was meant to be served, and without it the names it covers would get another
+          certificate (a name mismatch at every client) while the reload reports success.
+        - A reference that resolves to nothing (no Secret, no ReferenceGrant, no ``tls.crt`` or
+          ``tls.key``) is a warning while the listener keeps a usable certificate, as before, and
+          an error when the listener would be left with none (it would not be served at all).
+        """
         gw = ref.gateway
         tls = ref.listener.tls
         assert tls is not None  # checked when loading
         where = Where.of(gw)
         out: list[Certificate] = []
+        # (field, message, unusable content): reported in reference order once `out` is known.
+        problems: list[tuple[str, str, bool]] = []
         for k, cref in enumerate(tls.certificate_refs):
             cfield = f"{field}.tls.certificateRefs[{k}]"
             namespace = cref.namespace or gw.namespace
             key = f"{namespace}/{cref.name}"
             if not granted(self.index, "Gateway", gw.namespace, "Secret", namespace, cref.name):
-                self.issues.warn(
-                    where, cfield, f"reference to secret {key} needs a ReferenceGrant; certificate skipped"
-                )
+                problems.append((cfield, f"reference to secret {key} needs a ReferenceGrant", False))
                 continue
             secret = self.index.secrets.get(key)
             if secret is None:
-                self.issues.warn(where, cfield, f"secret {key} not found; certificate skipped")
+                problems.append((cfield, f"secret {key} not found", False))
                 continue
             cert, private = secret.value(CERT_KEY), secret.value(KEY_KEY)
             if cert is None or private is None:
                 missing = CERT_KEY if cert is None else KEY_KEY
-                self.issues.warn(where, cfield, f"secret {key} has no key {missing}; certificate skipped")
+                problems.append((cfield, f"secret {key} has no key {missing}", False))
                 continue
             if secret.type not in (None, TLS_SECRET_TYPE):
                 wanted = f"a listener certificate Secret should be {TLS_SECRET_TYPE}"
                 self.issues.warn(Where.of(secret), "type", f"{secret.type}: {wanted}")
             found = self._inspect(secret, cert, private)
             if found.problem or found.info is None:
-                self.issues.warn(where, cfield, f"secret {key}: {found.problem}; certificate skipped")
+                assert found.field is not None
+                problems.append((cfield, f"secret {key} {secret.field_of(found.field)} {found.problem}", True))
                 continue
             out.append(
                 Certificate(
                     name=key,
-                    cert_pem=cert.decode("ascii", "replace"),
-                    key_pem=private.decode("ascii", "replace"),
+                    cert_pem=as_text(cert),
+                    key_pem=as_text(private),
                     names=found.info.names,
                 )
             )
+        for cfield, message, unusable in problems:
+            if unusable:
+                self.issues.error(where, cfield, message)
+            elif out:
+                self.issues.warn(where, cfield, f"{message}; certificate skipped")
+            else:
+                self.issues.error(where, cfield, f"{message}; listener {ref.name} would be left with no certificate")
         return out
 
     def _inspect(self, secret: m.Secret, cert: bytes, private: bytes) -> Inspection:
-        """Inspect a Secret once, reporting its problems on the Secret itself."""
+        """Inspect a Secret once; its expiry is reported on the Secret itself, a content problem
+        on each reference to it (``_certificates``: that error names the Secret and its field)."""
         found = self._inspected.get(secret.key)
         if found is not None:
             return found
         found = self._inspected[secret.key] = inspect(cert, private)
-        where = Where.of(secret)
-        if found.problem:
-            field = secret.field_of(KEY_KEY if found.info is not None else CERT_KEY)
-            self.issues.warn(where, field, found.problem)
         if found.info is not None:
             expiry = expiry_problem(found.info)
             if expiry is not None:
                 message, is_error = expiry
+                where = Where.of(secret)
                 (self.issues.error if is_error else self.issues.warn)(where, secret.field_of(CERT_KEY), message)
         return found
 

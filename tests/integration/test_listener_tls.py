@@ -8,7 +8,8 @@ One gateway (two workers) serves every case, each on its own port:
 - client mTLS as in FSM's gateway mTLS article (GatewayTLSPolicy), with the subject forwarded in the
   header the Gateway annotation names; and Gateway API ``frontendValidation`` from a ConfigMap;
 - session tickets resumed on any worker and after a reload;
-- a certificate replaced by SIGHUP while a long download over the old connection goes on.
+- a certificate replaced by SIGHUP while a long download over the old connection goes on;
+- a key swapped for another certificate's: ``fsmfast check`` fails and a SIGHUP keeps the old certificate.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -155,6 +157,7 @@ def gateway_yaml(ports: dict[str, int]) -> str:
         + https("mtls", ports["mtls"], ["foo-cert"])
         + https("validation", ports["validation"], ["a-cert"], extra=validation)
         + https("rotate", ports["rotate"], ["rot-cert"])
+        + https("keyswap", ports["keyswap"], ["swap-cert"])
     )
 
 
@@ -188,7 +191,7 @@ def setup(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]
     stranger = client_cert(certs, other_ca(base / "other"), cn="stranger")
     config = base / "config"
     config.mkdir()
-    ports = {name: free_port() for name in ("sni", "hosts", "mtls", "validation", "rotate")}
+    ports = {name: free_port() for name in ("sni", "hosts", "mtls", "validation", "rotate", "keyswap")}
     with Upstream("echo", host="127.0.0.1") as upstream:
         (config / "gateway.yaml").write_text(m.documents(gateway_yaml(ports), route_yaml(), policy_yaml(ports["mtls"])))
         (config / "service.yaml").write_text(
@@ -203,6 +206,7 @@ def setup(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]
             )
         )
         (config / "rotate.yaml").write_text(m.tls_secret("rot-cert", rot1.server_cert, rot1.server_key))
+        (config / "swap.yaml").write_text(m.tls_secret("swap-cert", san_a.server_cert, san_a.server_key))
         with Gateway(config, list(ports.values()), workers=2) as gw:
             yield Setup(gw, upstream, pki, base, ports, client, stranger, wild, san_a)
 
@@ -437,6 +441,54 @@ def test_certificate_rotated_by_sighup_while_a_long_download_continues(setup: Se
         time.sleep(0.001)
     download.close()
     assert got == size and digest.hexdigest() == pattern_sha256(size)
+
+
+@pytest.mark.timeout(120)
+def test_a_key_of_another_certificate_fails_check_and_the_reload_keeps_the_old_certificate(setup: Setup) -> None:
+    port = setup.ports["keyswap"]
+    ctx = setup.ca_context()
+    with tls_connect(port, ctx, "a.example.com") as tls:
+        old = fingerprint(tls)
+        assert parse_response(request(tls, "a.example.com")).status == 200
+
+    swap = setup.gw.config / "swap.yaml"
+    good = swap.read_text()
+    # The kind of edit that used to "succeed" and close the port: tls.key now holds the blog certificate's key.
+    swap.write_text(m.tls_secret("swap-cert", setup.san_a.server_cert, setup.pki.server_key))
+    problem = (
+        f"Gateway {NS}/{m.GATEWAY_NAME}: spec.listeners[6].tls.certificateRefs[0]: secret {NS}/swap-cert"
+        " data.tls.key does not match the certificate in tls.crt"
+    )
+    try:
+        check = subprocess.run(
+            [sys.executable, "-m", "fsmfast", "check", "-c", str(setup.gw.config)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert check.returncode == 1, check
+        assert check.stderr.splitlines()[0] == "fsmfast: configuration is invalid (1 error):", check.stderr
+        assert problem in check.stderr, check.stderr
+
+        line = setup.gw.reload(expect="data.tls.key")
+        assert problem in line, line
+        lines = setup.gw.stderr_text().splitlines()
+        at = max(i for i, text in enumerate(lines) if problem in text)
+        assert re.search(r"reload failed, keeping generation \d+:$", lines[at - 1]), lines[at - 1]
+        # Both workers (new connections spread over them) still serve the old certificate.
+        before = len(setup.gw.access_log())
+        for _ in range(8):
+            with tls_connect(port, ctx, "a.example.com") as tls:
+                assert fingerprint(tls) == old
+                assert parse_response(request(tls, "a.example.com")).status == 200
+        assert len(setup.gw.access_log(min_entries=before + 8)) >= before + 8
+    finally:
+        swap.write_text(good)
+    setup.gw.reload()
+    with tls_connect(port, ctx, "a.example.com") as tls:
+        assert parse_response(request(tls, "a.example.com")).status == 200
 
 
 def test_openssl_cli_is_available() -> None:

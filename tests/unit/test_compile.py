@@ -147,7 +147,7 @@ def test_attachment_reasons(cwd: Path) -> None:
         gateway(
             listeners="""\
             - {name: http, port: 8000, protocol: HTTP, hostname: a.example.com}
-            - {name: https, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}}
+            - {name: https, port: 8000, protocol: HTTPS, tls: {certificateRefs: [{name: missing}]}}
             - name: kinds
               port: 8001
               protocol: HTTP
@@ -165,14 +165,13 @@ def test_attachment_reasons(cwd: Path) -> None:
         route("ok", "parentRefs: [{name: gw}]"),  # http attaches; https and kinds refuse: no warning
     )
     assert others(result.warnings) == [
-        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs[0]: secret ns/missing not found;"
-        " certificate skipped",
-        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs: no usable certificate; listener ignored",
+        "all.yaml#1 Gateway ns/gw: spec.listeners[1]: port 8000 is already served as HTTP by listener ns/gw/http"
+        " (one protocol per port); listener ignored",
         "all.yaml#2 HTTPRoute ns/no-section: spec.parentRefs[0]: not attached: no listener of gateway ns/gw matches"
         " sectionName nope, port 8000",
         "all.yaml#3 HTTPRoute ns/no-gateway: spec.parentRefs[0]: not attached: gateway ns/missing not found",
         "all.yaml#4 HTTPRoute ns/https: spec.parentRefs[0]: not attached: listener ns/gw/https is not served"
-        " (no usable certificate)",
+        " (port 8000 is already served as HTTP by listener ns/gw/http (one protocol per port))",
         "all.yaml#5 HTTPRoute ns/kinds: spec.parentRefs[0]: not attached: listener ns/gw/kinds does not allow"
         " HTTPRoute (allowedRoutes.kinds)",
         "all.yaml#6 HTTPRoute ns/hosts: spec.parentRefs[0]: not attached: no route hostname matches listener"

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec
 from cryptography.x509.oid import NameOID
 
 from fsmfast import snapshot as s
 from fsmfast.compile import Build, build
-from fsmfast.config.certs import inspect, rdn_string
+from fsmfast.config.certs import as_text, inspect, rdn_string
 from fsmfast.errors import ConfigError
+from fsmfast.listener_tls import CertificateLoadError, Contexts
+from tests.support.pki import Pki, san_pki
 
 NOW = datetime.datetime.now(datetime.timezone.utc)
 CA_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -130,9 +132,130 @@ def test_inspect_reads_names_and_expiry_and_checks_the_key() -> None:
     assert found.info.names == ("*.wild.example.com", "wild.example.com", "wild")  # SANs, then the CN
     assert found.info.subject == "CN=wild"
     assert found.info.not_after > NOW.timestamp()
-    assert inspect(FOO[0], WILD[1]).problem == "tls.key does not match the certificate in tls.crt"
-    assert inspect(b"nope", FOO[1]).problem.startswith("tls.crt is not a PEM certificate")
-    assert inspect(FOO[0], b"garbage").problem == "tls.key is not a usable PEM private key"
+    assert inspect(FOO[0], WILD[1]).message == "tls.key does not match the certificate in tls.crt"
+    assert inspect(b"nope", FOO[1]).message.startswith("tls.crt is not a PEM certificate")
+    assert inspect(FOO[0], b"garbage").message == (
+        "tls.key is not a PEM private key (no -----BEGIN ... PRIVATE KEY----- line)"
+    )
+
+
+# What a worker cannot load, each way a Secret can hold it, on the blog's RSA certificate (tests/support/pki.py).
+UNUSABLE = {
+    "another certificate's key": (
+        "other_key",
+        "data.tls.key does not match the certificate in tls.crt",
+    ),
+    "an EC key": (
+        "ec_key",
+        "data.tls.key is a private key of another type than the certificate's public key in tls.crt",
+    ),
+    "a DSA key": (
+        "dsa_key",
+        "data.tls.key is a private key of another type than the certificate's public key in tls.crt",
+    ),
+    "a public key": ("public_key", "data.tls.key is not a PEM private key (no -----BEGIN ... PRIVATE KEY----- line)"),
+    "a truncated key": ("truncated_key", "data.tls.key is not a usable PEM private key"),
+    "an encrypted key": ("encrypted_key", "data.tls.key is an encrypted private key (not supported)"),
+    "a garbage certificate": ("garbage_cert", "data.tls.crt does not parse as a PEM certificate"),
+    "a chain that does not parse": (
+        "bad_chain",
+        "data.tls.crt has a chain certificate that does not parse (bad base64 decode)",
+    ),
+    "a truncated chain": ("truncated_chain", "data.tls.crt has a chain certificate that does not parse (bad end line)"),
+}
+
+
+@pytest.fixture(scope="module")
+def rsa(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, bytes]]:
+    """(tls.crt, tls.key) pairs: the blog's good one, and one per UNUSABLE kind."""
+    cert, key = pki.server_cert.read_bytes(), pki.server_key.read_bytes()
+    other = san_pki(tmp_path_factory.mktemp("other-pki"), pki, "a.example.com")
+    dsa_key = dsa.generate_private_key(2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = serialization.load_pem_private_key(key, None).public_key()
+    encrypted = serialization.load_pem_private_key(key, None).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+    )
+    bad_block = b"-----BEGIN CERTIFICATE-----\nMIIB!!\n-----END CERTIFICATE-----\n"
+    return {
+        "good": (cert, key),
+        "other_key": (cert, other.server_key.read_bytes()),
+        "ec_key": (cert, FOO[1]),
+        "dsa_key": (cert, dsa_key),
+        "public_key": (
+            cert,
+            public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        ),
+        "truncated_key": (cert, key[:300] + key[-30:]),
+        "encrypted_key": (cert, encrypted),
+        "garbage_cert": (b"-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n", key),
+        "bad_chain": (cert + bad_block, key),
+        "truncated_chain": (cert + pki.ca_cert.read_bytes()[:200], key),
+    }
+
+
+@pytest.mark.parametrize("kind", list(UNUSABLE))
+def test_an_unusable_certificate_is_an_error_even_beside_a_good_one(
+    kind: str, rsa: dict[str, tuple[bytes, bytes]]
+) -> None:
+    pair_name, message = UNUSABLE[kind]
+    pair = rsa[pair_name]
+    field, _, problem = message.partition(" ")
+    assert inspect(*pair).message == field.removeprefix("data.") + " " + problem
+    listeners = "- {name: h, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: good}, {name: bad}]}}"
+    with pytest.raises(ConfigError) as exc:
+        compile_docs(gateway(listeners), secret("good", rsa["good"]), secret("bad", pair), ROUTE, service())
+    assert [str(i) for i in exc.value.issues] == [
+        f"all.yaml#1 Gateway ns/gw: spec.listeners[0].tls.certificateRefs[1]: secret ns/bad {message}"
+    ]
+    # The worker loads the pair the same way; were the build's check ever to miss one, the worker refuses
+    # the snapshot naming the Secret instead of serving the port without it.
+    contexts = Contexts()
+    with pytest.raises(CertificateLoadError, match=r"^certificate Secret ns/bad \(tls.crt, tls.key\) does not load: "):
+        contexts.certificate(worker_certificate("ns/bad", pair), ("http/1.1",), None)
+    assert contexts.certificate(worker_certificate("ns/good", rsa["good"]), ("http/1.1",), None) is not None
+
+
+def worker_certificate(name: str, pair: tuple[bytes, bytes]) -> s.Certificate:
+    return s.Certificate(name=name, cert_pem=as_text(pair[0]), key_pem=as_text(pair[1]), names=())
+
+
+def test_a_missing_secret_is_skipped_beside_a_good_certificate_and_an_error_alone() -> None:
+    result = compile_docs(
+        gateway("- {name: a, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: missing}, {name: foo}]}}"),
+        secret("foo", FOO),
+    )
+    assert [c.name for c in listener(result, 8443).tls[0].certificates] == ["ns/foo"]
+    assert result.warnings == [
+        "all.yaml#1 Gateway ns/gw: spec.listeners[0].tls.certificateRefs[0]: secret ns/missing not found;"
+        " certificate skipped",
+    ]
+    with pytest.raises(ConfigError) as exc:
+        compile_docs(
+            gateway(
+                """\
+                - {name: a, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: foo}]}}
+                - name: b
+                  port: 8443
+                  protocol: HTTPS
+                  hostname: b.example.com
+                  tls: {certificateRefs: [{name: missing}, {name: nokey}, {name: nocrt}]}
+                """
+            ),
+            secret("foo", FOO),
+            secret("nokey", FOO).replace(f"\n  tls.key: {b64(FOO[1])}", ""),
+            secret("nocrt", FOO).replace(f"\n  tls.crt: {b64(FOO[0])}", ""),
+        )
+    # Listener b would be left with none: each of its references is an error (the port still has a's).
+    assert [str(i) for i in exc.value.issues] == [
+        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs[0]: secret ns/missing not found;"
+        " listener ns/gw/b would be left with no certificate",
+        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs[1]: secret ns/nokey has no key tls.key;"
+        " listener ns/gw/b would be left with no certificate",
+        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs[2]: secret ns/nocrt has no key tls.crt;"
+        " listener ns/gw/b would be left with no certificate",
+    ]
 
 
 def test_rdn_string_escapes_and_orders_most_specific_first() -> None:
@@ -159,30 +282,26 @@ def test_https_listener_carries_certificates_in_order_and_attaches_httproutes() 
     assert result.warnings == []
 
 
-def test_unusable_certificates_are_skipped_and_a_listener_without_any_is_ignored() -> None:
-    result = compile_docs(
+def test_one_secret_shared_by_two_listeners_is_reported_for_each_with_its_field() -> None:
+    docs = (
         gateway(
             """\
             - {name: a, port: 8443, protocol: HTTPS, hostname: a.example.com,
                tls: {certificateRefs: [{name: missing}, {name: mismatch}, {name: foo}]}}
-            - {name: b, port: 8443, protocol: HTTPS, hostname: b.example.com, tls: {certificateRefs: [{name: missing}]}}
+            - {name: b, port: 9443, protocol: HTTPS, tls: {certificateRefs: [{name: mismatch}]}}
             """
         ),
         secret("foo", FOO),
         secret("mismatch", (FOO[0], WILD[1])),
     )
-    li = listener(result, 8443)
-    assert [t.name for t in li.tls] == ["ns/gw/a"]
-    assert [c.name for c in li.tls[0].certificates] == ["ns/foo"]
-    assert result.warnings == [
-        "all.yaml#1 Gateway ns/gw: spec.listeners[0].tls.certificateRefs[0]: secret ns/missing not found;"
-        " certificate skipped",
-        "all.yaml#1 Gateway ns/gw: spec.listeners[0].tls.certificateRefs[1]: secret ns/mismatch: tls.key does not"
-        " match the certificate in tls.crt; certificate skipped",
-        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs[0]: secret ns/missing not found;"
-        " certificate skipped",
-        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs: no usable certificate; listener ignored",
-        "all.yaml#3 Secret ns/mismatch: data.tls.key: tls.key does not match the certificate in tls.crt",
+    with pytest.raises(ConfigError) as exc:
+        compile_docs(*docs)
+    # The mismatch is an error for each listener using it; the missing Secret beside foo is not an error.
+    assert [str(i) for i in exc.value.issues] == [
+        "all.yaml#1 Gateway ns/gw: spec.listeners[0].tls.certificateRefs[1]: secret ns/mismatch data.tls.key does"
+        " not match the certificate in tls.crt",
+        "all.yaml#1 Gateway ns/gw: spec.listeners[1].tls.certificateRefs[0]: secret ns/mismatch data.tls.key does"
+        " not match the certificate in tls.crt",
     ]
 
 
@@ -205,9 +324,13 @@ def test_expired_certificate_is_an_error_and_one_expiring_soon_a_warning() -> No
 
 def test_cross_namespace_certificate_needs_a_reference_grant() -> None:
     listeners = "- {name: h, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: foo, namespace: certs}]}}"
-    result = compile_docs(gateway(listeners), secret("foo", FOO, ns="certs"))
-    assert "needs a ReferenceGrant" in result.warnings[0]
-    assert not any(li.port == 8443 for li in result.snapshot.listeners)
+    # Without the grant the listener would have no certificate at all: an error, not a closed port.
+    with pytest.raises(ConfigError) as exc:
+        compile_docs(gateway(listeners), secret("foo", FOO, ns="certs"))
+    assert [str(i) for i in exc.value.issues] == [
+        "all.yaml#1 Gateway ns/gw: spec.listeners[0].tls.certificateRefs[0]: reference to secret certs/foo needs a"
+        " ReferenceGrant; listener ns/gw/h would be left with no certificate"
+    ]
     grant = obj(
         "ReferenceGrant",
         "g",

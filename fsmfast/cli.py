@@ -2,7 +2,8 @@
 ``explain`` how one request is routed, or start the ``demo``.
 
 Exit codes (``fsmfast.errors``): 0 ok, 1 configuration invalid, 2 usage, 3 worker boot
-failure, 4 listener bind failure (or another master already running per the pidfile).
+failure, 4 listener bind failure (a port taken by another process, or another master already
+running per the pidfile).
 
 Signals to the master of ``fsmfast run`` (gunicorn's convention, because systemd and
 Kubernetes send TERM): HUP reloads the configuration, TERM stops gracefully, INT and QUIT
@@ -91,7 +92,9 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="worker processes (default: $FSMFAST_WORKERS, $WEB_CONCURRENCY, else the CPU count)",
     )
-    run.add_argument("-p", "--pid-file", metavar="FILE", help="write the master's pid here; refuse if it is alive")
+    run.add_argument(
+        "-p", "--pid-file", metavar="FILE", help="write the master's pid here; refuse if it names a live fsmfast master"
+    )
     run.add_argument(
         "--listen-address",
         type=ip_literal,

@@ -18,7 +18,8 @@ accepted by the replacement.
           keep serving the old one. Otherwise bind sockets for added ports, push the encoded
           snapshot (same bytes to every worker) with the worker's new-port fds attached,
           collect acks, then close the sockets of removed ports.
-    TERM  graceful stop: workers stop accepting and drain for up to ``graceful_timeout``.
+    TERM  graceful stop: the master and the workers close their listening sockets at once (new
+          connections are refused), and workers drain for up to ``graceful_timeout``.
     INT, QUIT  fast stop.
     CHLD  wake up and reap.
 
@@ -128,7 +129,7 @@ class Arbiter:
             return EXIT_WORKER_BOOT
         self.worker_main = worker_main
         if self.settings.pid_file:
-            self.pidfile = Pidfile(self.settings.pid_file)
+            self.pidfile = Pidfile(self.settings.pid_file, warn=lambda text: log.warning("%s", text))
             try:
                 self.pidfile.create(os.getpid())
             except PidfileError as e:
@@ -526,6 +527,13 @@ class Arbiter:
         limit = self.settings.graceful_timeout + GRACE_EXTRA if graceful else FAST_STOP_TIMEOUT
         for worker in self.workers.values():
             self.kill_worker(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
+        # Close the door now, as nginx does: the kernel keeps accepting on a port until the last
+        # fd of every listening socket is closed, and a connection it accepts during the drain
+        # would wait in a backlog nobody reads until the drain ends, then be reset. With the
+        # master's copies gone here and each worker closing its own as it starts draining, new
+        # connections are refused at once while in-flight requests finish. (Nothing respawns a
+        # slot from here on, so nobody needs the master's copies any more.)
+        sockets.close_slots(self.slots)
         deadline = time.monotonic() + limit
         while True:
             self.reap()

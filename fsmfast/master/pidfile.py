@@ -1,7 +1,10 @@
 """The master's pidfile: written atomically, refused when another master is alive, removed on exit.
 
-The pidfile is also the guard against a second instance: with SO_REUSEPORT a second master
-under the same uid would bind the same ports without error and silently take half the traffic.
+A pid in the file only counts when that process is an fsmfast master (``fsmfast run`` or
+``fsmfast demo``, per /proc/<pid>/cmdline): after a crash or a reboot the old pid is often
+reused by something else (pid 1 in a container, a shell), and that must not stop a start. A
+second master on the same ports is refused by the listeners themselves (``sockets``), so a
+pidfile that misjudges can at worst leave two masters on different ports.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Callable
+
+from fsmfast.master import procinfo
 
 
 class PidfileError(Exception):
@@ -41,24 +47,47 @@ def is_alive(pid: int) -> bool:
     return True
 
 
+def is_master(pid: int) -> bool | None:
+    """Whether live ``pid`` runs an fsmfast master; None when its command line is hidden from us."""
+    argv = procinfo.cmdline(pid)
+    if argv is None:
+        return None
+    return procinfo.is_fsmfast_master(argv)
+
+
 class Pidfile:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, warn: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.pid: int | None = None
+        self.warn = warn
 
     def validate(self) -> int | None:
-        """The pid of a live process the file points at, or None when the file is absent or stale."""
+        """The pid of the live fsmfast master the file points at, or None when absent or stale."""
         pid = read_pid(self.path)
         if pid is None or pid == os.getpid():
             # Our own pid can only be stale: a previous container run with the same pid 1.
             return None
-        return pid if is_alive(pid) else None
+        if not is_alive(pid):
+            return None
+        master = is_master(pid)
+        if master is False:
+            if self.warn is not None:
+                self.warn(
+                    f"pidfile {self.path} names {procinfo.describe(pid)}, which is not fsmfast; "
+                    "the file is stale, overwriting it"
+                )
+            return None
+        # A master, or a process we may not inspect (hidepid=, another user): refuse rather
+        # than risk two masters writing one pidfile.
+        return pid
 
     def create(self, pid: int) -> None:
-        """Write ``pid`` atomically, refusing when the file points at a live process."""
+        """Write ``pid`` atomically, refusing when the file points at a live fsmfast master."""
         other = self.validate()
         if other is not None:
-            raise PidfileError(f"pidfile {self.path} names running process {other}; is fsmfast already running?")
+            raise PidfileError(
+                f"pidfile {self.path} names running process {procinfo.describe(other)}; is fsmfast already running?"
+            )
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             # Same directory as the target, so the rename is atomic: readers see the old

@@ -7,14 +7,22 @@ the slot. When a worker dies, its slot's socket stays in the group and the kerne
 queueing connections on it; the respawned worker inherits the same socket and accepts them,
 so nothing the kernel already accepted is lost. (Closing the last fd of a reuseport socket
 would reset its queued connections instead.)
+
+SO_REUSEPORT also lets any other process of the same user join the group: a second ``fsmfast
+run`` on the same port would silently take a share of the connections. So before a port's
+group is bound, a probe socket without SO_REUSEPORT checks that nobody listens there
+(``probe``), and the operator gets nginx's "Address already in use" naming the other process.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import socket
 from collections.abc import Iterable
+
+from fsmfast.master import procinfo
 
 # slot index -> port -> listening socket
 SlotSockets = list[dict[int, socket.socket]]
@@ -35,20 +43,67 @@ def family_of(address: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
 
+def _tcp_socket(address: str, port: int, reuseport: bool) -> socket.socket:
+    """A TCP socket with the options every listener on ``address`` gets; not bound yet."""
+    try:
+        family = family_of(address)
+    except ValueError:
+        raise BindError(f"cannot listen on {format_address(address, port)}: not an IP address literal") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6 and address == "::":
+            # Dual stack for the wildcard, whatever net.ipv6.bindv6only says.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def probe(address: str, port: int) -> None:
+    """Raise BindError when a socket already listens where a group on ``address:port`` would.
+
+    The probe has SO_REUSEADDR (a port whose old connections sit in TIME_WAIT is free) but not
+    SO_REUSEPORT, so the kernel refuses it next to any listener that covers the same address:
+    the same address, a wildcard (0.0.0.0, or :: which is dual stack here) over a specific one,
+    or a specific one under our wildcard; reuseport group or not, same user or not. Listeners
+    on other specific addresses of the same port do not conflict and are left alone.
+
+    It is closed before the group is bound (it would conflict with the group itself), which
+    leaves a window of a few system calls in which another SO_REUSEPORT process of our user
+    could bind first and be joined. Two masters would have to bind the same port within
+    microseconds of each other; the probe is there for the operator who starts a second
+    instance while the first one serves, which it always catches.
+    """
+    where = format_address(address, port)
+    try:
+        sock = _tcp_socket(address, port, reuseport=False)
+    except OSError as e:
+        raise BindError(f"cannot listen on {where}: {e.strerror or e}") from None
+    try:
+        sock.bind((address, port))
+        sock.listen(1)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            pids = procinfo.listeners(address, port)
+            holder = " and ".join(procinfo.describe(pid) for pid in pids) if pids else "another process"
+            raise BindError(f"cannot listen on {where}: Address already in use by {holder}") from None
+        raise BindError(f"cannot listen on {where}: {e.strerror or e}") from None
+    finally:
+        sock.close()
+
+
 def bind_listener(address: str, port: int, backlog: int) -> socket.socket:
     """A non-blocking, inheritable listening TCP socket with SO_REUSEADDR and SO_REUSEPORT."""
     where = format_address(address, port)
     try:
-        family = family_of(address)
-    except ValueError:
-        raise BindError(f"cannot listen on {where}: not an IP address literal") from None
-    sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = _tcp_socket(address, port, reuseport=True)
+    except OSError as e:
+        raise BindError(f"cannot listen on {where}: {e.strerror or e}") from None
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6 and address == "::":
-            # Dual stack for the wildcard, whatever net.ipv6.bindv6only says.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind((address, port))
         sock.listen(backlog)
         sock.setblocking(False)
@@ -61,10 +116,15 @@ def bind_listener(address: str, port: int, backlog: int) -> socket.socket:
 
 
 def bind_slots(address: str, ports: Iterable[int], slots: int, backlog: int) -> SlotSockets:
-    """One listener per slot and port; on any failure, everything bound so far is closed."""
+    """One listener per slot and port; on any failure, everything bound so far is closed.
+
+    Only ports nobody else listens on are bound (``probe``): the caller passes ports it does not
+    hold yet (all of them at start, the added ones on reload).
+    """
     out: SlotSockets = [{} for _ in range(slots)]
     try:
         for port in sorted(set(ports)):
+            probe(address, port)
             for slot in range(slots):
                 out[slot][port] = bind_listener(address, port, backlog)
     except BindError:

@@ -162,8 +162,13 @@ class Worker:
             return
         self.ctx.draining = True
         self._drain_deadline = time.monotonic() + self.boot.settings.graceful_timeout
+        # The servers serve duplicates; the slot's own sockets must go too, or the kernel keeps
+        # accepting connections nobody will read (the master closes its copies as well).
         for server in self.servers.values():
             server.close()
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
         for conn in list(self.ctx.connections):
             if not conn.queue and not conn.in_head:
                 conn.close()

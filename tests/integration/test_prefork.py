@@ -401,20 +401,6 @@ def test_bind_failure_exits_4(tmp_path: Path, upstream: _Upstream) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_live_pidfile_refuses_to_start(tmp_path: Path, upstream: _Upstream) -> None:
-    port = free_port()
-    cfg = write_config(tmp_path / "gw.yaml", [port], upstream.server_port)
-    pidfile = tmp_path / "fsmfast.pid"
-    pidfile.write_text(f"{os.getpid()}\n")  # this test process: certainly alive
-    done = run_fsmfast(
-        "run", "-c", str(cfg), "--workers", "1", "--listen-address", "127.0.0.1", "--pid-file", str(pidfile)
-    )
-    assert done.returncode == EXIT_BIND
-    assert "already running" in done.stderr
-    assert pidfile.read_text() == f"{os.getpid()}\n"
-
-
-@pytest.mark.timeout(60)
 def test_worker_boot_failure_halts_the_master(tmp_path: Path, upstream: _Upstream) -> None:
     port = free_port()
     cfg = write_config(tmp_path / "gw.yaml", [port], upstream.server_port)

@@ -6,11 +6,14 @@ import os
 import stat
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from fsmfast.master.pidfile import Pidfile, PidfileError, read_pid
+from fsmfast.master.procinfo import is_fsmfast_master
 
 
 def dead_pid() -> int:
@@ -45,15 +48,88 @@ def test_failed_rename_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert os.listdir(tmp_path) == ["fsmfast.pid"]
 
 
-def test_live_pid_is_refused(tmp_path: Path) -> None:
+def started(argv: list[str]) -> subprocess.Popen[bytes]:
+    """``argv`` running, once /proc shows its command line (Popen returns before exec has set it up)."""
+    proc = subprocess.Popen(argv)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{proc.pid}/cmdline").read_bytes() != "\0".join(argv).encode() + b"\0":
+        assert time.monotonic() < deadline, f"{argv} never started"
+        time.sleep(0.01)
+    return proc
+
+
+@pytest.fixture
+def fake_master(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A live process whose command line is that of an installed ``fsmfast run`` script."""
+    script = tmp_path / "bin" / "fsmfast"
+    script.parent.mkdir()
+    script.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    script.chmod(0o755)
+    # The kernel runs the script's interpreter with the script's path as its first argument.
+    proc = started([sys.executable, str(script), "run", "-c", "gw.yaml"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_live_fsmfast_master_is_refused(tmp_path: Path, fake_master: subprocess.Popen[bytes]) -> None:
     path = tmp_path / "fsmfast.pid"
-    live = os.getppid()  # the process that started pytest: alive while we run
+    live = fake_master.pid
     path.write_text(f"{live}\n")
     pidfile = Pidfile(str(path))
     assert pidfile.validate() == live
-    with pytest.raises(PidfileError, match=rf"names running process {live}; is fsmfast already running\?"):
+    with pytest.raises(PidfileError) as info:
         pidfile.create(4242)
+    assert str(info.value) == (
+        f"pidfile {path} names running process pid {live} ({sys.executable} {tmp_path}/bin/fsmfast run -c gw.yaml); "
+        "is fsmfast already running?"
+    )
     assert path.read_text() == f"{live}\n"
+
+
+@pytest.mark.parametrize("who", ["pid 1", "sleep"])
+def test_live_pid_of_another_program_is_stale(tmp_path: Path, who: str) -> None:
+    # After a crash or a reboot the old pid often belongs to something else by now.
+    sleeper = started(["sleep", "60"]) if who == "sleep" else None
+    try:
+        live = sleeper.pid if sleeper is not None else 1
+        assert "fsmfast" not in Path(f"/proc/{live}/cmdline").read_bytes().decode(errors="replace")
+        path = tmp_path / "fsmfast.pid"
+        path.write_text(f"{live}\n")
+        warnings: list[str] = []
+        pidfile = Pidfile(str(path), warn=warnings.append)
+        pidfile.create(4242)
+        assert read_pid(str(path)) == 4242
+        assert len(warnings) == 1
+        assert warnings[0].startswith(f"pidfile {path} names pid {live} (")
+        assert warnings[0].endswith("which is not fsmfast; the file is stale, overwriting it")
+        if sleeper is not None:
+            assert f"pid {live} (sleep 60)" in warnings[0]
+    finally:
+        if sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
+
+
+@pytest.mark.parametrize(
+    ("argv", "master"),
+    [
+        (["/usr/bin/python3", "-m", "fsmfast", "run", "-c", "gw.yaml"], True),
+        (["python3", "-u", "-X", "dev", "-m", "fsmfast", "run"], True),
+        (["/venv/bin/python", "/venv/bin/fsmfast", "run", "-c", "gw.yaml"], True),
+        (["/usr/local/bin/fsmfast", "--version"], False),
+        (["/usr/local/bin/fsmfast", "demo", "--port", "8000"], True),
+        (["python3", "-m", "fsmfast", "check", "-c", "gw.yaml"], False),
+        (["python3", "-m", "pytest", "tests/fsmfast", "run"], False),
+        (["sleep", "60"], False),
+        (["nginx: master process nginx"], False),
+        ([], False),
+    ],
+)
+def test_fsmfast_command_lines(argv: list[str], master: bool) -> None:
+    assert is_fsmfast_master(argv) is master
 
 
 @pytest.mark.parametrize("content", ["DEAD", "", "garbage\n", "-5\n", "+12\n", "0\n"])

@@ -709,8 +709,9 @@ for _c in range(256):
 cdef bint _host_ok(const char* s, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i = 0, k
     cdef unsigned char c
+    cdef long port = 0
     if n == 0:
-        return True
+        return False
     if s[0] == 91:  # "["
         i = 1
         while i < n and s[i] != 93:  # "]"
@@ -735,7 +736,8 @@ cdef bint _host_ok(const char* s, Py_ssize_t n) noexcept nogil:
     for k in range(i + 1, n):
         if s[k] < 48 or s[k] > 57:
             return False
-    return True
+        port = port * 10 + (s[k] - 48)
+    return 1 <= port <= 65535
 
 
 cpdef bint valid_host(object value):
@@ -751,6 +753,7 @@ cpdef tuple scan_request(object headers, Py_ssize_t max_field):
     cdef PyObject* item
     cdef object name, value
     cdef const char* s
+    cdef const char* v
     cdef long long cl, content_length = -1
     host = None
     te = None
@@ -772,7 +775,8 @@ cpdef tuple scan_request(object headers, Py_ssize_t max_field):
                 return host, content_length, te, expect, upgrade, (400, "invalid Host header")
             host = value
         elif n == 14 and _ieq(s, b"content-length", 14):
-            cl = _digits(PyBytes_AS_STRING(value), vn)
+            v = _strip_ows(PyBytes_AS_STRING(value), &vn)
+            cl = _digits(v, vn)
             if cl < 0:
                 return host, content_length, te, expect, upgrade, (400, "invalid Content-Length")
             if content_length >= 0 and cl != content_length:
@@ -1150,10 +1154,12 @@ cpdef bytes normalize_host(bytes value):
 # instead of through llhttp's per-header Python callbacks; anything else returns None for llhttp.
 
 cdef unsigned char _TCHAR[256]  # header-name token characters
+cdef unsigned char _RTCHAR[256]  # ... in a request: "_" sends the head to llhttp (see the pure twin)
 cdef unsigned char _TARGETC[256]  # RFC 3986 path and query characters
 cdef unsigned char _VALUEC[256]  # VCHAR, SP, HTAB
 for _c in range(256):
     _TCHAR[_c] = (48 <= _c <= 57) or (65 <= _c <= 90) or (97 <= _c <= 122) or _c in b"!#$%&'*+-.^_`|~"
+    _RTCHAR[_c] = _TCHAR[_c] and _c != 95
     _TARGETC[_c] = (48 <= _c <= 57) or (65 <= _c <= 90) or (97 <= _c <= 122) or _c in b"-._~!$&'()*+,;=:@/?%"
     _VALUEC[_c] = (0x21 <= _c <= 0x7E) or _c == 0x20 or _c == 0x09
 
@@ -1230,12 +1236,12 @@ cdef int _connection_flags(const char* v, Py_ssize_t vn) noexcept nogil:
     return flags
 
 
-cdef int _plain_fields(const char* s, Py_ssize_t pos, Py_ssize_t limit, HdrBuf* b, Py_ssize_t* end,
-                       int* conn, long long* length) except -1:
+cdef int _plain_fields(const char* s, Py_ssize_t pos, Py_ssize_t limit, const unsigned char* tchar, HdrBuf* b,
+                       Py_ssize_t* end, int* conn, long long* length) except -1:
     """Reads the header lines from pos up to the empty line into b; 1 with end just past it, 0 when
-    the head is not plain or not whole before limit. Sets the Connection bits and the Content-Length
-    (-1 when there is none)."""
-    cdef Py_ssize_t eol, colon, va
+    the head is not plain or not whole before limit. Names must be all tchar (_TCHAR, or _RTCHAR for a
+    request). Sets the Connection bits and the Content-Length (-1 when there is none)."""
+    cdef Py_ssize_t eol, colon, va, vlen
     cdef const char* p
     cdef Hdr* h
     length[0] = -1
@@ -1253,7 +1259,7 @@ cdef int _plain_fields(const char* s, Py_ssize_t pos, Py_ssize_t limit, HdrBuf* 
         va = colon + 1
         while va < eol and (s[va] == 32 or s[va] == 9):
             va += 1
-        if not _all_in(_TCHAR, s, pos, colon) or not _visible(s, va, eol):
+        if not _all_in(tchar, s, pos, colon) or not _visible(s, va, eol):
             return 0
         h = _push(b)
         h.name = s + pos
@@ -1265,7 +1271,10 @@ cdef int _plain_fields(const char* s, Py_ssize_t pos, Py_ssize_t limit, HdrBuf* 
         if h.nlen == 14 and _ieq(h.name, b"content-length", 14):
             if length[0] >= 0:
                 return 0
-            length[0] = _digits(h.value, h.vlen)
+            vlen = h.vlen
+            while vlen and (h.value[vlen - 1] == 32 or h.value[vlen - 1] == 9):
+                vlen -= 1  # RFC 9110 §5.5: OWS around a value is not part of it (the field keeps it, as llhttp's)
+            length[0] = _digits(h.value, vlen)
             if length[0] < 0:
                 return 0
         elif h.nlen == 10 and _ieq(h.name, b"connection", 10):
@@ -1323,7 +1332,7 @@ cpdef object read_request_head(object data, Py_ssize_t start, Py_ssize_t max_hea
         return None
     _buf_init(&b)
     try:
-        if not _plain_fields(s, line_end + 2, limit, &b, &end, &conn, &length) or b.n > max_headers:
+        if not _plain_fields(s, line_end + 2, limit, _RTCHAR, &b, &end, &conn, &length) or b.n > max_headers:
             return None
         headers = []
         for i in range(b.n):
@@ -1367,7 +1376,7 @@ cpdef object read_response_head(object data, Py_ssize_t start, Py_ssize_t max_he
     if status < 200 or status > 599 or status == 204 or status == 304:
         return None
     _kept.n = 0
-    ok = _plain_fields(s, line_end + 2, limit, &_kept, &end, &conn, &length)
+    ok = _plain_fields(s, line_end + 2, limit, _TCHAR, &_kept, &end, &conn, &length)
     if not ok or length < 0:
         return None
     # Kept for relay_response_head, as its own reading (_load_raw) would leave them: values trimmed at

@@ -42,6 +42,7 @@ cdef class ClientConnection:
     cdef public bint _line_seen
     cdef public bytes _url
     cdef public str _version
+    cdef public list _line_part
     cdef public list _headers
     cdef public Exchange _parsing
     cdef public long long _body_left
@@ -59,6 +60,7 @@ cdef class ClientConnection:
     @cython.locals(left=cython.longlong, take=Py_ssize_t)
     cdef Py_ssize_t _plain_body(self, bytes data, Py_ssize_t pos) except -1
     cdef bint _feed(self, bytes data) except -1
+    cdef Py_ssize_t _check_line(self, bytes data) except -2
     cpdef _request(self, bytes method, bytes target, bint http11, list headers, bint keep_alive, object parser)
     cpdef _message_done(self)
     @cython.locals(table=HostTable, vhost=VHost, rule=RouteRule)

@@ -98,6 +98,7 @@ class ClientConnection:
         self._line_seen = False
         self._url = b""
         self._version: str | None = None  # set by data_received when it read the request line
+        self._line_part: list[bytes] | None = None  # a request line not whole yet (see _check_line)
         self._headers: list[tuple[bytes, bytes]] = []
         self._parsing: Exchange | None = None
         # The plain reader's state: body bytes still due, and whether the last request it read
@@ -199,24 +200,21 @@ class ClientConnection:
             self.parser = httptools.HttpRequestParser(self)
         if not self.in_head and self._parsing is None:
             self._start_head()
-            # The request line starts this read (the usual case): llhttp accepts runs of spaces in
-            # it, so they are refused here. A pipelined head starting mid-read skips this check;
-            # its request line is re-serialized upstream anyway.
-            line_end = scan_request_line(data)
+            # The request line starts this read (the usual case): llhttp accepts what a proxy must
+            # not, so the line is checked here (_check_line). A pipelined head starting mid-read
+            # skips this check; its request line is re-serialized upstream anyway.
+            line_end = self._check_line(data)
             if line_end < 0:
-                method = data.lstrip(b"\r\n").split(b" ", 1)[0][:16] or b"-"
-                self._refuse(400, "malformed request line: repeated or leading spaces", "bad_request", method)
-                self.flush()
                 return False
             # Seen within the head allowance, as below (_head_fits tells 414 from 431 by it).
             self._line_seen = 0 < line_end <= self._head_room
-            # The version of this head, read off its request line when it ends like llhttp's usual
-            # case: httptools' get_http_version() formats a new string per call, which costs more.
-            if line_end > 11:
-                if data.startswith(b" HTTP/1.1\r\n", line_end - 11):
-                    self._version = "1.1"
-                elif data.startswith(b" HTTP/1.0\r\n", line_end - 11):
-                    self._version = "1.0"
+        elif self._line_part is not None:
+            # The request line began in an earlier read: checked once it is whole (a list, so that
+            # a line sent a byte at a time is joined once, not once per read).
+            if b"\n" not in data:
+                self._line_part.append(data)
+            elif self._check_line(b"".join(self._line_part) + data) < 0:
+                return False
         if self.in_head:
             room = self._head_room - len(data)
             if room >= 0:
@@ -257,6 +255,34 @@ class ClientConnection:
     def eof_received(self) -> bool:
         # Half-close from the client: finish what is in flight, then close.
         self._eof = True
+    def _check_line(self, data: bytes) -> int:
+        """Checks the request line at the start of ``data`` (llhttp reads it too, and takes what
+        a proxy must not: runs of spaces, ``RTSP/1.0`` for a version). Returns where it ends, 0
+        when it is not whole yet (kept in ``_line_part`` until it is), -1 after refusing it."""
+        line_end = scan_request_line(data)
+        if line_end == 0:
+            self._line_part = [_after_empty_lines(data)]
+            return 0
+        self._line_part = None
+        if line_end < 0:
+            why = "repeated or leading spaces"
+        # The version of this head, read off its request line when it ends like llhttp's usual
+        # case: httptools' get_http_version() formats a new string per call, which costs more.
+        elif line_end > 11 and data.startswith(b" HTTP/1.1\r\n", line_end - 11):
+            self._version = "1.1"
+            return line_end
+        elif line_end > 11 and data.startswith(b" HTTP/1.0\r\n", line_end - 11):
+            self._version = "1.0"
+            return line_end
+        elif _http_version(data[:line_end]):
+            return line_end  # HTTP/2.0, 0.9, ...: refused as unsupported once llhttp has read the head
+        else:
+            why = "the version is not HTTP/<digit>.<digit>"
+        method = data.lstrip(b"\r\n").split(b" ", 1)[0][:16] or b"-"
+        self._refuse(400, f"malformed request line: {why}", "bad_request", method)
+        self.flush()
+        return -1
+
         if not self.queue:
             return False
         self.stop_after_queue()
@@ -309,6 +335,14 @@ class ClientConnection:
         if len(headers) >= self.max_header_count:
             raise RejectRequest(431, f"more than {self.max_header_count} header fields", "too_many_headers")
         headers.append((name, value))
+        if b"_" in name:
+            # Dropped, as nginx does by default (underscores_in_headers off): many backends read
+            # "_" and "-" as one (CGI, WSGI, PHP and Rack name headers HTTP_X_FORWARDED_FOR), so
+            # X_Forwarded_For would pass for the gateway's own X-Forwarded-For and
+            # Transfer_Encoding for framing. Dropping rather than refusing keeps working the
+            # clients that send such a header harmlessly; the plain reader leaves these heads to
+            # llhttp, so this is the one place that decides.
+            return
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -734,6 +768,26 @@ def _same_authority(a: bytes, b: bytes, default_port: int) -> bool:
 def _host_port(value: bytes, default_port: int) -> tuple[bytes, int]:
     if value.startswith(b"["):
         end = value.find(b"]") + 1
+def _http_version(line: bytes) -> bool:
+    """The request line (its line end included) ends with `` HTTP/<digit>.<digit>``. llhttp also
+    takes RTSP's and ICE's protocol names there, and forwarded as HTTP such a request would mean
+    something else to the gateway than to the client; nginx answers 400 too."""
+    v = line.rstrip(b"\r\n")[-9:]
+    return len(v) == 9 and v.startswith(b" HTTP/") and v[6] in _DIGITS and v[7] == 0x2E and v[8] in _DIGITS
+
+
+_DIGITS = b"0123456789"
+
+
+def _after_empty_lines(data: bytes) -> bytes:
+    """``data`` without the empty lines a request may start with (RFC 9112 §2.2): what is kept of
+    a request line that is not whole yet stays as short as the line."""
+    i = 0
+    while data.startswith(b"\r\n", i):
+        i += 2
+    return data[i:] if i else data
+
+
         host, port = value[:end], value[end + 1 :]
     else:
         host, _, port = value.partition(b":")

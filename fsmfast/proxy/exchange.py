@@ -49,6 +49,10 @@ log = logging.getLogger("fsmfast.proxy")
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # Body bytes a waiting exchange may hold before the client is paused.
 PENDING_LIMIT = 256 * 1024
+# An upstream that gives up (closes, or lets the response timeout run out) while the request body is
+# still due, from a client that has sent none of it for this long, was waiting for that client: the
+# answer is the client's timeout (408), not an upstream failure. Servers' read timeouts are seconds.
+CLIENT_STALL = 1.0
 LAST_CHUNK = b"0\r\n\r\n"
 # Ends the upstream head of a WebSocket handshake (Connection and Upgrade are hop-by-hop, so
 # build_request_head drops the client's; see fsmfast.proxy.websocket).
@@ -449,6 +453,9 @@ class Exchange:
             self.state = CONNECTING
             self.pool.connect(self)
             return
+        if self._client_stalled():
+            self._blame_client("closed the connection")
+            return
         detail = f": {exc}" if exc else ""
         pool = conn.pool
         if pool.tls is None:
@@ -474,7 +481,9 @@ class Exchange:
         timeout = self.client.ctx.settings.response_timeout
         if conn is not None:
             conn.abort()
-        if self.state == SENDING:
+        if self.state == SENDING and self._client_stalled():
+            self._blame_client(f"sent nothing for {timeout:g}s")
+        elif self.state == SENDING:
             pool = self.pool
             name = pool.backend_name if pool else "?"
             address = pool.address if pool else "?"
@@ -483,6 +492,36 @@ class Exchange:
             self.client.flush()
         elif self.state == RESPONDING:
             self._abort_client("upstream_timeout", f"upstream sent nothing for {timeout:g}s mid-response")
+
+    def _client_stalled(self) -> bool:
+        """This request's body is still due from a client that has sent none of it for
+        CLIENT_STALL seconds (time the gateway paused the client does not count)."""
+        client = self.client
+        return (
+            not self.request_done
+            and not self.up_paused
+            and client._parsing is self
+            and client.body_stalled(client.ctx.clock, CLIENT_STALL)
+        )
+
+    def _blame_client(self, what: str) -> None:
+        """The upstream gave up waiting for the body the client stopped sending: 408, as the body
+        timeout would have answered; the error log says what the upstream did."""
+        client = self.client
+        idle = client.ctx.clock - max(client.body_at, self.started)
+        pool = self.pool
+        log.info(
+            "upstream %s endpoint %s %s while the client %s had sent no request body for %.1fs [body_timeout]",
+            pool.backend_name if pool is not None else "?",
+            pool.address if pool is not None else "?",
+            what,
+            client.client_ip.decode(),
+            idle,
+        )
+        client._parsing = None
+        client.stop_reading = True  # the rest of the body is not read: the connection closes after this
+        self.reply(408, f"request body stalled for {idle:.1f}s", "body_timeout")
+        client.flush()
 
     def route_timed_out(self, text: str) -> None:
         """An HTTPRoute timeout expired (``fsmfast.proxy.route_timer``): 504, or abort mid-response."""

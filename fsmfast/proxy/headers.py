@@ -103,9 +103,10 @@ def scan_request(
     ``content_length`` is -1 when absent; ``upgrade`` is the first Upgrade value; ``problem``
     is None or ``(status, why)`` for a request that must be refused: 431 for a field longer
     than ``max_field`` (name plus value), 400 for a second Host, a Host that is not a host
-    name or address (``valid_host``), an invalid or conflicting Content-Length, a second
-    Transfer-Encoding. Identical duplicate Content-Length values are accepted, as RFC 9112
-    §6.3 allows (llhttp refuses them first).
+    name or address (``valid_host``: an empty one is not), an invalid or conflicting
+    Content-Length, a second Transfer-Encoding. Identical duplicate Content-Length values are
+    accepted, as RFC 9112 §6.3 allows (llhttp refuses them first); spaces and tabs around a
+    Content-Length are not part of its value (RFC 9110 §5.5), the readers leave trailing ones.
     """
     host: bytes | None = None
     content_length = -1
@@ -124,7 +125,7 @@ def scan_request(
                 return host, content_length, te, expect, upgrade, (400, "invalid Host header")
             host = value
         elif n == 14 and name.lower() == b"content-length":
-            cl = parse_content_length(value)
+            cl = parse_content_length(value.strip(b" \t"))
             if cl < 0:
                 return host, content_length, te, expect, upgrade, (400, "invalid Content-Length")
             if content_length >= 0 and cl != content_length:
@@ -142,21 +143,29 @@ def scan_request(
 
 
 # valid_host as one pattern: a name (letters, digits, "-", ".", "_") or an "[IPv6]" literal, then
-# an optional ":" and up to 5 digits.
-_HOST_RE = _re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::[0-9]{0,5})?")
+# an optional ":" and 1 to 5 digits (the port, whose range valid_host checks).
+_HOST_RE = _re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::([0-9]{1,5}))?")
 _HOSTS_SEEN: dict[bytes, bool] = {}
 
 
 def valid_host(value: bytes) -> bool:
-    """Host (or an absolute-form authority) is empty, or a name, IPv4 or ``[IPv6]`` literal with
-    an optional port of up to 5 digits.
+    """Host (or an absolute-form authority) is a name, IPv4 or ``[IPv6]`` literal with an
+    optional port from 1 to 65535.
 
     Stricter than RFC 3986's reg-name on purpose: no sub-delimiters, ``%``, ``~`` or ``..``,
     which no DNS name contains and which downstream parsers read differently (``a.com,b.com``).
+    No empty value (RFC 9112 §3.2 allows one only for a target without authority, which a
+    gateway routing by host cannot serve; nginx answers 400 too) and no empty port or port 0 or
+    above 65535, which no client connects to.
     """
     ok = _HOSTS_SEEN.get(value)
     if ok is None:
-        ok = not value or (_HOST_RE.fullmatch(value) is not None and (value[0] == 0x5B or b".." not in value))
+        m = _HOST_RE.fullmatch(value)
+        ok = (
+            m is not None
+            and (value[0] == 0x5B or b".." not in value)
+            and (m.group(1) is None or 1 <= int(m.group(1)) <= 65535)
+        )
         if len(_HOSTS_SEEN) < 4096:  # Host values repeat: remember a bounded number of answers
             _HOSTS_SEEN[value] = ok
     return ok
@@ -188,6 +197,9 @@ def scan_request_line(data: bytes) -> int:
 # read_request_head: the methods it reads (others go to llhttp), each returned as this one object.
 _PLAIN_METHODS = {m: m for m in (b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"OPTIONS", b"PATCH")}
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# A request's names, without "_": a head naming one goes to llhttp, whose reader drops that field
+# (fsmfast.proxy.downstream), so this reader needs no drop of its own.
+_REQUEST_TCHAR = _TCHAR - {0x5F}
 # RFC 3986 path and query characters: what every URL parser reads the same way.
 _TARGET_CHAR = frozenset(b"-._~!$&'()*+,;=:@/?%0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _VALUE_CHAR = frozenset(range(0x21, 0x7F)) | {0x20, 0x09}  # VCHAR, SP, HTAB: no obs-text, no CTL
@@ -206,9 +218,10 @@ def read_request_head(
     what llhttp reports for the same bytes (tests/unit/test_plain_heads.py holds it to that).
 
     "Plain" is a strict subset of HTTP/1.1 on purpose: a common method, an origin-form target
-    of RFC 3986 characters, HTTP/1.0 or 1.1, CRLF line ends, token names, values of visible
-    ASCII, spaces and tabs, at most ``max_headers`` fields and ``max_head`` bytes, at most one
-    Content-Length of digits only, no Transfer-Encoding, Upgrade or Proxy-Connection. Anything
+    of RFC 3986 characters, HTTP/1.0 or 1.1, CRLF line ends, token names without ``_``, values
+    of visible ASCII, spaces and tabs, at most ``max_headers`` fields and ``max_head`` bytes, at
+    most one Content-Length of digits only (spaces and tabs around them allowed), no
+    Transfer-Encoding, Upgrade or Proxy-Connection. Anything
     else returns None and goes to llhttp, which decides it as before: this only skips the
     per-header callbacks of the heads every client sends.
     """
@@ -231,7 +244,7 @@ def read_request_head(
     target = data[sp + 1 : target_end]
     if not _TARGET_CHAR.issuperset(target):
         return None
-    fields = _plain_fields(data, line_end, head_end)
+    fields = _plain_fields(data, line_end, head_end, _REQUEST_TCHAR)
     if fields is None or len(fields[0]) > max_headers:
         return None
     headers, close, keep, _length = fields
@@ -265,7 +278,7 @@ def read_response_head(data: bytes, start: int, max_head: int) -> tuple[int, int
     status = int(line[9:12])
     if not 200 <= status <= 599 or status == 204 or status == 304:
         return None
-    fields = _plain_fields(data, line_end, head_end)
+    fields = _plain_fields(data, line_end, head_end, _TCHAR)
     if fields is None or fields[3] < 0:
         return None
     _headers, close, keep, length = fields
@@ -284,11 +297,11 @@ def _plain_head(data: bytes, start: int, max_head: int) -> tuple[int, int] | Non
 
 
 def _plain_fields(
-    data: bytes, line_end: int, head_end: int
+    data: bytes, line_end: int, head_end: int, tchar: frozenset[int]
 ) -> tuple[list[tuple[bytes, bytes]], bool, bool, int] | None:
     """The header lines between the first line and the empty line: ``(headers, close,
     keep_alive, content_length)`` from the Connection tokens and Content-Length (-1 if none);
-    None when a line is not plain."""
+    None when a line is not plain (names must be all ``tchar``)."""
     headers: list[tuple[bytes, bytes]] = []
     close = keep = False
     length = -1
@@ -296,7 +309,7 @@ def _plain_fields(
         colon = line.find(b":")
         name = line[:colon]
         value = line[colon + 1 :].lstrip(b" \t")
-        if colon <= 0 or not _TCHAR.issuperset(name) or not _VALUE_CHAR.issuperset(value):
+        if colon <= 0 or not tchar.issuperset(name) or not _VALUE_CHAR.issuperset(value):
             return None
         lname = name.lower()
         if lname in _LLHTTP_DECIDES:
@@ -304,7 +317,7 @@ def _plain_fields(
         if lname == b"content-length":
             if length >= 0:
                 return None
-            length = parse_content_length(value)
+            length = parse_content_length(value.rstrip(b" \t"))
             if length < 0:
                 return None
         elif lname == b"connection":

@@ -336,6 +336,36 @@ def test_slow_upstream_is_504(faults: Faults) -> None:
 
 @pytest.mark.timeout(30)
 @pytest.mark.parametrize(
+    ("path", "upstream_did"),
+    [
+        # The upstream's read timeout (1.5 s) ends the wait: it closes without an answer.
+        ("/read-timeout?s=1.5", "read timeout after 5 of 10"),
+        # The upstream waits forever: the gateway's response timeout (2 s) ends it.
+        ("/stall", "got POST /stall"),
+    ],
+)
+def test_client_stalling_its_body_is_408_not_an_upstream_failure(faults: Faults, path: str, upstream_did: str) -> None:
+    """A client that sends half its body and stops: whoever gives up first, the upstream or the
+    gateway's response timeout, the cause is the client's stall, so it gets 408 (its own body
+    timeout), not a 502/504 blaming the upstream; the access log says body_timeout."""
+    server = faults.servers["plain"]
+    path = f"{path}&{uuid.uuid4().hex[:6]}" if "?" in path else f"{path}?{uuid.uuid4().hex[:6]}"
+    with Client(faults.port, timeout=10) as c:
+        c.send(build_request("POST", path, [("Host", "plain.test"), ("Content-Length", "10")]) + b"hello")
+        t0 = time.monotonic()
+        resp = c.read_response("POST")
+        assert resp.status == 408, (resp.status, resp.body)
+        assert 1.0 < time.monotonic() - t0 < 5
+        assert "close" in resp.tokens("connection")
+    assert server.saw(upstream_did)
+    entry = logged(faults.gw, path)
+    assert entry["reason"] == "body_timeout", entry
+    assert entry["status"] == 408
+    assert entry["backend"] and entry["upstream"], entry  # which upstream gave up stays in the log
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
     ("label", "why"),
     [("expired", "expired"), ("wronghost", "Hostname mismatch"), ("wrongca", "unable to get local issuer")],
 )

@@ -10,7 +10,11 @@ the case is about pipelining); its sibling ``.json`` says what must happen:
   ``{"upstream": name, "target": ..., "host": ..., "body_length": n, "headers": {name: value},
   "absent": [names]}`` (only ``upstream`` and ``target`` are required); ``[]`` means nothing
   may reach any upstream;
-- ``note``: why, and what nginx/HAProxy do.
+- ``note``: why, and what nginx/HAProxy do;
+- ``split``: byte offsets where the client pauses, so that the gateway reads the pieces
+  separately (a head split across reads goes to llhttp, not the one-read plain reader);
+- ``access_log``: the access-log entries the connection leaves, in order, each as the fields
+  that must have exactly these values (``{"method": "-", "status": 400}``).
 
 The gateway (``corpus`` fixture) serves three hosts on one port: ``corpus.test`` (``/admin``
 to upstream ``admin``, everything else to ``main``), ``limit.test`` (annotation
@@ -20,6 +24,7 @@ to upstream ``admin``, everything else to ``main``), ``limit.test`` (annotation
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -136,7 +141,8 @@ def test_request(corpus: Corpus, case: str) -> None:
     data = (CORPUS / f"{case}.http").read_bytes()
     spec = json.loads((CORPUS / f"{case}.json").read_text())
     before = {name: len(up.requests) for name, up in corpus.ups.items()}
-    raw, closed = raw_exchange(corpus.port, data, timeout=5)
+    logged = _settled_log_length(corpus.gw) if "access_log" in spec else 0
+    raw, closed = raw_exchange(corpus.port, data, timeout=5, split=spec.get("split", ()))
     responses = parse_responses(raw)
     got = [r.status for r in responses]
     want = [set(s) if isinstance(s, list) else {s} for s in spec["statuses"]]
@@ -154,3 +160,14 @@ def test_request(corpus: Corpus, case: str) -> None:
     assert len(seen) == len(expected), f"{case}: the upstreams saw {[(n, r.method, r.target) for n, r in seen]}"
     for (name, req), want_req in zip(seen, expected, strict=True):
         _check_request(name, req, want_req)
+    if "access_log" in spec:
+        entries = corpus.gw.access_log(logged + len(spec["access_log"]))[logged:]
+        assert len(entries) == len(spec["access_log"]), f"{case}: access log {entries}"
+        for entry, want_entry in zip(entries, spec["access_log"], strict=True):
+            assert {k: entry.get(k) for k in want_entry} == want_entry, f"{case}: access log {entry}"
+
+
+def _settled_log_length(gw: Gateway) -> int:
+    """Entries in the access log once the previous case's are written (a worker flushes every 0.1 s)."""
+    time.sleep(0.3)
+    return len(gw.access_log())

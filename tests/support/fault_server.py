@@ -14,6 +14,8 @@ Paths:
 - ``/early``: answers 200 at once, without reading the request body (an upstream that
   answers before the body), then closes;
 - ``/invalid``: a response with two different Content-Length values.
+- ``/read-timeout?s=S``: reads the request body (Content-Length) with a read timeout of S
+  seconds, as servers do; when the client's bytes stop for that long, closes without an answer.
 
 Threads, blocking sockets, no parsing beyond the head: small enough to trust in a fault test.
 """
@@ -70,6 +72,28 @@ def serve(conn: socket.socket) -> None:
             elif path == "/early":
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\nearly\n")
                 return
+            elif path == "/read-timeout":
+                conn.settimeout(float(parse_qs(query).get("s", ["1"])[0]))
+                want = next(
+                    (
+                        int(line.split(b":", 1)[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                got = len(head) - head.index(b"\r\n\r\n") - 4
+                try:
+                    while got < want:
+                        data = conn.recv(65536)
+                        if not data:
+                            return
+                        got += len(data)
+                except TimeoutError:
+                    log(f"read timeout after {got} of {want} body bytes")
+                    return
+                conn.settimeout(None)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
             elif path == "/invalid":
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!")
                 return

@@ -736,17 +736,27 @@ def parse_response(data: bytes, method: str = "GET") -> Response:
     return responses[0]
 
 
-def raw_exchange(port: int, data: bytes, timeout: float = 5.0, host: str = "127.0.0.1") -> tuple[bytes, bool]:
+def raw_exchange(
+    port: int, data: bytes, timeout: float = 5.0, host: str = "127.0.0.1", split: Iterable[int] = ()
+) -> tuple[bytes, bool]:
     """Send ``data`` and read until the server closes or ``timeout`` passes.
 
     Returns (everything received, whether the server closed the connection). Nothing is
-    half-closed: a server that waits for more input keeps the connection open.
+    half-closed: a server that waits for more input keeps the connection open. ``split``: offsets
+    in ``data`` where the client pauses (0.1 s, no Nagle), so that the server reads the bytes
+    between them separately.
     """
     deadline = time.monotonic() + timeout
     received = bytearray()
     with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            sock.sendall(data)
+            at = 0
+            for cut in split:
+                sock.sendall(data[at:cut])
+                at = cut
+                time.sleep(0.1)
+            sock.sendall(data[at:])
         except (BrokenPipeError, ConnectionResetError):
             # The server may refuse early (e.g. 431) and close before we finished sending;
             # its answer can still be waiting in our receive queue.

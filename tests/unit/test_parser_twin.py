@@ -679,6 +679,13 @@ def test_request_head_parses_back(
             (None, 5, None, None, None, (400, "conflicting Content-Length headers")),
         ),
         ([(b"content-length", b"+5")], (None, -1, None, None, None, (400, "invalid Content-Length"))),
+        # Spaces and tabs around the value are not part of it (RFC 9110 §5.5); inside it they are.
+        ([(b"Content-Length", b"5  \t")], (None, 5, None, None, None, None)),
+        ([(b"Content-Length", b" \t5 ")], (None, 5, None, None, None, None)),
+        ([(b"Content-Length", b"5 5")], (None, -1, None, None, None, (400, "invalid Content-Length"))),
+        ([(b"Content-Length", b"  ")], (None, -1, None, None, None, (400, "invalid Content-Length"))),
+        ([(b"Host", b"")], (None, -1, None, None, None, (400, "invalid Host header"))),
+        ([(b"Host", b"a:0")], (None, -1, None, None, None, (400, "invalid Host header"))),
         (
             [(b"Transfer-Encoding", b"chunked"), (b"EXPECT", b"100-continue")],
             (None, -1, b"chunked", b"100-continue", None, None),
@@ -768,14 +775,26 @@ def test_response_head_round_trip(status: int, reason: bytes, headers: Headers) 
 @pytest.mark.parametrize(
     ("value", "ok"),
     [
-        (b"", True),
         (b"example.com", True),
         (b"Example.COM:8080", True),
         (b"a_b-c.example.", True),
         (b"127.0.0.1:80", True),
         (b"[::1]", True),
         (b"[2001:db8::7]:443", True),
-        (b"a.com:", True),
+        (b"a.com:1", True),
+        (b"a.com:65535", True),
+        (b"a.com:08080", True),  # 8080: a number, leading zeros and all
+        (b"[::1]:65535", True),
+        # An empty Host and ports no client connects to (nginx refuses the first, takes the rest).
+        (b"", False),
+        (b"a.com:", False),
+        (b"a.com:0", False),
+        (b"a.com:00000", False),
+        (b"a.com:65536", False),
+        (b"a.com:99999", False),
+        (b"[::1]:", False),
+        (b"[::1]:0", False),
+        (b"[::1]:70000", False),
         (b"a b", False),
         (b"a/b", False),
         (b"a.com,b.com", False),
@@ -875,7 +894,14 @@ def test_twin_normalize_target(target: bytes) -> None:
 
 @needs_extension
 @PROPERTY
-@given(st.one_of(st.binary(max_size=24), st.from_regex(rb"\A(\[[0-9a-f:.]{0,8}\]|[a-z0-9._:-]{0,12})\Z")))
+@given(
+    st.one_of(
+        st.binary(max_size=24),
+        st.from_regex(rb"\A(\[[0-9a-f:.]{0,8}\]|[a-z0-9._:-]{0,12})\Z"),
+        # Ports around the range's ends, with and without leading zeros.
+        st.from_regex(rb"\A(\[::1\]|a\.b|1\.2\.3\.4):(0{0,3}|6553[4-9]|6554\d|[0-9]{1,6})\Z"),
+    )
+)
 def test_twin_valid_host(value: bytes) -> None:
     assert cython_impl.valid_host(value) == pure.valid_host(value)
 

@@ -130,13 +130,33 @@ def test_keep_alive_follows_llhttp(
         b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n",
         b"GET / HTTP/1.1\r\nProxy-Connection: close\r\n\r\n",
         b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
-        b"POST / HTTP/1.1\r\nContent-Length: 1 \r\n\r\n",
         b"POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 1 1\r\n\r\n",
+        # An underscore in a name: llhttp's reader drops the field (fsmfast.proxy.downstream).
+        b"GET / HTTP/1.1\r\nX_A: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\n\r\n",
         b"POST / HTTP/1.1\r\nContent-Length: 1234567890123456789\r\n\r\n",
     ],
 )
 def test_declines_what_is_not_plain(impl: ModuleType, data: bytes) -> None:
     assert read(impl, data) is None
+
+
+def test_content_length_with_spaces_around(impl: ModuleType) -> None:
+    # RFC 9110 §5.5: spaces and tabs around a value are not part of it; the field keeps the
+    # trailing ones, as llhttp reports it (scan_request trims them).
+    data = b"POST / HTTP/1.1\r\nContent-Length:   5 \t \r\n\r\nhello"
+    got = read(impl, data)
+    assert got == (len(data) - 5, b"POST", b"/", True, [(b"Content-Length", b"5 \t ")], True)
+    assert llhttp_reads(data[: got[0]]) == got[1:]  # type: ignore[index]
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 5  \r\n\r\nhello"
+    assert read_response(impl, response) == (len(response) - 5, 200, 5, True)
+
+
+def test_underscore_names_are_plain_in_responses(impl: ModuleType) -> None:
+    # Only a request's underscore fields are dropped (nginx relays an upstream's as they are).
+    response = b"HTTP/1.1 200 OK\r\nX_Upstream: a\r\nContent-Length: 0\r\n\r\n"
+    assert read_response(impl, response) == (len(response), 200, 0, True)
 
 
 def test_every_byte_at_every_place_of_a_value(impl: ModuleType) -> None:

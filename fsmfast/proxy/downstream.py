@@ -252,9 +252,6 @@ class ClientConnection:
             self._parser_error(exc)
         return True
 
-    def eof_received(self) -> bool:
-        # Half-close from the client: finish what is in flight, then close.
-        self._eof = True
     def _check_line(self, data: bytes) -> int:
         """Checks the request line at the start of ``data`` (llhttp reads it too, and takes what
         a proxy must not: runs of spaces, ``RTSP/1.0`` for a version). Returns where it ends, 0
@@ -283,6 +280,9 @@ class ClientConnection:
         self.flush()
         return -1
 
+    def eof_received(self) -> bool:
+        # Half-close from the client: finish what is in flight, then close.
+        self._eof = True
         if not self.queue:
             return False
         self.stop_after_queue()
@@ -331,10 +331,6 @@ class ClientConnection:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        if len(headers) >= self.max_header_count:
-            raise RejectRequest(431, f"more than {self.max_header_count} header fields", "too_many_headers")
-        headers.append((name, value))
         if b"_" in name:
             # Dropped, as nginx does by default (underscores_in_headers off): many backends read
             # "_" and "-" as one (CGI, WSGI, PHP and Rack name headers HTTP_X_FORWARDED_FOR), so
@@ -343,6 +339,10 @@ class ClientConnection:
             # clients that send such a header harmlessly; the plain reader leaves these heads to
             # llhttp, so this is the one place that decides.
             return
+        headers = self._headers
+        if len(headers) >= self.max_header_count:
+            raise RejectRequest(431, f"more than {self.max_header_count} header fields", "too_many_headers")
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -759,15 +759,6 @@ class ClientConnection:
             refused.activate()
 
 
-def _same_authority(a: bytes, b: bytes, default_port: int) -> bool:
-    """Two valid Host values name the same host and port (case, a trailing dot and the
-    scheme's default port aside)."""
-    return _host_port(a, default_port) == _host_port(b, default_port)
-
-
-def _host_port(value: bytes, default_port: int) -> tuple[bytes, int]:
-    if value.startswith(b"["):
-        end = value.find(b"]") + 1
 def _http_version(line: bytes) -> bool:
     """The request line (its line end included) ends with `` HTTP/<digit>.<digit>``. llhttp also
     takes RTSP's and ICE's protocol names there, and forwarded as HTTP such a request would mean
@@ -788,6 +779,15 @@ def _after_empty_lines(data: bytes) -> bytes:
     return data[i:] if i else data
 
 
+def _same_authority(a: bytes, b: bytes, default_port: int) -> bool:
+    """Two valid Host values name the same host and port (case, a trailing dot and the
+    scheme's default port aside)."""
+    return _host_port(a, default_port) == _host_port(b, default_port)
+
+
+def _host_port(value: bytes, default_port: int) -> tuple[bytes, int]:
+    if value.startswith(b"["):
+        end = value.find(b"]") + 1
         host, port = value[:end], value[end + 1 :]
     else:
         host, _, port = value.partition(b":")

@@ -92,6 +92,22 @@ class _ServerObject(ssl.SSLObject):
             raise
 
 
+# OpenSSL's reasons for bytes that are not a TLS ClientHello (random data gives the first two).
+NOT_TLS = frozenset(
+    (
+        "WRONG_VERSION_NUMBER",
+        "PACKET_LENGTH_TOO_LONG",
+        "HTTP_REQUEST",
+        "HTTPS_PROXY_REQUEST",
+        "UNKNOWN_PROTOCOL",
+        "UNEXPECTED_MESSAGE",
+        "UNEXPECTED_RECORD",
+        "RECORD_LAYER_FAILURE",
+        "BAD_PACKET_LENGTH",
+    )
+)
+
+
 def _log_refusal(hs: Handshake | None, exc: ssl.SSLError) -> None:
     if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
         return  # the client went away (a TCP health check, a scanner): nothing to explain
@@ -101,9 +117,16 @@ def _log_refusal(hs: Handshake | None, exc: ssl.SSLError) -> None:
         "PEER_DID_NOT_RETURN_A_CERTIFICATE",
         "TLSV13_ALERT_CERTIFICATE_REQUIRED",
     ):
+        # A client's own mistake, but one an operator setting up mutual TLS looks for: info.
         why = _describe(exc)
-        log.warning("TLS handshake with %s%s refused: client certificate: %s", who, sni, why)
+        log.info("TLS handshake with %s%s refused: client certificate: %s", who, sni, why)
+    elif exc.reason in NOT_TLS:
+        # Not TLS at all (a scanner, plain HTTP on a TLS port): routine noise, like nginx's info
+        # level that its default error_log level hides.
+        log.debug("TLS handshake with %s%s failed: %s", who, sni, _describe(exc))
     else:
+        # A TLS client that cannot agree with us (version, ciphers, our certificate): worth seeing.
+        # Floods of either are summarized by fsmfast.logs.RateLimit.
         log.info("TLS handshake with %s%s failed: %s", who, sni, _describe(exc))
 
 

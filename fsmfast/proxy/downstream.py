@@ -158,6 +158,7 @@ class ClientConnection:
                 pos += 2
                 continue
             if self._after_close:
+                self._url = b""  # the last request's: this one was not read at all
                 self._refuse(400, "malformed request: Data after `Connection: close`", "bad_request")
                 return n
             head = read_request_head(data, pos, self.max_header_bytes, self.max_header_count)
@@ -316,6 +317,7 @@ class ClientConnection:
 
     def _start_head(self) -> None:
         self.in_head = True
+        self._url = b""  # the last request's target is not this one's (see _refuse)
         self._head_room = self.ctx.settings.max_header_bytes
         self._line_seen = False
         self.head_started = time.monotonic()
@@ -441,6 +443,7 @@ class ClientConnection:
             self._parsing.request_body(body)
 
     def on_message_complete(self) -> None:
+        self._url = b""  # llhttp may refuse what follows without a new on_message_begin
         self._message_done()
 
     def _message_done(self) -> None:
@@ -744,11 +747,16 @@ class ClientConnection:
         self.in_head = False
         if method is None:
             method = b"-"
+            # llhttp reports method 0 (DELETE) until it has read one, and the last request's after
+            # it: its method is this request's only once it has also read some of its target, which
+            # follows the method (on_url; _url is reset at every head's start and message's end).
             try:
-                if self.parser is not None:
+                if self.parser is not None and self._url:
                     method = self.parser.get_method()
             except httptools.HttpParserError:
                 pass
+        elif not method or method.translate(None, _TCHARS):
+            method = b"-"  # the first word of a line that is no request line: not a method
         refused = Exchange.start(self, method, self._url or b"-", True, [], b"", FRAME_NONE, False, False)
         refused.request_done = True
         refused.set_local(status, text, code)
@@ -777,6 +785,10 @@ def _after_empty_lines(data: bytes) -> bytes:
     while data.startswith(b"\r\n", i):
         i += 2
     return data[i:] if i else data
+
+
+# A method is a token (RFC 9110 §9.1): bytes.translate deleting these leaves nothing of one.
+_TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 def _same_authority(a: bytes, b: bytes, default_port: int) -> bool:

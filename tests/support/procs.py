@@ -151,8 +151,14 @@ class Gateway:
         args: Sequence[str] = (),
         env: dict[str, str] | None = None,
         start_timeout: float = 30.0,
+        stdout: int | None = None,
+        stderr: int | None = None,
     ) -> None:
         self.config = Path(config)
+        # File descriptors (a pipe's write end, say) for the gateway's stdout and stderr instead of
+        # the files access_log() and stderr_text() read.
+        self.stdout_fd = stdout
+        self.stderr_fd = stderr
         self.ports = list(ports)
         self.workers = workers
         self.args = list(args)
@@ -177,7 +183,12 @@ class Gateway:
         cmd += self.args
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True, env=child_env(self.env)
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out if self.stdout_fd is None else self.stdout_fd,
+                stderr=err if self.stderr_fd is None else self.stderr_fd,
+                start_new_session=True,
+                env=child_env(self.env),
             )
         try:
             for port in self.ports:

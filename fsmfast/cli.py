@@ -104,6 +104,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not write the access log")
     run.add_argument(
+        "--detailed-errors",
+        action="store_true",
+        help="error bodies name the namespace, Service and endpoint address that failed (default: only the logs"
+        " do; one Gateway's ports: annotation fsmfast.io/detailed-errors)",
+    )
+    run.add_argument(
         "--graceful-timeout",
         type=non_negative_float,
         default=_DEFAULTS.graceful_timeout,
@@ -159,6 +165,7 @@ def settings_from(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> Se
         listen_address=ns.listen_address,
         pid_file=os.path.abspath(ns.pid_file) if ns.pid_file else None,
         access_log=ns.access_log,
+        detailed_errors=ns.detailed_errors,
         graceful_timeout=ns.graceful_timeout,
         connect_timeout=ns.connect_timeout,
         response_timeout=ns.response_timeout,

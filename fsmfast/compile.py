@@ -18,7 +18,7 @@ import msgspec
 
 from fsmfast.config import model as m
 from fsmfast.config import rules as rulemod
-from fsmfast.config.attach import Attachment, attach, http_listeners
+from fsmfast.config.attach import Attachment, ListenerRef, attach, http_listeners
 from fsmfast.config.endpoints import resolve
 from fsmfast.config.frontends import Frontends
 from fsmfast.config.httproute import UNSUPPORTED
@@ -42,6 +42,10 @@ from fsmfast.snapshot import (
 )
 
 __all__ = ["Build", "build"]
+
+# On a Gateway: "true" makes the gateway's error bodies on its listeners' ports name the namespace,
+# Service and endpoint address that failed (by default only the error and access logs do).
+DETAILED_ERRORS = "fsmfast.io/detailed-errors"
 
 
 class Build(msgspec.Struct):
@@ -77,10 +81,15 @@ class _Compiler:
             if att.route.key not in self._entries:
                 self._entries[att.route.key] = self._route_entries(att.route)
         listeners = []
+        detailed = self._detailed_gateways()
         for port, refs in sorted(http_listeners(self.index).items()):
             vhosts = build_vhosts(refs, by_port[port], self._entries)
             names = tuple(sorted(ref.name for ref in refs))
-            listeners.append(frontends.listener(Listener(port=port, protocol="HTTP", names=names, vhosts=vhosts)))
+            listener = Listener(port=port, protocol="HTTP", names=names, vhosts=vhosts)
+            if detailed and any(ref.gateway.key in detailed for ref in refs):
+                self._warn_shared_detailed(port, refs, detailed)
+                listener = msgspec.structs.replace(listener, detailed_errors=True)
+            listeners.append(frontends.listener(listener))
         l4 = L4Routes(
             self.index, self.issues, frontends, lambda svc, sp: self.used.setdefault(f"{svc.key}:{sp.port}", (svc, sp))
         )
@@ -94,6 +103,37 @@ class _Compiler:
             backends=backends,
             source_digest=self.manifests.digest,
         )
+
+    def _detailed_gateways(self) -> set[str]:
+        """Keys of the Gateways whose fsmfast.io/detailed-errors is "true"; any other value but
+        "false" is an error (an operator who asked for details and silently got none would not
+        know why)."""
+        out = set()
+        for gw in self.manifests.gateways:
+            text = gw.metadata.annotations.get(DETAILED_ERRORS)
+            if text is None:
+                continue
+            value = text.strip().lower()
+            if value == "true":
+                out.add(gw.key)
+            elif value != "false":
+                self.issues.error(
+                    Where.of(gw),
+                    f"metadata.annotations[{DETAILED_ERRORS}]",
+                    f'expected "true" or "false", got {text!r}',
+                )
+        return out
+
+    def _warn_shared_detailed(self, port: int, refs: list[ListenerRef], detailed: set[str]) -> None:
+        # Error bodies are decided per port: a Gateway sharing the port gets the details too.
+        others = {ref.gateway.key: ref.gateway for ref in refs if ref.gateway.key not in detailed}
+        for key in sorted(others):
+            self.issues.warn(
+                Where.of(others[key]),
+                "spec.listeners",
+                f'port {port} is shared with a Gateway annotated {DETAILED_ERRORS}: "true", so its error'
+                " bodies there name namespaces, Services and endpoint addresses too",
+            )
 
     # -- routes ----------------------------------------------------------------------------
 

@@ -38,4 +38,8 @@ class Settings(msgspec.Struct, frozen=True):
     # Client connections per worker: past this the worker stops accepting, and new connections
     # wait in the listen backlog until it is back under 90 % of it.
     max_connections: int = 4096
+    # Error bodies the gateway writes name the namespace, Service, endpoint address and the
+    # parser's message (otherwise only the error and access logs do) on every port; one
+    # Gateway's ports: its fsmfast.io/detailed-errors annotation (Listener.detailed_errors).
+    detailed_errors: bool = False
     backlog: int = 1024

@@ -266,6 +266,9 @@ class Listener(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     # Request header (as configured) that carries the verified client certificate's subject.
     client_cert_header: str | None = None
     routes: tuple[L4Route, ...] = ()
+    # The gateway's error bodies name the namespace, Service and endpoint address that failed
+    # (fsmfast.io/detailed-errors on a Gateway of this port); otherwise only the logs do.
+    detailed_errors: bool = False
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):

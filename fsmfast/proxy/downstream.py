@@ -544,11 +544,11 @@ class ClientConnection:
             ex.set_local(rule.redirect.status, f"redirect to {location.decode('latin-1')}", "redirect", location)
             return
         choice = rule.pick()
-        if choice is None:
-            ex.set_local(500, f"route {rule.name} has no backend", "invalid_backend")
-            return
-        if choice.backend is None:
-            ex.set_local(500, f"route {rule.name}: {choice.error}", "invalid_backend")
+        if choice is None or choice.backend is None:
+            # The rule's name holds its namespace and route (the access log's "route" has it).
+            why = " has no backend" if choice is None else f": {choice.error}"
+            text = f"route {rule.name}{why}" if ex.detailed_errors() else "no usable backend for this route"
+            ex.set_local(500, text, "invalid_backend")
             return
         ex.backend = choice.backend
         # HTTPRoute filters and timeouts: precomputed, None for a plain rule.

@@ -70,5 +70,6 @@ cdef class Exchange:
     cpdef response_body(self, bytes data)
     cpdef response_complete(self, UpstreamConnection conn, bint up_keep_alive)
     cpdef reply(self, int status, str text, str code, bytes location=*)
+    cpdef bint detailed_errors(self) except -1
     cdef bint _client_stalled(self) except -1
     cpdef _finish(self)

@@ -22,7 +22,11 @@ bodies buffered up to a bound (pipelined clients get answers in order). States:
 Back-pressure is linked both ways: a full client write buffer pauses upstream reading,
 a full upstream write buffer pauses client reading.
 
-Errors the gateway produces carry a reason code (access log) and a one-line text body.
+Errors the gateway produces carry a reason code (access log) and a one-line text body. The body
+says what failed (connect refused, TLS verification, timeout, invalid response, no healthy
+upstream); the namespace, Service, endpoint address and parser messages go to the error and
+access logs, and into the body only where detailed errors are on (``detailed_errors``): the
+text is chosen where the error is produced, so the request path pays nothing for it.
 """
 
 from __future__ import annotations
@@ -175,8 +179,10 @@ class Exchange:
         backend = self.backend
         pool = backend.pick() if backend is not None else None  # type: ignore[attr-defined]
         if pool is None:
-            name = getattr(backend, "name", "?")
-            self.reply(503, f"no healthy upstream: service {name} has no ready endpoints", "no_healthy_upstream")
+            text = "no healthy upstream"
+            if self.detailed_errors():
+                text += f": service {getattr(backend, 'name', '?')} has no ready endpoints"
+            self.reply(503, text, "no_healthy_upstream")  # the access log names the backend
             return
         self.pool = pool
         if self.expect_continue and not self.request_done:
@@ -329,7 +335,10 @@ class Exchange:
             err.message,
             err.code,
         )
-        self.reply(err.status, f"upstream {pool.backend_name} ({pool.address}): {err.message}", err.code)
+        if self.detailed_errors():
+            self.reply(err.status, f"upstream {pool.backend_name} ({pool.address}): {err.message}", err.code)
+        else:
+            self.reply(err.status, err.public, err.code)
         self.client.flush()
 
     def upstream_write_paused(self) -> None:
@@ -463,14 +472,22 @@ class Exchange:
             # reply here; say what to check instead.
             detail += " (if this port speaks TLS, attach an UpstreamTLSPolicy or BackendTLSPolicy to the service)"
         self.upstream_failed(
-            UpstreamError("upstream_reset", f"upstream closed the connection before responding{detail}"), pool
+            UpstreamError(
+                "upstream_reset",
+                f"upstream closed the connection before responding{detail}",
+                public="upstream closed the connection before responding",
+            ),
+            pool,
         )
 
     def upstream_protocol_error(self, message: str) -> None:
         conn = self.conn
         self.conn = None
         if self.state == SENDING and conn is not None:
-            self.upstream_failed(UpstreamError("upstream_invalid_response", message), conn.pool)
+            self.upstream_failed(
+                UpstreamError("upstream_invalid_response", message, public="invalid HTTP response from upstream"),
+                conn.pool,
+            )
         elif self.state == RESPONDING:
             self._abort_client("upstream_invalid_response", message)
 
@@ -488,10 +505,21 @@ class Exchange:
             name = pool.backend_name if pool else "?"
             address = pool.address if pool else "?"
             log.warning("upstream %s endpoint %s: no response within %gs [upstream_timeout]", name, address, timeout)
-            self.reply(504, f"upstream {name} ({address}): no response within {timeout:g}s", "upstream_timeout")
+            if self.detailed_errors():
+                self.reply(504, f"upstream {name} ({address}): no response within {timeout:g}s", "upstream_timeout")
+            else:
+                self.reply(504, f"no response from upstream within {timeout:g}s", "upstream_timeout")
             self.client.flush()
         elif self.state == RESPONDING:
             self._abort_client("upstream_timeout", f"upstream sent nothing for {timeout:g}s mid-response")
+
+    def detailed_errors(self) -> bool:
+        """Whether this client's error bodies may name the namespace, Service and endpoint that
+        failed: ``--detailed-errors``, or ``fsmfast.io/detailed-errors`` on a Gateway of its port.
+        Asked only when an error is produced."""
+        client = self.client
+        ctx = client.ctx
+        return ctx.settings.detailed_errors or client.port in ctx.detailed_ports
 
     def _client_stalled(self) -> bool:
         """This request's body is still due from a client that has sent none of it for

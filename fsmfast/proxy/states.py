@@ -15,10 +15,16 @@ class StopParsing(Exception):
 
 
 class UpstreamError(Exception):
-    """Why an upstream could not serve: ``code`` for the access log, ``status`` for the client."""
+    """Why an upstream could not serve: ``code`` for the access log, ``status`` for the client.
 
-    def __init__(self, code: str, message: str, status: int = 502) -> None:
+    ``message`` says everything (the error log's); ``public`` is what any client may read: what
+    failed, without the namespace, Service, endpoint address or a parser's internal message
+    (the client's body carries ``message`` only where detailed errors are on).
+    """
+
+    def __init__(self, code: str, message: str, status: int = 502, *, public: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.status = status
+        self.public = public

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 WRITE_HIGH = 64 * 1024
 WRITE_LOW = 16 * 1024
 MAX_RESPONSE_HEAD = 64 * 1024
+# What a client reads when the TLS settings of its upstream cannot be used (the log names them).
+_TLS_CONFIG = "upstream TLS is misconfigured"
 
 
 class BackendState:
@@ -155,10 +157,12 @@ class Pool:
         tls = self.tls
         try:
             if tls is not None and tls.error:
-                raise UpstreamError("upstream_tls_error", f"{tls.policy}: {tls.error}")
+                raise UpstreamError("upstream_tls_error", f"{tls.policy}: {tls.error}", public=_TLS_CONFIG)
             sslctx = self._context()
             if tls is not None and sslctx is None:
-                raise UpstreamError("upstream_tls_error", self._ssl_error or "TLS context unavailable")
+                raise UpstreamError(
+                    "upstream_tls_error", self._ssl_error or "TLS context unavailable", public=_TLS_CONFIG
+                )
             if sslctx is not None:
                 opening = self._open_tls(sslctx)
             else:
@@ -173,22 +177,41 @@ class Pool:
                     "upstream_connect_timeout",
                     f"connect to {self.address} timed out after {settings.connect_timeout:g}s",
                     504,
+                    public=f"connect to upstream timed out after {settings.connect_timeout:g}s",
                 ),
                 self,
             )
             return
         except ssl.SSLError as exc:
+            # The client reads what failed, not the names OpenSSL's verify message may quote.
+            what = "certificate verify failed" if isinstance(exc, ssl.SSLCertVerificationError) else None
+            reason = tlsmod.describe_error(exc)
             exchange.upstream_failed(
-                UpstreamError("upstream_tls_error", f"TLS handshake failed: {tlsmod.describe_error(exc)}"), self
+                UpstreamError(
+                    "upstream_tls_error",
+                    f"TLS handshake failed: {reason}",
+                    public=f"upstream TLS handshake failed: {what or reason}",
+                ),
+                self,
             )
             return
         except OSError as exc:
             code = "upstream_connect_refused" if exc.errno == errno.ECONNREFUSED else "upstream_connect_failed"
             reason = exc.strerror or str(exc)
-            exchange.upstream_failed(UpstreamError(code, f"connect to {self.address} failed: {reason}"), self)
+            exchange.upstream_failed(
+                UpstreamError(
+                    code, f"connect to {self.address} failed: {reason}", public=f"connect to upstream failed: {reason}"
+                ),
+                self,
+            )
             return
         except Exception as exc:
-            exchange.upstream_failed(UpstreamError("upstream_connect_failed", f"connect failed: {exc!r}"), self)
+            exchange.upstream_failed(
+                UpstreamError(
+                    "upstream_connect_failed", f"connect failed: {exc!r}", public="connect to upstream failed"
+                ),
+                self,
+            )
             return
         if tls is not None:
             sslobj = transport.get_extra_info("ssl_object")
@@ -196,7 +219,12 @@ class Pool:
             if problem:
                 conn.close()
                 exchange.upstream_failed(
-                    UpstreamError("upstream_tls_error", f"TLS verification failed: {problem}"), self
+                    UpstreamError(
+                        "upstream_tls_error",
+                        f"TLS verification failed: {problem}",
+                        public="upstream TLS verification failed: the certificate's names do not match",
+                    ),
+                    self,
                 )
                 return
         exchange.upstream_ready(conn, reused=False)

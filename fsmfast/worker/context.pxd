@@ -11,6 +11,7 @@ cdef class Context:
     cdef public object generation
     cdef public Router router
     cdef public dict rule_options
+    cdef public frozenset detailed_ports
     cdef public object admission
     cdef public dict pools
     cdef public set connections

@@ -50,6 +50,8 @@ class Context:
         self.generation = 0
         self.router: Router | None = None
         self.rule_options: dict[str, RuleOptions] = {}
+        # Ports whose error bodies name what failed (Listener.detailed_errors): read on errors only.
+        self.detailed_ports: frozenset[int] = frozenset()
         self.admission = Admission(settings.max_connections)
         self.pools: dict[PoolKey, Pool] = {}
         self.connections: set[ClientConnection] = set()
@@ -90,6 +92,7 @@ class Context:
                 pool.close_idle()
         self.pools = pools
         self.rule_options = rule_options(snapshot)
+        self.detailed_ports = frozenset(lst.port for lst in snapshot.listeners if lst.detailed_errors)
         self.router = router
         self.ports = ports
         self.generation = snapshot.generation

@@ -21,7 +21,7 @@ import yaml
 
 from tests.support import manifests as m
 from tests.support.pki import Pki, client_cert, other_ca, san_pki
-from tests.support.procs import Gateway, Gunicorn, free_port
+from tests.support.procs import Gateway, Gunicorn, free_port, wait_for
 
 HOST = "foo.example.com"
 
@@ -63,15 +63,24 @@ def test_without_policy_plain_http_to_tls_port_is_502_with_reason(httpbin_tls: G
         reply = get(port, "/headers")
         assert reply.status == 502, reply
         assert reply.headers.get("content-type", "").startswith("text/plain"), reply.headers
-        # "Names the reason": a sentence, not just the status phrase.
-        assert len(reply.body.strip()) > len("Bad Gateway"), reply.body
-        assert "httpbin" in reply.body, reply.body
+        # "Names the reason": a sentence, not just the status phrase; what failed, not where (the
+        # Service and endpoint are the logs', and the body's only with detailed errors on).
+        assert reply.body.strip() == "upstream closed the connection before responding", reply.body
+        assert "httpbin" not in reply.body and "127.0.0.1" not in reply.body, reply.body
 
         entry = next(e for e in gw.access_log(min_entries=1) if e.get("path") == "/headers")
         assert entry["status"] == 502
         assert entry["host"] == HOST
         assert entry["method"] == "GET"
-        assert entry["reason"], entry
+        assert entry["reason"] == "upstream_reset", entry
+        assert entry["backend"] == "httpbin/httpbin:8443" and entry["upstream"] == f"127.0.0.1:{httpbin_tls.port}"
+        # The error log names the Service and the endpoint, with the hint for this classic mistake.
+        hint = "attach an UpstreamTLSPolicy or BackendTLSPolicy"
+        wait_for(
+            lambda: any("httpbin/httpbin:8443" in ln and hint in ln for ln in gw.stderr_text().splitlines()),
+            5,
+            "the error-log line naming the Service, with the hint",
+        )
 
 
 # --- (b) the blog's fix: Secret + UpstreamTLSPolicy, SIGHUP, 200 with the client's Host ----------------
@@ -129,7 +138,17 @@ def test_backend_tls_policy_checks_hostname(pki: Pki, tmp_path: Path, config_dir
             gw.reload()
             reply = get(port, "/headers")
             assert reply.status == 502, reply
-            assert "hostname mismatch" in reply.body.lower(), reply.body
+            assert "certificate verify failed" in reply.body, reply.body
+            # OpenSSL's words quote the name the policy wants: the error log's, not the client's.
+            assert "bar.example.com" not in reply.body, reply.body
+            wait_for(
+                lambda: any(
+                    "hostname mismatch" in ln.lower() and "bar.example.com" in ln
+                    for ln in gw.stderr_text().splitlines()
+                ),
+                5,
+                "OpenSSL's reason in the error log",
+            )
 
 
 # --- (d) per-service trust: a different CA fails verification, loudly --------------------------------

@@ -125,9 +125,11 @@ class ClientConnection:
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0]).encode()
-        connections = self.ctx.connections
+        ctx = self.ctx
+        connections = ctx.connections
+        # Counted before it joins: room made at the limit never closes the newcomer itself.
+        ctx.admission.opened(len(connections) + len(ctx.tunnels) + 1)
         connections.add(self)
-        self.ctx.admission.opened(len(connections))
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self.stop_reading:
@@ -293,7 +295,7 @@ class ClientConnection:
         self.closing = True
         connections = self.ctx.connections
         connections.discard(self)
-        self.ctx.admission.closed(len(connections))
+        self.ctx.admission.closed(len(connections) + len(self.ctx.tunnels))
         for ex in self.queue:
             ex.client_lost()
         if self._parsing is not None and self._parsing not in self.queue:
@@ -692,8 +694,7 @@ class ClientConnection:
         self._refuse(408, f"request body stalled for {limit:g}s", "body_timeout")
         self.flush()
 
-    def refuse_slow_head(self) -> None:
-        limit = self.ctx.settings.header_timeout
+    def refuse_slow_head(self, limit: float) -> None:
         self._refuse(408, f"request head not received within {limit:g}s", "header_timeout")
         self.flush()
 

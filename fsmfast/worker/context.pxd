@@ -13,6 +13,7 @@ cdef class Context:
     cdef public dict rule_options
     cdef public frozenset detailed_ports
     cdef public object admission
+    cdef public Py_ssize_t crowded
     cdef public dict pools
     cdef public set connections
     cdef public dict ports

@@ -10,8 +10,11 @@ does not throw away warm upstream connections.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import heapq
 import logging
 import os
+import termios
 import time
 from typing import TYPE_CHECKING
 
@@ -52,7 +55,11 @@ class Context:
         self.rule_options: dict[str, RuleOptions] = {}
         # Ports whose error bodies name what failed (Listener.detailed_errors): read on errors only.
         self.detailed_ports: frozenset[int] = frozenset()
-        self.admission = Admission(settings.max_connections)
+        self.admission = Admission(settings.max_connections, settings.keepalive_timeout, settings.header_timeout, index)
+        self.admission.reclaim = self.reclaim_idle
+        # Below this many connections, and not under pressure, the tick leaves admission alone (a C
+        # compare, not a Python call, four times a second).
+        self.crowded = self.admission.high
         self.pools: dict[PoolKey, Pool] = {}
         self.connections: set[ClientConnection] = set()
         # Listener TLS and L4 (fsmfast.proxy.ports): what each non-HTTP port serves, the TLS
@@ -107,6 +114,16 @@ class Context:
         now = self.clock = time.monotonic()
         self.clock_upper = now + TICK
         settings = self.settings
+        admission = self.admission
+        count = len(self.connections) + len(self.tunnels)
+        if count >= self.crowded or admission.pressed:
+            # Near the connection limit: a few seconds instead of the configured timeouts.
+            admission.tick(count)
+            keepalive_timeout = admission.keepalive_timeout
+            header_timeout = admission.header_timeout
+        else:
+            keepalive_timeout = settings.keepalive_timeout
+            header_timeout = settings.header_timeout
         for conn in list(self.connections):
             if conn.closing:
                 continue
@@ -119,17 +136,44 @@ class Context:
                 elif conn.body_stalled(now, settings.body_timeout):
                     conn.refuse_slow_body()
             elif conn.in_head:
-                if now - conn.head_started > settings.header_timeout:
-                    conn.refuse_slow_head()
-            elif now - conn.idle_since > settings.keepalive_timeout or self.draining:
+                if now - conn.head_started > header_timeout:
+                    conn.refuse_slow_head(header_timeout)
+            elif now - conn.idle_since > keepalive_timeout or self.draining:
                 conn.close()
         for pool in self.pools.values():
             pool.expire_idle(now, settings.pool_idle_timeout)
         if self.tunnels:
             for tunnel in list(self.tunnels):
                 tunnel.tick(now)  # ClientHello deadline, idle timeout, draining
-        if self.admission.paused:
-            self.admission.closed(len(self.connections) + len(self.tunnels))
+
+    def reclaim_idle(self, n: int) -> int:
+        """Closes up to ``n`` of the client connections that have waited longest for a request
+        (fsmfast.worker.admission); returns how many. A scan, made only when the worker is at its
+        connection limit, so that nothing needs keeping in order per request."""
+        idle = [
+            conn
+            for conn in self.connections
+            if not conn.queue
+            and not conn.in_head
+            and conn._parsing is None
+            and not conn.closing
+            and not conn.lingering  # answered and closing by itself within LINGER
+        ]
+        if len(idle) > 2 * n:
+            idle = heapq.nsmallest(2 * n, idle, key=_idle_since)  # room to pass over a few, below
+        else:
+            idle.sort(key=_idle_since)
+        closed = 0
+        for conn in idle:
+            if closed == n:
+                break
+            # Its next (or first) request may be in the socket, not read yet: a close now would
+            # lose it unanswered (nginx closes such connections too). Only looked at here, rarely.
+            if _unread(conn):
+                continue
+            conn.close()
+            closed += 1
+        return closed
 
     def stop_ticking(self) -> None:
         if self._tick_handle is not None:
@@ -139,3 +183,22 @@ class Context:
     def busy(self) -> int:
         # An open L4 tunnel counts until the tick has closed it (draining) and it flushed.
         return sum(1 for c in self.connections if c.queue or c.in_head) + len(self.tunnels)
+
+
+def _idle_since(conn: ClientConnection) -> float:
+    return conn.idle_since
+
+
+def _unread(conn: ClientConnection) -> bool:
+    """Bytes from the client wait in the connection's socket."""
+    transport = conn.transport
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None:
+        return False
+    try:
+        return fcntl.ioctl(sock.fileno(), termios.FIONREAD, _ZERO) != _ZERO
+    except OSError:
+        return False
+
+
+_ZERO = bytes(4)  # FIONREAD's int, as ioctl() takes and gives it back

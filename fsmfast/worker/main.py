@@ -94,8 +94,13 @@ class Worker:
                 server.close()  # the port was removed (or we started draining) meanwhile
 
     def pause_accepting(self) -> None:
-        """Over the connection limit (``fsmfast.worker.admission``): stop accepting for now."""
-        log.warning("worker %d: %d connections, not accepting more for now", self.boot.index, len(self.ctx.connections))
+        """At the connection limit with none idle to close (``fsmfast.worker.admission``): stop
+        accepting for now."""
+        log.warning(
+            "worker %d: at the limit of %d connections, all with a request in progress: not accepting more for now",
+            self.boot.index,
+            self.ctx.admission.limit,
+        )
         servers = list(self.servers.values())
         self.servers.clear()  # a _serve still running sees its port gone and closes its server
         for server in servers:

@@ -2,8 +2,9 @@
 
 - ``limits``: header timeout 1 s, body timeout 1 s, and tiny request limits set by flag
   (``--max-request-line``, ``--max-field-size``, ``--max-header-count``, ``--max-head-size``);
-- ``test_connection_limit_*``: one worker with ``--max-connections 4``: the fifth client waits in
-  the listen backlog, and is served as soon as a connection closes.
+- ``test_connection_limit_*``: one worker with ``--max-connections 4`` held by requests in progress
+  (nothing idle to close, see test_connection_limit.py): the fifth client waits in the listen
+  backlog, and is served as soon as a connection closes.
 
 The hostile-byte cases with the default limits are the corpus (``test_request_corpus.py``).
 """
@@ -11,6 +12,7 @@ The hostile-byte cases with the default limits are the corpus (``test_request_co
 from __future__ import annotations
 
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -163,10 +165,13 @@ def test_connection_limit_queues_new_connections_in_the_backlog(tmp_path: Path) 
         port = free_port()
         args = ("--max-connections", "4")
         with Gateway(_config(tmp_path / "gw.yaml", port, up), [port], workers=1, args=args) as gw:
-            clients = [Client(port, timeout=10) for _ in range(4)]
+            clients: list[Client] = []
             try:
-                for i, c in enumerate(clients):
-                    assert c.request("GET", f"/echo?held={i}", HOST).status == 200
+                for i in range(4):
+                    c = Client(port, timeout=10)
+                    clients.append(c)
+                    c.send(build_request("GET", f"/slow?s=6&held={i}", HOST))
+                    wait_for(lambda i=i: up.requests_for(f"/slow?s=6&held={i}"), 5, f"request {i} upstream")
                 # The kernel completes the handshake (backlog), but the worker does not accept.
                 fifth = Client(port, timeout=10)
                 fifth.send(build_request("GET", "/echo?fifth", HOST))
@@ -174,15 +179,18 @@ def test_connection_limit_queues_new_connections_in_the_backlog(tmp_path: Path) 
                 with pytest.raises(TimeoutError):
                     fifth.sock.recv(1)
                 assert not up.requests_for("/echo?fifth")
-                # Under 90 % of the limit again: accepting resumes and the queued client is served.
-                clients.pop().close()
+                # Under 90 % of the limit again: accepting resumes and the queued client is served. A
+                # reset, since a close would be a half-close, answered when its response is done.
+                gone = clients.pop()
+                gone.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                gone.close()
                 fifth.sock.settimeout(10)
                 t0 = time.monotonic()
                 assert fifth.read_response().status == 200
                 assert time.monotonic() - t0 < 2
                 fifth.close()
                 # And the worker keeps serving existing connections throughout.
-                assert clients[0].request("GET", "/echo?still", HOST).status == 200
+                assert clients[0].read_response().status == 200
             finally:
                 for c in clients:
                     c.close()

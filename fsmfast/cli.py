@@ -38,7 +38,8 @@ LIMITS = (
         "--max-connections",
         "max_connections",
         "N",
-        "client connections per worker; past it the worker stops accepting until back under 90%%",
+        "client connections per worker; at it the oldest idle ones are closed for new clients (all busy:"
+        " accepting stops until back under 90%%); above 75%% idle and header timeouts drop to 5 s",
     ),
 )
 

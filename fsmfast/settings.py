@@ -35,8 +35,9 @@ class Settings(msgspec.Struct, frozen=True):
     max_header_count: int = 100
     # A request body that stops arriving for this long is answered 408 (nginx's client_body_timeout).
     body_timeout: float = 60.0
-    # Client connections per worker: past this the worker stops accepting, and new connections
-    # wait in the listen backlog until it is back under 90 % of it.
+    # Client connections per worker: at this the worker closes the idle ones that have waited longest
+    # (fsmfast.worker.admission); only when all are busy does it stop accepting, new connections
+    # waiting in the listen backlog until it is back under 90 % of it.
     max_connections: int = 4096
     # Error bodies the gateway writes name the namespace, Service, endpoint address and the
     # parser's message (otherwise only the error and access logs do) on every port; one

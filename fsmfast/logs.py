@@ -54,8 +54,13 @@ class _RoleFilter(logging.Filter):
         return True
 
 
-def setup(role: str, level: int = logging.INFO) -> logging.Logger:
-    """Point the ``fsmfast`` logger at stderr with a ``[role pid]`` prefix; call again after a fork."""
+def setup(role: str, level: int = logging.INFO, rate_limit: bool = True) -> logging.Logger:
+    """Point the ``fsmfast`` logger at stderr with a ``[role pid]`` prefix; call again after a fork.
+
+    ``rate_limit=False`` for the master: its lines are operator events (a reload's result, a
+    worker's death), never driven by client traffic, and each one must reach the operator. A
+    master without a limiter also has no sweep timer thread that could hold a lock across a fork.
+    """
     global _role, _sink
     _role = role
     logger = logging.getLogger(LOGGER)
@@ -71,8 +76,9 @@ def setup(role: str, level: int = logging.INFO) -> logging.Logger:
     handler._fsmfast = True  # type: ignore[attr-defined]
     handler.setFormatter(_Formatter(FORMAT, DATEFMT))
     handler.addFilter(_RoleFilter())
-    handler.limiter = RateLimit(handler.handle)
-    handler.addFilter(handler.limiter)
+    if rate_limit:
+        handler.limiter = RateLimit(handler.handle)
+        handler.addFilter(handler.limiter)
     logger.addHandler(handler)
     logger.setLevel(level)
     # An embedding application's root handlers would print every line twice.

@@ -82,7 +82,7 @@ class Worker:
 
 def run(settings: Settings) -> int:
     """Run the master until it is stopped; return the process exit code."""
-    logs.setup("master")
+    logs.setup("master", rate_limit=False)
     return Arbiter(settings).run()
 
 

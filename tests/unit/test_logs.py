@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -301,3 +302,22 @@ def test_a_full_stderr_does_not_block_and_is_retried(pipe: tuple[int, int]) -> N
     finally:
         logger.removeHandler(handler)
     assert read_all(r) == b"held\n"
+
+
+@pytest.mark.parametrize(("rate_limit", "expected"), [(False, 20), (True, logs.BURST)])
+def test_the_master_log_is_not_rate_limited(
+    rate_limit: bool, expected: int, pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The master's lines are operator events (twenty reloads in a row each say their generation);
+    # only the workers' traffic-driven lines are summarized.
+    r, w = pipe
+    monkeypatch.setattr(sys, "stderr", os.fdopen(w, "w", closefd=False))
+    try:
+        logger = logs.setup("master" if not rate_limit else "worker 0", rate_limit=rate_limit)
+        for generation in range(20):
+            logger.info("reloaded: generation %d", generation)
+    finally:
+        monkeypatch.undo()
+        logs.setup("fsmfast")
+    lines = [line for line in read_all(r).decode().splitlines() if "reloaded: generation" in line]
+    assert len(lines) == expected

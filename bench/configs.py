@@ -18,8 +18,6 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from bench.scenarios import (
     BIG_SIZE,
     HOST,
@@ -30,8 +28,8 @@ from bench.scenarios import (
     route_host,
     route_prefix,
 )
-from tests.support import manifests as m
-from tests.support.pki import Pki, blog_pki
+from fsmfast.demo.pki import Pki, blog_pki
+from tests.support import manifests as m  # the demo's manifests plus tls_secret
 
 TLS_SUITE = "TLS_AES_128_GCM_SHA256"
 KEEPALIVE_REQUESTS = 1_000_000
@@ -309,10 +307,6 @@ backend be_404
 # --- fsmfast ----------------------------------------------------------------------------------------
 
 
-def _dump(doc: dict) -> str:
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
-
-
 def _gateway(port: int, tls_secret: str | None) -> str:
     listener: dict = {
         "name": "http",
@@ -328,7 +322,7 @@ def _gateway(port: int, tls_secret: str | None) -> str:
             "tls": {"mode": "Terminate", "certificateRefs": [{"kind": "Secret", "name": tls_secret}]},
             "allowedRoutes": {"namespaces": {"from": "Same"}},
         }
-    return _dump(
+    return m.to_yaml(
         {
             "apiVersion": "gateway.networking.k8s.io/v1beta1",
             "kind": "Gateway",
@@ -339,7 +333,7 @@ def _gateway(port: int, tls_secret: str | None) -> str:
 
 
 def _route(name: str, hostname: str, prefixes: list[str], service: str, service_port: int) -> str:
-    return _dump(
+    return m.to_yaml(
         {
             "apiVersion": "gateway.networking.k8s.io/v1beta1",
             "kind": "HTTPRoute",

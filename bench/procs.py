@@ -8,19 +8,17 @@ from /proc for the whole tree of a system: the process the harness started and a
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import threading
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-# One port picker for the tests and the harness (bench/soak.py already uses the tests' helpers): it
-# picks below the kernel's ephemeral range, which wrk's and the proxies' outgoing connections draw from.
-from tests.support.procs import free_port as free_port
+# One set of process helpers for the demo, the tests and the harness. free_port picks below the kernel's
+# ephemeral range, which wrk's and the proxies' outgoing connections draw from.
+from fsmfast.demo.procs import free_port as free_port
+from fsmfast.demo.procs import stop_group, tail
+from fsmfast.demo.procs import wait_port as _wait_port
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -137,25 +135,8 @@ class RssSampler:
 
 
 def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"exited with status {proc.returncode} before 127.0.0.1:{port} accepted")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1.0):
-                return
-        except OSError:
-            pass
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"127.0.0.1:{port} did not accept a connection within {timeout:g}s")
-        time.sleep(0.05)
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
+    """Wait until 127.0.0.1:``port`` accepts; see :func:`fsmfast.demo.procs.wait_port`."""
+    _wait_port("127.0.0.1", port, timeout, proc)
 
 
 class Proc:
@@ -196,15 +177,4 @@ class Proc:
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM to the process group, SIGKILL to it after ``grace`` seconds."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        # Workers may outlive a master that exited: the group goes in any case.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
+        stop_group(self.proc, grace=grace)

@@ -35,9 +35,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.procs import rss_kib
+from fsmfast.demo.pki import blog_pki
+from fsmfast.demo.procs import Gateway, children_of, free_port
+from fsmfast.demo.upstream import Gunicorn
 from tests.support import manifests as m
-from tests.support.pki import blog_pki
-from tests.support.procs import Gateway, Gunicorn, children_of, free_port
 from tests.support.upstreams import Upstream
 
 # (weight, host, method, target, upload bytes, expected body length or None)
@@ -106,7 +107,7 @@ def _config(dir: Path, port: int, plain: int, tls: int, client_tls: bool) -> Pat
         "metadata": {"name": "gw", "namespace": m.NAMESPACE},
         "spec": {"gatewayClassName": "fsmfast", "listeners": [listener]},
     }
-    docs.append(m._dump(gateway))
+    docs.append(m.to_yaml(gateway))
     docs += [m.service("plain", 80, plain), m.endpoint_slice("plain", plain)]
     docs += [m.service("httpbin", 8443, tls), m.endpoint_slice("httpbin", tls)]
     docs += [m.ca_secret("https-cert", pki.ca_cert), m.upstream_tls_policy(secret="https-cert", port=8443)]
@@ -121,7 +122,7 @@ def _config(dir: Path, port: int, plain: int, tls: int, client_tls: bool) -> Pat
                 "rules": [{"backendRefs": [{"name": service, "port": svc_port}]}],
             },
         }
-        docs.append(m._dump(route))
+        docs.append(m.to_yaml(route))
     path = dir / "gateway.yaml"
     path.write_text(m.documents(*docs))
     return path

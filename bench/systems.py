@@ -8,29 +8,18 @@ numbers.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
 
-import fsmfast
 from bench import configs, deps
 from bench.configs import Certs, UpstreamPorts
 from bench.procs import Proc, free_port, wait_port
 from bench.scenarios import Scenario
-
-# The directory holding the fsmfast package this process imported: the gateway must run that same code.
-_FSMFAST_ROOT = str(Path(fsmfast.__file__).resolve().parent.parent)
+from fsmfast.demo.procs import child_env
 
 PROXIES = ("fsmfast", "nginx", "haproxy")
 ALL_SYSTEMS = (*PROXIES, "floor", "direct")
-
-
-def _checkout_env() -> dict[str, str]:
-    """This environment, with the checkout that holds ``fsmfast`` (and ``bench``) first on PYTHONPATH."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_FSMFAST_ROOT, env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 class System:
@@ -98,7 +87,7 @@ class Fsmfast(System):
         self.port = free_port()
         self.tls = scenario.listener_tls
         configs.write_fsmfast(dir, scenario, self.port, self.up, self.certs)
-        env = _checkout_env()
+        env = child_env()
         env.pop("FSMFAST_WORKERS", None)
         argv = [sys.executable, "-m", "fsmfast", "run", "-c", str(dir), "--workers", "1", "--no-access-log"]
         argv += ["--listen-address", "127.0.0.1"]
@@ -138,7 +127,7 @@ class Floor(System):
 
     def start(self, scenario: Scenario, dir: Path) -> None:
         self.port = free_port()
-        env = _checkout_env()
+        env = child_env()
         argv = [sys.executable, "-m", "bench.floor", str(self.port), str(self.up.http)]
         self.proc = Proc("floor", argv, dir, self.cpus, env=env, cwd=dir, wrapper=self.wrapper)
 

@@ -48,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     # The demo owns its own flags (including -h); hand them over untouched.
     if args and args[0] == "demo":
-        from fsmfast.demo import main as demo_main
+        from fsmfast.demo.run import main as demo_main
 
         return demo_main(args[1:])
     parser = make_parser()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fsmfast import demo
+from fsmfast.demo import pki
 from tests.support.procs import child_env, children_of, free_port, wait_for
 
 
@@ -83,7 +83,7 @@ def test_demo_keeps_running_until_sigterm_and_cleans_up() -> None:
 
 def test_cryptography_fallback_makes_blog_like_certificates(tmp_path: Path) -> None:
     pytest.importorskip("cryptography")
-    demo._certs_with_cryptography(tmp_path)
+    pki.blog_pki_with_cryptography(tmp_path)
     # The server certificate verifies against the CA by chain alone (no SAN, like the blog's).
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False

@@ -183,7 +183,37 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-class Gateway:
+C = TypeVar("C", bound="ChildProcess")
+
+
+class ChildProcess:
+    """A child process group as a context manager: entering runs :meth:`start`, leaving always runs
+    :meth:`close`; if the block raised, the tails of :meth:`logs` are printed first (pytest shows a failed
+    test's stdout, so the report carries the child's side of the failure)."""
+
+    def start(self: C) -> C:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def logs(self) -> dict[str, Path]:
+        """The child's log files by name."""
+        return {}
+
+    def __enter__(self: C) -> C:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is not None:
+            for name, path in self.logs().items():
+                print(f"--- {name} (tail) ---\n{tail(path)}")
+        self.close()
+
+
+class Gateway(ChildProcess):
     """``python -m fsmfast run -c CONFIG --workers N --listen-address 127.0.0.1 [ARGS]`` as a context manager.
 
     ``ports`` are the listener ports the caller expects; entering the context waits (up to ``start_timeout``)
@@ -248,17 +278,8 @@ class Gateway:
             raise SetupError(f"gateway did not start: {exc}\n--- gateway stderr ---\n{self.stderr_text()}") from exc
         return self
 
-    def __enter__(self) -> Gateway:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is not None:
-            # pytest shows captured stdout of a failed test: put the gateway's view of the failure there.
-            print(f"--- gateway stderr (tail) ---\n{tail(self.stderr_path)}")
-            print(f"--- gateway stdout (tail) ---\n{tail(self.stdout_path)}")
-        self.close()
+    def logs(self) -> dict[str, Path]:
+        return {"gateway stderr": self.stderr_path, "gateway stdout": self.stdout_path}
 
     def close(self, sig: int = signal.SIGKILL, grace: float = 10.0) -> None:
         """Send ``sig`` to the whole group, SIGKILL what is left after ``grace`` seconds, and remove the log

@@ -21,12 +21,11 @@ import urllib.parse
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from fsmfast.demo import SetupError
 from fsmfast.demo.pki import Pki
-from fsmfast.demo.procs import child_env, free_port, stop_group, tail, wait_tls
+from fsmfast.demo.procs import ChildProcess, child_env, free_port, stop_group, tail, wait_tls
 
 # gunicorn reads this config file: its default server context would follow Python 3.13's VERIFY_X509_STRICT and
 # reject the blog's CA (no keyUsage) when verifying the gateway's client certificate. The upstream must behave
@@ -42,7 +41,7 @@ def ssl_context(conf, default_ssl_context_factory):
 """
 
 
-class Gunicorn:
+class Gunicorn(ChildProcess):
     """Real httpbin on gunicorn over TLS: ``python -m gunicorn -b 127.0.0.1:PORT httpbin:app --certfile ...``.
 
     ``ca_certs``/``cert_reqs`` turn on client-certificate checking (``cert_reqs=2`` is ssl.CERT_REQUIRED),
@@ -95,21 +94,14 @@ class Gunicorn:
             wait_tls(self.port, self.start_timeout, self.proc)
         except (TimeoutError, RuntimeError) as exc:
             log = tail(self.log_path)
-            self.stop()
+            self.close()
             raise SetupError(f"gunicorn did not start: {exc}\n--- gunicorn log ---\n{log}") from exc
         return self
 
-    def __enter__(self) -> Gunicorn:
-        return self.start()
+    def logs(self) -> dict[str, Path]:
+        return {"gunicorn log": self.log_path}
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if exc_type is not None:
-            print(f"--- gunicorn log (tail) ---\n{tail(self.log_path)}")
-        self.stop()
-
-    def stop(self) -> None:
+    def close(self) -> None:
         """Kill gunicorn's whole group and remove its temporary directory. Idempotent."""
         stop_group(self.proc, signal.SIGKILL)
         if self._tmp is not None:
@@ -194,7 +186,7 @@ def https_upstream(pki: Pki, kind: str = "auto") -> Iterator[tuple[int, str]]:
         try:
             yield gunicorn.port, f"httpbin on gunicorn, https://127.0.0.1:{gunicorn.port}"
         finally:
-            gunicorn.stop()
+            gunicorn.close()
         return
     server = EchoServer(free_port(), pki.server_cert, pki.server_key)
     port = server.server_address[1]

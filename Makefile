@@ -71,7 +71,7 @@ bench:
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
-	rm -f fsmfast/*.so fsmfast/_parser.c fsmfast/_parser.html fsmfast/proxy/*.so fsmfast/proxy/*.c fsmfast/proxy/*.html fsmfast/worker/*.so fsmfast/worker/*.c fsmfast/worker/*.html
+	rm -f fsmfast/*.so fsmfast/_parser.c fsmfast/_parser.html fsmfast/proxy/*.so fsmfast/proxy/*.c fsmfast/proxy/*.html fsmfast/worker/*.so fsmfast/worker/*.c fsmfast/worker/*.html fsmfast/tls/*.so fsmfast/tls/*.c fsmfast/tls/*.html
 
 distclean: clean
 	rm -rf $(VENV)

@@ -46,9 +46,10 @@ valid_host = impl.valid_host
 def describe() -> str:
     """What runs compiled in this process, for reports and test headers."""
     from fsmfast._compiled import compiled_modules
-    from fsmfast.proxy.tlslink import direct_unavailable
+    from fsmfast.tls.link import direct_unavailable
 
-    parts = (["fsmfast._parser"] if USING_EXTENSION else []) + (["_tlsrec"] if direct_unavailable() is None else [])
+    parts = ["fsmfast._parser"] if USING_EXTENSION else []
+    parts += ["tls._records"] if direct_unavailable() is None else []
     parts += [n.removeprefix("fsmfast.") for n in compiled_modules()]
     return f"compiled {', '.join(parts)}" if parts else "pure-Python twins"
 

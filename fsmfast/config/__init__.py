@@ -7,10 +7,11 @@ One job per module, in data-flow order:
 - ``decode``: raw YAML value -> model Struct, reporting every type error and unknown field;
 - ``checks``: per-object rules types cannot express (paths, hostnames, XOR fields, base64);
 - ``loader``: documents -> ``Manifests`` (kinds, versions, metadata, duplicates, unknown kinds);
-- ``index``, ``hostnames``, ``attach``, ``endpoints``, ``tls``, ``pem``: cross-object
-  resolution used by ``fsmfast.compile`` to build the snapshot.
-- ``frontends`` (listeners per port, certificates via ``certs``, client trust), ``l4routes``
-  (TLSRoute/TCPRoute), ``grants``; their per-object rules are in ``listenerchecks``.
+- ``checks``, ``httproute``, ``listenerchecks``: per-object rules for routes, listener protocols
+  and TLS, TLSRoute, TCPRoute and GatewayTLSPolicy; ``hostnames``: hostname validation,
+  intersection and specificity; ``duration``: Gateway API durations.
+
+Resolving objects against each other and building the snapshot is ``fsmfast.compile``'s job.
 
 Problems are collected in ``issues.Issues`` as ``fsmfast.errors.ConfigIssue``: errors make
 the configuration invalid, warnings are reported and the rest is served.

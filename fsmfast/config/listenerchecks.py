@@ -3,7 +3,7 @@
 What Gateway API's CRD validation would refuse at ``kubectl apply`` is an error (an HTTPS
 listener without certificates, ``tls`` on a TCP listener); what it accepts but fsmfast does
 not do is a warning (UDP, ``tls.options``). Whether the referenced Secrets exist and hold a
-usable certificate is decided at compile time (``fsmfast.config.frontends``).
+usable certificate is decided at compile time (``fsmfast.compile.frontends``).
 """
 
 from __future__ import annotations

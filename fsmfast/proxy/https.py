@@ -1,6 +1,6 @@
 """HTTP over a terminated TLS connection: the listener check (421) and the client certificate.
 
-The SNI of the handshake chose one Gateway listener (``fsmfast.listener_tls``). A request
+The SNI of the handshake chose one Gateway listener (``fsmfast.tls.listener``). A request
 whose Host belongs to another listener of the port gets 421 Misdirected Request (Gateway
 API: the listener's hostname must match both SNI and Host), so a client that reuses a
 connection across names cannot reach a listener whose certificate or client-certificate
@@ -17,8 +17,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from fsmfast._accel import normalize_host
-from fsmfast.listener_tls import ListenerRuntime, PortTLS, client_subject, handshake_of
 from fsmfast.proxy.downstream import ClientConnection
+from fsmfast.tls.listener import ListenerRuntime, PortTLS, client_subject, handshake_of
 
 if TYPE_CHECKING:
     from fsmfast.proxy.exchange import Exchange

@@ -31,9 +31,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fsmfast.listener_tls import client_subject, handshake_of, most_specific
-from fsmfast.proxy import clienthello
 from fsmfast.snapshot import L4Route
+from fsmfast.tls import clienthello
+from fsmfast.tls.listener import client_subject, handshake_of, most_specific
 
 if TYPE_CHECKING:
     from fsmfast.proxy.ports import PortRuntime

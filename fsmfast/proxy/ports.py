@@ -11,11 +11,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from fsmfast.listener_tls import Contexts, PortTLS
 from fsmfast.proxy import https
 from fsmfast.proxy.downstream import ClientConnection
 from fsmfast.proxy.l4 import PASSTHROUGH, TCP, TERMINATE, L4Target, SNITable, Tunnel
 from fsmfast.snapshot import Snapshot
+from fsmfast.tls.listener import Contexts, PortTLS
 
 if TYPE_CHECKING:
     from fsmfast.worker.context import Context

@@ -3,7 +3,7 @@
 Pure: no sockets, no loop. Built once per snapshot in each worker (and by ``fsmfast routes``
 and ``fsmfast explain``, which use this very code); lookups are a dict hit for exact hosts,
 one dict hit per label for wildcards, then that host's rules, which the compiler already put
-in Gateway API precedence order (``fsmfast.config.routetable``): the first rule whose match
+in Gateway API precedence order (``fsmfast.compile.routetable``): the first rule whose match
 holds wins. A host with a few rules tries them in turn; a bigger one looks its path up in an
 index (``VHost``), so the cost grows neither with the number of routes nor with one host's
 path rules, only with its RegularExpression rules and with rules that share a path and differ by

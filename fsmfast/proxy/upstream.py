@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from fsmfast import tls as tlsmod
 from fsmfast._accel import parse_response_head, read_response_head, scan_response_head
 from fsmfast.proxy.states import UpstreamError
-from fsmfast.proxy.tlslink import Opened, TLSLink
 from fsmfast.snapshot import Backend, UpstreamTLS
+from fsmfast.tls import upstream as tlsmod
+from fsmfast.tls.link import Opened, TLSLink
 
 if TYPE_CHECKING:
     from fsmfast.proxy.exchange import Exchange

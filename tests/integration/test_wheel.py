@@ -149,8 +149,8 @@ def test_installed_package_uses_its_compiled_parser(installed: Installed) -> Non
     out = _run([installed.venv / "bin" / "python", "-c", code], 60, env=installed.env, cwd=installed.cwd)
     package, parser, using, described = json.loads(out.stdout)
     assert described == (
-        "compiled fsmfast._parser, _tlsrec, proxy.router, proxy.upstream, proxy.exchange, proxy.downstream,"
-        " proxy.tlslink, worker.context"
+        "compiled fsmfast._parser, tls._records, proxy.router, proxy.upstream, proxy.exchange, proxy.downstream,"
+        " tls.link, worker.context"
     )
     assert Path(package).is_relative_to(installed.venv), package
     assert parser.endswith(".so") and Path(parser).is_relative_to(installed.venv), parser

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fsmfast.proxy import clienthello
-from fsmfast.proxy.clienthello import MAX_HELLO, ClientHelloError, parse
+from fsmfast.tls import clienthello
+from fsmfast.tls.clienthello import MAX_HELLO, ClientHelloError, parse
 
 
 def real_hello(

@@ -16,9 +16,9 @@ from cryptography.x509.oid import NameOID
 
 from fsmfast import snapshot as s
 from fsmfast.compile import Build, build
-from fsmfast.config.certs import as_text, inspect, rdn_string
 from fsmfast.errors import ConfigError
-from fsmfast.listener_tls import CertificateLoadError, Contexts
+from fsmfast.tls.certs import as_text, inspect, rdn_string
+from fsmfast.tls.listener import CertificateLoadError, Contexts
 from tests.support.pki import Pki, san_pki
 
 NOW = datetime.datetime.now(datetime.timezone.utc)

@@ -8,7 +8,7 @@ import pytest
 
 from fsmfast.cli import make_parser, settings_from
 from fsmfast.compile import build
-from fsmfast.config.route_knobs import parse_size
+from fsmfast.compile.route_knobs import parse_size
 from fsmfast.errors import ConfigError
 from fsmfast.settings import Settings
 

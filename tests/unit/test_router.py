@@ -73,7 +73,7 @@ def test_host_precedence_exact_then_longest_wildcard_then_any() -> None:
 
 def test_no_fallthrough_to_less_specific_host() -> None:
     # The router itself never falls through: the compiler lists, in each virtual host, the rules
-    # of the less specific hostnames a request may fall through to (fsmfast.config.routetable).
+    # of the less specific hostnames a request may fall through to (fsmfast.compile.routetable).
     snap = snapshot(
         VirtualHost(hostname="foo.example.com", rules=(rule("exact", "Exact", "/only"),)),
         VirtualHost(hostname="*", rules=(rule("any", "PathPrefix", "/"),)),

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from fsmfast.proxy import records as twin
-from fsmfast.proxy.tlslink import direct_unavailable
+from fsmfast.tls import records as twin
+from fsmfast.tls.link import direct_unavailable
 from tests.support.pki import Pki, blog_pki, client_cert
 
 try:
-    from fsmfast import _tlsrec as compiled
+    from fsmfast.tls import _records as compiled
 except ImportError:  # pragma: no cover - the suite builds it (make inplace)
     compiled = None
 
@@ -180,7 +180,7 @@ def test_twin_and_compiled_agree_on_the_bytes(pki: Pki, version: ssl.TLSVersion)
 def test_compiled_refuses_what_it_cannot_check(pki: Pki) -> None:
     mod = compiled
     if mod is None:
-        pytest.fail("fsmfast._tlsrec is not built")
+        pytest.fail("fsmfast.tls._records is not built")
     pair = Pair(pki, twin.Records, ssl.TLSVersion.TLSv1_3)
     c_in, c_out, s_in, _s_out = pair.bios
     with pytest.raises(mod.Unavailable, match="BIOs"):

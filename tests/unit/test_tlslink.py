@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from fsmfast.proxy.tlslink import TLSLink
+from fsmfast.tls.link import TLSLink
 from tests.support.pki import Pki, blog_pki
 
 TLS_RECORD = 16384  # the most plaintext in one record (a C constant of the compiled link)

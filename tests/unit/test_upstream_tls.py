@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from fsmfast import tls as tlsmod
 from fsmfast.snapshot import SubjectAltName, UpstreamTLS
+from fsmfast.tls import upstream as tlsmod
 from tests.support.pki import Pki, blog_pki, client_cert, other_ca, san_pki
 
 
@@ -198,7 +198,7 @@ def test_loop_gets_the_c_methods_and_data_still_flows(loop, certs) -> None:
 
 
 def test_listener_objects_get_the_c_methods_too() -> None:
-    from fsmfast.listener_tls import Dispatcher
+    from fsmfast.tls.listener import Dispatcher
 
     obj = Dispatcher(ssl.PROTOCOL_TLS_SERVER).wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_side=True)
     inner = obj._sslobj  # type: ignore[attr-defined]

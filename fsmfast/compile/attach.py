@@ -12,9 +12,9 @@ from collections import defaultdict
 
 import msgspec
 
+from fsmfast.compile.index import Index
 from fsmfast.config import model as m
 from fsmfast.config.hostnames import covers, effective, specificity
-from fsmfast.config.index import Index
 from fsmfast.config.issues import Issues, Where
 from fsmfast.config.listenerchecks import HTTP_PROTOCOLS
 
@@ -71,7 +71,7 @@ def _refusal(ref: ListenerRef, route: m.HTTPRoute, index: Index) -> str | None:
 
 def allowed_routes_refusal(ref: ListenerRef, kind: str, namespace: str, index: Index) -> str | None:
     """Why the listener's allowedRoutes (namespaces, then kinds) refuse a ``kind`` route from
-    ``namespace``, or None. HTTPRoutes here, TLSRoutes and TCPRoutes in fsmfast.config.l4routes."""
+    ``namespace``, or None. HTTPRoutes here, TLSRoutes and TCPRoutes in fsmfast.compile.l4routes."""
     allowed = ref.listener.allowed_routes
     namespaces = allowed.namespaces
     if namespaces.from_ == "Same" and namespace != ref.gateway.namespace:

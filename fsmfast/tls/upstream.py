@@ -24,7 +24,7 @@ def direct_io(obj: ssl.SSLObject) -> ssl.SSLObject:
 
     ssl.SSLObject's three are one-line Python wrappers around ``_sslobj``, each a Python frame
     that costs more than the C call it wraps. The record layer's pure-Python twin
-    (``fsmfast.proxy.records``, used where the compiled one cannot reach OpenSSL) calls them for
+    (``fsmfast.tls.records``, used where the compiled one cannot reach OpenSSL) calls them for
     every record; instance attributes shadow the class's methods, so it calls the C methods
     instead. Behaviour is the same.
     """

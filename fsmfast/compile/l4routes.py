@@ -16,12 +16,12 @@ from collections.abc import Callable
 
 import msgspec
 
+from fsmfast.compile.attach import ListenerRef, allowed_routes_refusal
+from fsmfast.compile.frontends import Frontends
+from fsmfast.compile.grants import granted
+from fsmfast.compile.index import Index, age_key
 from fsmfast.config import model as m
-from fsmfast.config.attach import ListenerRef, allowed_routes_refusal
-from fsmfast.config.frontends import Frontends
-from fsmfast.config.grants import granted
 from fsmfast.config.hostnames import effective, specificity
-from fsmfast.config.index import Index, age_key
 from fsmfast.config.issues import Issues, Where
 from fsmfast.snapshot import BackendRef, L4Route, Listener, ListenerTLS
 

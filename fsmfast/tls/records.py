@@ -1,7 +1,7 @@
 """TLS records of an established connection, through ``ssl.SSLObject``: the pure-Python twin.
 
-Same API and behaviour as the compiled ``fsmfast._tlsrec.Records``, which calls OpenSSL
-directly; ``fsmfast.proxy.tlslink`` picks one per connection.
+Same API and behaviour as the compiled ``fsmfast.tls._records.Records``, which calls OpenSSL
+directly; ``fsmfast.tls.link`` picks one per connection.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ Why the handshake is driven from here rather than by ``create_server(ssl=...)``:
 server for a port then never changes when a reload switches the port between HTTP and HTTPS,
 and the handshake knows its port and peer address, so a refused client certificate is logged
 with who and why (uvloop only logs TLS handshake errors in debug mode). The connection itself
-is a ``fsmfast.proxy.tlslink.TLSLink``: it sends the alert of a refused handshake before it
+is a ``fsmfast.tls.link.TLSLink``: it sends the alert of a refused handshake before it
 closes, so the client hears "certificate required" or "unknown ca", not a bare EOF.
 """
 
@@ -43,10 +43,10 @@ import logging
 import ssl
 from typing import Any, TypeVar
 
-from fsmfast.config.certs import load_pair, rdn_string, server_context
-from fsmfast.proxy.tlslink import Opened, TLSLink
 from fsmfast.snapshot import Certificate, Listener, ListenerTLS
-from fsmfast.tls import direct_io
+from fsmfast.tls.certs import load_pair, rdn_string, server_context
+from fsmfast.tls.link import Opened, TLSLink
+from fsmfast.tls.upstream import direct_io
 
 log = logging.getLogger("fsmfast.tls")
 
@@ -226,7 +226,7 @@ class Contexts:
         if ctx is None:
             ctx = server_context()
             try:
-                # The build's check loads the pair the same way (fsmfast.config.certs.inspect), so
+                # The build's check loads the pair the same way (fsmfast.tls.certs.inspect), so
                 # this fails only if the two disagree (another OpenSSL, say); then the worker refuses
                 # the whole snapshot, naming the Secret, rather than serving the port without it.
                 load_pair(ctx, cert.cert_pem, cert.key_pem)

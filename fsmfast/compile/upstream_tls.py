@@ -16,12 +16,12 @@ from collections import defaultdict
 
 import msgspec
 
+from fsmfast.compile.index import Index, age_key
 from fsmfast.config import model as m
 from fsmfast.config.checks import effective_tls_config
-from fsmfast.config.index import Index, age_key
 from fsmfast.config.issues import Issues, Where
-from fsmfast.config.pem import ca_problem, pair_problem
 from fsmfast.snapshot import SubjectAltName, UpstreamTLS
+from fsmfast.tls.pem import ca_problem, pair_problem
 
 CA_KEY = "ca.crt"
 CERT_KEY = "tls.crt"

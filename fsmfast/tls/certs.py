@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import msgspec
 
-from fsmfast.config.pem import BEGIN_CERT
+from fsmfast.tls.pem import BEGIN_CERT
 
 # `fsmfast check` warns when a served certificate expires sooner than this.
 EXPIRY_WARNING_DAYS = 30

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from fsmfast.compile.index import Index
 from fsmfast.config import model as m
-from fsmfast.config.index import Index
 
 
 def granted(index: Index, from_kind: str, from_ns: str, to_kind: str, to_ns: str, to_name: str) -> bool:

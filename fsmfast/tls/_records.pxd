@@ -1,4 +1,4 @@
-# C-level declarations of fsmfast/_tlsrec.pyx, so the compiled TLS link calls the record layer in C.
+# C-level declarations of fsmfast/tls/_records.pyx, so the compiled TLS link calls the record layer in C.
 
 cdef class Records:
     cdef void *ssl

@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """TLS records of an established connection, sealed and opened by OpenSSL directly.
 
-The pure-Python twin, with the same API and behaviour, is ``fsmfast.proxy.records``; the
+The pure-Python twin, with the same API and behaviour, is ``fsmfast.tls.records``; the
 tests run both over the same handshakes.
 
 Why: once a handshake is over, each request costs one SSL_read and one SSL_write. Through
@@ -171,7 +171,7 @@ cdef class Records:
     a session ticket): ``wants_write`` says when it is not empty. Errors are ``ssl.SSLError``.
     """
 
-    # Attributes and C-level methods: see _tlsrec.pxd.
+    # Attributes and C-level methods: see _records.pxd.
 
     def __init__(self, sslobj, incoming, outgoing):
         if UNAVAILABLE is not None:

@@ -20,10 +20,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
+from fsmfast.compile.attach import Attachment, ListenerRef
+from fsmfast.compile.index import age_key
 from fsmfast.config import model as m
-from fsmfast.config.attach import Attachment, ListenerRef
 from fsmfast.config.hostnames import ANY, covers, intersect, specificity
-from fsmfast.config.index import age_key
 from fsmfast.snapshot import Rule, VirtualHost
 
 # A match's place among the candidates of one hostname, without the route hostname part.

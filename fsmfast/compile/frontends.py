@@ -29,15 +29,15 @@ from collections import defaultdict
 
 import msgspec
 
+from fsmfast.compile.attach import ListenerRef
+from fsmfast.compile.grants import granted
+from fsmfast.compile.index import Index, age_key
 from fsmfast.config import model as m
-from fsmfast.config.attach import ListenerRef
-from fsmfast.config.certs import Inspection, as_text, expiry_problem, inspect
-from fsmfast.config.grants import granted
-from fsmfast.config.index import Index, age_key
 from fsmfast.config.issues import Issues, Where
 from fsmfast.config.listenerchecks import CLIENT_CERT_HEADER, SERVED_PROTOCOLS, policy_mtls
-from fsmfast.config.pem import ca_problem
 from fsmfast.snapshot import Certificate, Listener, ListenerTLS
+from fsmfast.tls.certs import Inspection, as_text, expiry_problem, inspect
+from fsmfast.tls.pem import ca_problem
 
 CA_KEY = "ca.crt"
 CERT_KEY = "tls.crt"

@@ -1,9 +1,9 @@
-# Compiled declarations for tlslink.py (see upstream.pxd for why a .pxd and not a .pyx).
-# ``records`` is untyped: the compiled record layer or its twin (fsmfast.proxy.records); ``direct``
+# Compiled declarations for link.py (see fsmfast/proxy/upstream.pxd for why a .pxd and not a .pyx).
+# ``records`` is untyped: the compiled record layer or its twin (fsmfast.tls.records); ``direct``
 # is the same object typed, when it is the compiled one, so the hot paths call it in C.
 cimport cython
 
-from fsmfast._tlsrec cimport Records
+from fsmfast.tls._records cimport Records
 
 cdef int HANDSHAKE, OPEN, CLOSED
 cdef Py_ssize_t TLS_RECORD

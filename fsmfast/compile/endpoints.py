@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import msgspec
 
+from fsmfast.compile.index import Index
 from fsmfast.config import model as m
-from fsmfast.config.index import Index
 from fsmfast.snapshot import Endpoint
 
 

@@ -16,19 +16,19 @@ from collections import defaultdict
 
 import msgspec
 
+from fsmfast.compile import rules as rulemod
+from fsmfast.compile.attach import Attachment, ListenerRef, attach, http_listeners
+from fsmfast.compile.endpoints import resolve
+from fsmfast.compile.frontends import Frontends
+from fsmfast.compile.index import Index
+from fsmfast.compile.l4routes import L4Routes
+from fsmfast.compile.route_knobs import apply_route_knobs
+from fsmfast.compile.routetable import Precedence, build_vhosts, match_precedence
+from fsmfast.compile.upstream_tls import TLSPolicies
 from fsmfast.config import model as m
-from fsmfast.config import rules as rulemod
-from fsmfast.config.attach import Attachment, ListenerRef, attach, http_listeners
-from fsmfast.config.endpoints import resolve
-from fsmfast.config.frontends import Frontends
 from fsmfast.config.httproute import UNSUPPORTED
-from fsmfast.config.index import Index
 from fsmfast.config.issues import Issues, Where
-from fsmfast.config.l4routes import L4Routes
 from fsmfast.config.loader import load
-from fsmfast.config.route_knobs import apply_route_knobs
-from fsmfast.config.routetable import Precedence, build_vhosts, match_precedence
-from fsmfast.config.tls import TLSPolicies
 from fsmfast.errors import ConfigError
 from fsmfast.snapshot import (
     SCHEMA,

@@ -1,10 +1,10 @@
 """TLS over a TCP transport: the protocol of the TCP connection and the transport of the app's.
 
 Both ends of the gateway speak TLS through this link, not through the loop's SSL protocol:
-terminating listeners (``fsmfast.listener_tls``) and upstreams under an UpstreamTLSPolicy
+terminating listeners (``fsmfast.tls.listener``) and upstreams under an UpstreamTLSPolicy
 (``fsmfast.proxy.upstream``). The handshake runs in Python's ``ssl`` over memory BIOs (SNI
 callback, verification, sessions and alerts work as anywhere else); after it, records go
-through ``Records``, which calls OpenSSL directly when it can (``fsmfast._tlsrec``), so a
+through ``Records``, which calls OpenSSL directly when it can (``fsmfast.tls._records``), so a
 request costs one C call each way instead of the loop's chain of Python-level ones.
 
 The life of a link is explicit: HANDSHAKE, then OPEN (records flow; the app has its
@@ -26,12 +26,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fsmfast._compiled import EXTENSIONS_OFF
-from fsmfast.proxy import records as _twin
+from fsmfast.tls import records as _twin
 
 _direct: Any = None
 if not EXTENSIONS_OFF:
     try:
-        from fsmfast import _tlsrec as _direct  # type: ignore[attr-defined,no-redef]
+        from fsmfast.tls import _records as _direct  # type: ignore[attr-defined,no-redef]
     except ImportError:  # pragma: no cover - depends on the build
         pass
 
@@ -59,7 +59,7 @@ def new_records(sslobj: ssl.SSLObject, incoming: ssl.MemoryBIO, outgoing: ssl.Me
 def direct_unavailable() -> str | None:
     """Why records do not go to OpenSSL directly here, or None when they do."""
     if _direct is None:
-        return "fsmfast._tlsrec is not built or extensions are off"
+        return "fsmfast.tls._records is not built or extensions are off"
     return _direct.UNAVAILABLE  # type: ignore[no-any-return]
 
 

@@ -17,16 +17,17 @@ import sys
 from types import ModuleType
 
 # The switch to the pure-Python twins, read once per process: this module, fsmfast._accel
-# (_parser or its twin) and fsmfast.tls.link (the record layer or its twin) all follow it.
+# (_parser or its twin) and fsmfast.proxy.tlslink (the record layer or its twin) all follow it.
 EXTENSIONS_OFF = os.environ.get("FSMFAST_NO_EXTENSIONS", "") not in ("", "0")
 
 # Keep in step with setup.py.
 COMPILED = (
     "fsmfast.proxy.router",
+    "fsmfast.proxy.roles",
     "fsmfast.proxy.upstream",
     "fsmfast.proxy.exchange",
     "fsmfast.proxy.downstream",
-    "fsmfast.tls.link",
+    "fsmfast.proxy.tlslink",
     "fsmfast.worker.context",
 )
 

@@ -11,24 +11,19 @@ from fsmfast._parser cimport (
 )
 from fsmfast.proxy.exchange cimport Exchange
 from fsmfast.proxy.router cimport HostTable, RouteRule, VHost
-from fsmfast.worker.context cimport Context
+from fsmfast.proxy.roles cimport ClientSide
 
 # States and framings as C ints (see exchange.pxd).
 cdef int QUEUED, RESPONDING, DONE
 cdef long long FRAME_CHUNKED, FRAME_NONE
 
 
-cdef class ClientConnection:
-    cdef public Context ctx
-    cdef public object port
-    cdef public bytes scheme
+# ctx, port, scheme, client_ip, out, stop_reading and body_at are ClientSide's (fsmfast.proxy.roles).
+cdef class ClientConnection(ClientSide):
     cdef public object transport
-    cdef public bytes client_ip
     cdef public object parser
     cdef public object queue
-    cdef public list out
     cdef public bint closing
-    cdef public bint stop_reading
     cdef public bint lingering
     cdef public bint _eof
     cdef public object held
@@ -52,7 +47,6 @@ cdef class ClientConnection:
     cdef public bytes _admitted
     cdef public double idle_since
     cdef public double head_started
-    cdef public double body_at
 
     cpdef _start_head(self)
     @cython.locals(n=Py_ssize_t, end=Py_ssize_t, framing=cython.longlong)
@@ -65,7 +59,8 @@ cdef class ClientConnection:
     cpdef _message_done(self)
     @cython.locals(table=HostTable, vhost=VHost, rule=RouteRule)
     cpdef _route(self, Exchange ex, bytes host, bytes path)
-    cpdef exchange_finished(self, Exchange ex)
+    @cython.locals(ex=Exchange)
+    cpdef exchange_finished(self, finished)
     cpdef stop_after_queue(self)
     @cython.locals(active=Exchange)
     cdef _flush_both(self)

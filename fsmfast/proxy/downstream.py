@@ -36,6 +36,7 @@ from fsmfast._accel import (
 from fsmfast.proxy import mirror
 from fsmfast.proxy.exchange import Exchange
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
+from fsmfast.proxy.roles import ClientSide
 from fsmfast.proxy.route_timer import RouteTimer
 from fsmfast.proxy.states import DONE, QUEUED, RESPONDING, StopParsing
 
@@ -62,9 +63,10 @@ class RejectRequest(Exception):
         self.code = code
 
 
-class ClientConnection:
+class ClientConnection(ClientSide):
     # An asyncio protocol by shape, not by base class: compiled, it is a C type (see the .pxd), and
-    # those cannot derive from a Python class. The loop only calls the methods below.
+    # those cannot derive from a Python class. The loop only calls the methods below. To its exchanges
+    # it is a ClientSide (fsmfast.proxy.roles), the C base that spares exchange.py a cycle back here.
     PAUSE_UPSTREAM = 1  # the active upstream's write buffer is full
     PAUSE_PENDING = 2  # a waiting exchange holds too much body
     PAUSE_QUEUE = 4  # too many pipelined requests ahead
@@ -563,7 +565,8 @@ class ClientConnection:
 
     # -- flow -------------------------------------------------------------------------
 
-    def exchange_finished(self, ex: Exchange) -> None:
+    def exchange_finished(self, finished: Exchange) -> None:
+        ex = finished  # typed here (the .pxd): the role's signature (ClientSide) cannot name Exchange
         if self.closing or not self.queue or self.queue[0] is not ex:
             return
         self.queue.popleft()

@@ -2,7 +2,7 @@
 cimport cython
 
 from fsmfast._parser cimport build_request_head, build_response_head, chunk, parse_response_head, relay_response_head
-from fsmfast.proxy.downstream cimport ClientConnection
+from fsmfast.proxy.roles cimport ClientSide, UpstreamUser
 from fsmfast.proxy.upstream cimport BackendState, Pool, UpstreamConnection
 
 # The states and framings, imported from fsmfast.proxy.states and .headers as Python ints, held as C
@@ -11,19 +11,18 @@ cdef int QUEUED, CONNECTING, SENDING, RESPONDING, DONE
 cdef long long FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 
 
-cdef class Exchange:
+# deadline, is_head and upgrade are UpstreamUser's: the upstream connection reads them in C.
+cdef class Exchange(UpstreamUser):
     cdef public BackendState backend
     cdef public long long body_bytes
     cdef public long long body_room
-    cdef public ClientConnection client
+    cdef public ClientSide client
     cdef public bint close_delimited
     cdef public UpstreamConnection conn
-    cdef public double deadline
     cdef public bint expect_continue
     cdef public list headers
     cdef public bytes host
     cdef public bint http11
-    cdef public bint is_head
     cdef public bint keep_alive
     cdef public object local
     cdef public bytes method
@@ -46,11 +45,10 @@ cdef class Exchange:
     cdef public object timer
     cdef public list up_out
     cdef public bint up_paused
-    cdef public object upgrade
 
     @staticmethod
     @cython.locals(self=Exchange)
-    cdef Exchange start(ClientConnection client, bytes method, bytes target, bint http11, list headers, bytes host,
+    cdef Exchange start(ClientSide client, bytes method, bytes target, bint http11, list headers, bytes host,
                         long long req_framing, bint keep_alive, bint expect_continue)
     cpdef set_local(self, int status, str text, str code, bytes location=*)
     @cython.locals(pool=Pool)
@@ -62,13 +60,22 @@ cdef class Exchange:
     cpdef flush_client(self)
     cpdef touch(self)
     cpdef client_lost(self)
-    cpdef upstream_ready(self, UpstreamConnection conn, bint reused)
+    # The role's signatures (roles.pxd) take the connection and pool untyped; typed locals get them back.
+    @cython.locals(conn=UpstreamConnection)
+    cpdef upstream_ready(self, connection, bint reused)
+    cpdef upstream_failed(self, err, pool)
+    @cython.locals(conn=UpstreamConnection)
+    cpdef upstream_lost(self, connection, exc)
+    cpdef upstream_protocol_error(self, str message)
+    cpdef upstream_write_paused(self)
+    cpdef upstream_write_resumed(self)
     cpdef response_head(self, int status, long long length, bint chunked, bytes head, Py_ssize_t start,
                         Py_ssize_t end, bint up_keep_alive, Py_ssize_t body_end=*)
-    cpdef whole_response(self, UpstreamConnection conn, int status, bytes data, Py_ssize_t end, long long length,
+    cpdef whole_response(self, conn, int status, bytes data, Py_ssize_t end, long long length,
                          bint up_keep_alive)
     cpdef response_body(self, bytes data)
-    cpdef response_complete(self, UpstreamConnection conn, bint up_keep_alive)
+    @cython.locals(conn=UpstreamConnection, pool=Pool)
+    cpdef response_complete(self, connection, bint up_keep_alive)
     cpdef reply(self, int status, str text, str code, bytes location=*)
     cpdef bint detailed_errors(self) except -1
     cdef bint _client_stalled(self) except -1

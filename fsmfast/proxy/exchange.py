@@ -39,11 +39,12 @@ from fsmfast._accel import build_request_head, build_response_head, chunk, parse
 from fsmfast.proxy import mirror
 from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 from fsmfast.proxy.local_reply import CONTINUE_100, error_response
+from fsmfast.proxy.roles import ClientSide, UpstreamUser
 from fsmfast.proxy.states import CONNECTING, DONE, QUEUED, RESPONDING, SENDING, StopParsing, UpstreamError
-from fsmfast.proxy.upstream import Pool, UpstreamConnection
+from fsmfast.proxy.upstream import BackendState, Pool, UpstreamConnection
+from fsmfast.proxy.websocket import UPGRADE_WEBSOCKET
 
 if TYPE_CHECKING:
-    from fsmfast.proxy.downstream import ClientConnection
     from fsmfast.proxy.filters import RequestPlan
     from fsmfast.proxy.route_timer import RouteTimer
     from fsmfast.proxy.router import RouteRule
@@ -58,12 +59,9 @@ PENDING_LIMIT = 256 * 1024
 # answer is the client's timeout (408), not an upstream failure. Servers' read timeouts are seconds.
 CLIENT_STALL = 1.0
 LAST_CHUNK = b"0\r\n\r\n"
-# Ends the upstream head of a WebSocket handshake (Connection and Upgrade are hop-by-hop, so
-# build_request_head drops the client's; see fsmfast.proxy.websocket).
-UPGRADE_WEBSOCKET = b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"
 
 
-class Exchange:
+class Exchange(UpstreamUser):
     __slots__ = (
         "backend",
         "body_bytes",
@@ -71,12 +69,10 @@ class Exchange:
         "client",
         "close_delimited",
         "conn",
-        "deadline",
         "expect_continue",
         "headers",
         "host",
         "http11",
-        "is_head",
         "keep_alive",
         "local",
         "method",
@@ -99,12 +95,11 @@ class Exchange:
         "timer",
         "up_out",
         "up_paused",
-        "upgrade",
     )
 
     @staticmethod
     def start(
-        client: ClientConnection,
+        client: ClientSide,
         method: bytes,
         target: bytes,
         http11: bool,
@@ -135,7 +130,7 @@ class Exchange:
         self.deadline = 0.0
         self.local: tuple[int, str, str, bytes] | None = None  # (status, text, reason code, Location)
         self.rule: RouteRule | None = None
-        self.backend: object | None = None
+        self.backend: BackendState | None = None
         # HTTPRoute filters, timeouts and mirrors of the chosen rule and backendRef (None: none).
         self.plan: RequestPlan | None = None
         self.timer: RouteTimer | None = None
@@ -177,7 +172,7 @@ class Exchange:
             self.reply(*self.local)
             return
         backend = self.backend
-        pool = backend.pick() if backend is not None else None  # type: ignore[attr-defined]
+        pool = backend.pick() if backend is not None else None
         if pool is None:
             text = "no healthy upstream"
             if self.detailed_errors():
@@ -275,12 +270,13 @@ class Exchange:
 
     # -- the upstream side ----------------------------------------------------------------
 
-    def upstream_ready(self, conn: UpstreamConnection, reused: bool) -> None:
+    def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None:
+        conn = connection  # typed here (the .pxd): the role's signature cannot name this module's types
         if self.state == DONE:
             # The client left while we connected: a fresh connection is still useful.
             conn.pool.give_back(conn)
             return
-        conn.exchange = conn.serving = self
+        conn.exchange = self
         conn.got_bytes = False
         self.conn = conn
         self.reused = reused
@@ -307,7 +303,7 @@ class Exchange:
             # Lost between its handshake and now: a TLS 1.3 server that refuses our certificate
             # sends its alert only after the handshake completed on our side. connection_lost()
             # found no exchange to tell then, so its news is taken here.
-            conn.exchange = conn.serving = None
+            conn.exchange = None
             self.upstream_lost(conn, conn.error)
             self.flush_client()
             return
@@ -414,13 +410,14 @@ class Exchange:
         else:
             self.client.out.append(data)
 
-    def response_complete(self, conn: UpstreamConnection, up_keep_alive: bool) -> None:
+    def response_complete(self, connection: UpstreamConnection, up_keep_alive: bool) -> None:
+        conn = connection  # typed (see upstream_ready)
         if self.state != RESPONDING:
             return
         if self.resp_framing == FRAME_CHUNKED:
             self.client.out.append(LAST_CHUNK)
         self.conn = None
-        conn.exchange = conn.serving = None
+        conn.exchange = None
         conn.served += 1
         pool = conn.pool
         # After HEAD, a server that wrongly sends a body would poison the next exchange:
@@ -435,7 +432,8 @@ class Exchange:
             conn.close()
         self._finish()
 
-    def upstream_lost(self, conn: UpstreamConnection, exc: Exception | None) -> None:
+    def upstream_lost(self, connection: UpstreamConnection, exc: Exception | None) -> None:
+        conn = connection  # typed (see upstream_ready)
         self.conn = None
         state = self.state
         if state == RESPONDING:

@@ -12,8 +12,8 @@ timeout, bad response) only ends the mirror. At most ``MAX_INFLIGHT`` mirrors ru
 worker; beyond that, and when a body grows past the limit, copies are dropped, never queued.
 Each mirror gets the worker's response timeout to finish.
 
-``MirrorRequest`` speaks the interface ``Pool`` and ``UpstreamConnection`` expect of an
-exchange, so mirrors reuse the upstream pools (and their TLS) unchanged. Being one small
+``MirrorRequest`` plays the role ``Pool`` and ``UpstreamConnection`` expect of an exchange
+(``fsmfast.proxy.roles.UpstreamUser``), so mirrors reuse the upstream pools (and their TLS) unchanged. Being one small
 object (and one timer) per mirrored request, it is one of the few per-request allocations
 off the fast path.
 """
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from fsmfast._accel import build_request_head
 from fsmfast.proxy.headers import FRAME_NONE
+from fsmfast.proxy.roles import UpstreamUser
 
 if TYPE_CHECKING:
     import asyncio
@@ -47,11 +48,8 @@ def inflight() -> int:
     return _inflight
 
 
-class MirrorRequest:
-    __slots__ = ("body", "conn", "deadline", "done", "framing", "head_args", "pool", "size", "timer")
-
-    is_head = False  # the response is read whole and dropped, whatever the method
-    upgrade = None  # a mirror never asks for a protocol switch (Upgrade is hop-by-hop)
+class MirrorRequest(UpstreamUser):
+    __slots__ = ("body", "conn", "done", "framing", "head_args", "pool", "size", "timer")
 
     def __init__(self, pool: Pool, head_args: tuple[Any, ...], framing: int) -> None:
         global _inflight
@@ -63,6 +61,8 @@ class MirrorRequest:
         self.size = 0
         self.conn: UpstreamConnection | None = None
         self.deadline = 0.0
+        self.is_head = False  # the response is read whole and dropped, whatever the method
+        self.upgrade = None  # a mirror never asks for a protocol switch (Upgrade is hop-by-hop)
         self.done = False
         ctx = pool.ctx
         self.timer: asyncio.TimerHandle | None = ctx.loop.call_later(ctx.settings.response_timeout, self._expire)
@@ -86,7 +86,7 @@ class MirrorRequest:
         if conn is not None:
             self.upstream_ready(conn, reused=True)
         else:
-            self.pool.connect(self)  # type: ignore[arg-type]
+            self.pool.connect(self)
 
     # -- the exchange interface of Pool and UpstreamConnection -----------------------------
 
@@ -94,7 +94,7 @@ class MirrorRequest:
         if self.done:
             conn.pool.give_back(conn)
             return
-        conn.exchange = self  # type: ignore[assignment]
+        conn.exchange = self
         conn.got_bytes = False
         self.conn = conn
         framing = self.size if self.framing != FRAME_NONE else FRAME_NONE
@@ -111,7 +111,15 @@ class MirrorRequest:
         self.finish(None)
 
     def response_head(
-        self, status: int, length: int, chunked: bool, head: bytes, start: int, end: int, keep_alive: bool
+        self,
+        status: int,
+        length: int,
+        chunked: bool,
+        head: bytes,
+        start: int,
+        end: int,
+        up_keep_alive: bool,
+        body_end: int = 0,
     ) -> None:
         pass
 

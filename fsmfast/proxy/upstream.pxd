@@ -1,14 +1,13 @@
 # Compiled declarations for upstream.py (Cython "augmenting .pxd"): the .py stays the one source and
 # the pure-Python twin; these give its classes C attributes and C-level method calls.
-# The exchange an UpstreamConnection serves stays an untyped object: a MirrorRequest speaks the
-# same interface (fsmfast.proxy.mirror). A client's Exchange is also kept typed (serving), so the
-# hot path calls it in C; the two .pxd files cimport each other, which Cython allows.
+# Whoever an UpstreamConnection serves (a client's Exchange or a MirrorRequest) is typed by its role,
+# UpstreamUser (fsmfast.proxy.roles): calls to it are C vtable calls, and this module needs neither
+# the exchange nor the worker's Context.
 
 cimport cython
 
 from fsmfast._parser cimport parse_response_head, read_response_head, scan_response_head
-from fsmfast.proxy.exchange cimport Exchange
-from fsmfast.worker.context cimport Context
+from fsmfast.proxy.roles cimport UpstreamUser, WorkerState
 
 cdef Py_ssize_t MAX_RESPONSE_HEAD  # a C constant: read on every response
 
@@ -28,7 +27,7 @@ cdef class Pool:
     cdef public object _ssl_error
     cdef public str address
     cdef public object backend_name
-    cdef public Context ctx
+    cdef public WorkerState ctx
     cdef public str host
     cdef public object port
     cdef public list idle
@@ -37,7 +36,7 @@ cdef class Pool:
     cpdef UpstreamConnection take(self)
     cpdef give_back(self, UpstreamConnection conn)
     cpdef discard(self, UpstreamConnection conn)
-    cpdef connect(self, exchange)
+    cpdef connect(self, UpstreamUser exchange)
 
 
 cdef class UpstreamConnection:
@@ -50,8 +49,7 @@ cdef class UpstreamConnection:
     cdef public bint _skip_body
     cdef public object _switched
     cdef public object error
-    cdef public object exchange
-    cdef public Exchange serving
+    cdef public UpstreamUser exchange
     cdef public bint got_bytes
     cdef public double idle_since
     cdef public object parser

@@ -28,18 +28,15 @@ from __future__ import annotations
 import asyncio
 import errno
 import ssl
-from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from fsmfast import tls as tlsmod
 from fsmfast._accel import parse_response_head, read_response_head, scan_response_head
+from fsmfast.proxy.roles import UpstreamUser, WorkerState
 from fsmfast.proxy.states import UpstreamError
+from fsmfast.proxy.tlslink import Opened, TLSLink
 from fsmfast.snapshot import Backend, UpstreamTLS
-from fsmfast.tls import upstream as tlsmod
-from fsmfast.tls.link import Opened, TLSLink
-
-if TYPE_CHECKING:
-    from fsmfast.proxy.exchange import Exchange
 
 WRITE_HIGH = 64 * 1024
 WRITE_LOW = 16 * 1024
@@ -82,7 +79,7 @@ class Pool:
         "tls",
     )
 
-    def __init__(self, ctx: Any, host: str, port: int, tls: UpstreamTLS | None, backend_name: str) -> None:
+    def __init__(self, ctx: WorkerState, host: str, port: int, tls: UpstreamTLS | None, backend_name: str) -> None:
         self.ctx = ctx  # the worker's Context
         self.host = host
         self.port = port
@@ -136,7 +133,7 @@ class Pool:
             conn.close()
         self.idle.clear()
 
-    def connect(self, exchange: Exchange) -> None:
+    def connect(self, exchange: UpstreamUser) -> None:
         """Open a new connection for ``exchange``; it hears back through ``upstream_ready``
         or ``upstream_failed``."""
         self.ctx.loop.create_task(self._connect(exchange))
@@ -151,7 +148,7 @@ class Pool:
                 self._ssl_error = f"cannot load TLS material of {self.tls.policy}: {tlsmod.describe_error(exc)}"
         return self._ssl_ctx
 
-    async def _connect(self, exchange: Exchange) -> None:
+    async def _connect(self, exchange: UpstreamUser) -> None:
         loop = self.ctx.loop
         settings = self.ctx.settings
         tls = self.tls
@@ -284,7 +281,6 @@ class UpstreamConnection:
         "paused",
         "pool",
         "served",
-        "serving",
         "transport",
     )
 
@@ -292,10 +288,7 @@ class UpstreamConnection:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.exchange: Exchange | None = None
-        # The same object when it is a client's Exchange (not a MirrorRequest): typed in the
-        # compiled module, so the hot path reaches it by C calls.
-        self.serving: Exchange | None = None
+        self.exchange: UpstreamUser | None = None  # a client's Exchange or a MirrorRequest
         self.served = 0
         self.error: Exception | None = None  # connection_lost's, for an exchange that attaches after it
         self.paused = False
@@ -341,11 +334,7 @@ class UpstreamConnection:
                     # The whole response in one read, the common case for small answers: one call
                     # instead of head, body, end and flush (each a Python-level call from here).
                     # Whether bytes follow the body is checked there, in typed C code.
-                    serving = self.serving
-                    if serving is exchange:  # a client's Exchange: a C call (a mirror's goes by name)
-                        serving.whole_response(self, status, data, end, length, keep_alive)
-                    else:
-                        exchange.whole_response(self, status, data, end, length, keep_alive)
+                    exchange.whole_response(self, status, data, end, length, keep_alive)
                     return
                 self._in_head = False
                 self._keep_alive = keep_alive
@@ -414,7 +403,6 @@ class UpstreamConnection:
         self.parser = None  # breaks the parser <-> protocol cycle (see ClientConnection.connection_lost)
         self.pool.discard(self)
         exchange = self.exchange
-        self.serving = None
         if exchange is not None:
             self.exchange = None
             exchange.upstream_lost(self, exc)
@@ -488,13 +476,13 @@ class UpstreamConnection:
             self.transport.resume_reading()
 
     def close(self) -> None:
-        self.exchange = self.serving = None
+        self.exchange = None
         if self.transport is not None:
             self.transport.close()
         self.pool.discard(self)
 
     def abort(self) -> None:
-        self.exchange = self.serving = None
+        self.exchange = None
         if self.transport is not None:
             self.transport.abort()
         self.pool.discard(self)

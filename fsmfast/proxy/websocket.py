@@ -29,7 +29,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from fsmfast._accel import build_response_head
-from fsmfast.proxy.exchange import UPGRADE_WEBSOCKET
 from fsmfast.proxy.headers import FRAME_NONE
 from fsmfast.proxy.states import DONE
 
@@ -40,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fsmfast.proxy")
 
+# Ends the upstream head of a WebSocket handshake (Connection and Upgrade are hop-by-hop, so
+# build_request_head drops the client's), and the 101 to the client.
+UPGRADE_WEBSOCKET = b"Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"
 # How often an idle tunnel is looked at; the limit itself is the response timeout.
 CHECK_EVERY = 1.0
 
@@ -51,7 +53,7 @@ def open_tunnel(
     client = ex.client
     client_t = client.transport
     up_t = conn.transport
-    conn.exchange = conn.serving = None
+    conn.exchange = None
     conn.pool.discard(conn)
     if client_t is None or up_t is None or client.closing:
         conn.abort()

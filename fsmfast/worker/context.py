@@ -18,17 +18,19 @@ import termios
 import time
 from typing import TYPE_CHECKING
 
+from fsmfast.listener_tls import Contexts
+
 # The module, not its names: ports imports the client protocol, whose compiled module imports this
 # one's type while it initializes, before ports has defined anything (see fsmfast/_compiled.py).
 from fsmfast.proxy import ports as port_runtime
 from fsmfast.proxy.accesslog import AccessLog
 from fsmfast.proxy.options import RuleOptions, rule_options
+from fsmfast.proxy.roles import WorkerState
 from fsmfast.proxy.router import Router
 from fsmfast.proxy.states import RESPONDING, SENDING
 from fsmfast.proxy.upstream import BackendState, Pool
 from fsmfast.settings import Settings
 from fsmfast.snapshot import Snapshot, UpstreamTLS
-from fsmfast.tls.listener import Contexts
 from fsmfast.worker.admission import Admission
 
 if TYPE_CHECKING:
@@ -43,7 +45,7 @@ TICK = 0.25
 PoolKey = tuple[str, int, UpstreamTLS | None]
 
 
-class Context:
+class Context(WorkerState):
     def __init__(self, loop: asyncio.AbstractEventLoop, settings: Settings, index: int) -> None:
         self.loop = loop
         self.settings = settings

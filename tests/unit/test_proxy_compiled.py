@@ -23,8 +23,8 @@ from fsmfast._compiled import COMPILED
 
 ROOT = Path(fsmfast.__file__).resolve().parent.parent
 DESCRIBED = (
-    "compiled fsmfast._parser, tls._records, proxy.router, proxy.upstream, proxy.exchange, proxy.downstream,"
-    " tls.link, worker.context"
+    "compiled fsmfast._parser, _tlsrec, proxy.router, proxy.roles, proxy.upstream, proxy.exchange,"
+    " proxy.downstream, proxy.tlslink, worker.context"
 )
 
 
@@ -89,17 +89,33 @@ def _assigned(source: Path) -> dict[str, set[str]]:
     return out
 
 
-def _declared(pxd: Path) -> dict[str, set[str]]:
-    out: dict[str, set[str]] = {}
+def _fields(pxd: Path) -> dict[str, tuple[str | None, set[str]]]:
+    """Per class of the .pxd: its base class (if any) and its own C attributes."""
+    out: dict[str, tuple[str | None, set[str]]] = {}
     current = None
     for line in pxd.read_text().splitlines():
-        m = re.match(r"cdef class (\w+)", line)
+        m = re.match(r"cdef class (\w+)(?:\((\w+)\))?", line)
         if m:
-            current = out.setdefault(m.group(1), set())
+            current = out.setdefault(m.group(1), (m.group(2), set()))[1]
             continue
         m = re.match(r"\s+cdef public \w[\w ]*? (\w+)$", line)
         if m and current is not None:
             current.add(m.group(1))
+    return out
+
+
+def _declared(pxd: Path) -> dict[str, set[str]]:
+    """Per class of the .pxd: its C attributes, with those of a base class declared in a compiled
+    module's .pxd (fsmfast.proxy.roles declares the roles the core's classes derive from)."""
+    everywhere: dict[str, tuple[str | None, set[str]]] = {}
+    for name in COMPILED:
+        everywhere.update(_fields(_source(name, ".pxd")))
+    out: dict[str, set[str]] = {}
+    for cls, (base, attrs) in _fields(pxd).items():
+        out[cls] = set(attrs)
+        while base is not None and base in everywhere:
+            base, more = everywhere[base]
+            out[cls] |= more
     return out
 
 

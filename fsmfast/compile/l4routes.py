@@ -27,7 +27,8 @@ from fsmfast.snapshot import BackendRef, L4Route, Listener, ListenerTLS
 
 L4Object = m.TLSRoute | m.TCPRoute
 # Marks a Service port as used, so the compiler builds its Backend (endpoints, upstream TLS).
-UseService = Callable[[m.Service, m.ServicePort], None]
+# The return value is ignored (the compiler passes a dict.setdefault).
+UseService = Callable[[m.Service, m.ServicePort], object]
 
 
 def accepts(listener: m.GatewayListener) -> str | None:
@@ -196,7 +197,7 @@ class L4Routes:
             names = tuple(sorted(ref.name for ref in port.refs))
             if port.protocol == "TCP":
                 route = self.by_port.get(number)
-                routes = (route,) if route else ()
+                routes: tuple[L4Route, ...] = (route,) if route else ()
                 out.append(Listener(port=number, protocol="TCP", names=names, vhosts=(), routes=routes))
             elif port.mode == "Passthrough":
                 table = self.by_sni.get(number, {})

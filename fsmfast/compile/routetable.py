@@ -64,7 +64,7 @@ def served_pairs(att: Attachment) -> list[tuple[str, str | None]]:
     if not att.route.spec.hostnames:
         name = listener_host or ANY
         return [(name, None)] if name in att.hostnames else []
-    pairs = []
+    pairs: list[tuple[str, str | None]] = []
     for route_host in att.route.spec.hostnames:
         hit = intersect(listener_host, route_host)
         if hit is not None and hit in att.hostnames:

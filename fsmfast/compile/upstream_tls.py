@@ -13,6 +13,7 @@ then fails those connections rather than falling back to plaintext.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 import msgspec
 
@@ -124,7 +125,7 @@ class TLSPolicies:
             SubjectAltName(type=s.type, value=(s.hostname if s.type == "Hostname" else s.uri) or "")
             for s in v.subject_alt_names
         )
-        common = {"policy": name, "server_name": v.hostname, "subject_alt_names": sans}
+        common: dict[str, Any] = {"policy": name, "server_name": v.hostname, "subject_alt_names": sans}
         if v.well_known_ca_certificates == "System":
             return UpstreamTLS(system_ca=True, **common)
         parts: list[str] = []

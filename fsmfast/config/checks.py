@@ -206,11 +206,11 @@ def check_backend_tls_policy(policy: BackendTLSPolicy, issues: Issues) -> Backen
         c.error("spec.validation", "caCertificateRefs and wellKnownCACertificates are mutually exclusive; set one")
     elif not v.ca_certificate_refs and not v.well_known_ca_certificates:
         c.error("spec.validation", "either caCertificateRefs or wellKnownCACertificates is required")
-    for i, ref in enumerate(v.ca_certificate_refs):
-        if ref.group != "" or ref.kind not in ("ConfigMap", "Secret"):
+    for i, ca_ref in enumerate(v.ca_certificate_refs):
+        if ca_ref.group != "" or ca_ref.kind not in ("ConfigMap", "Secret"):
             c.error(
                 f"spec.validation.caCertificateRefs[{i}]",
-                f"must reference a ConfigMap or a Secret, got {_gk(ref.group, ref.kind)}",
+                f"must reference a ConfigMap or a Secret, got {_gk(ca_ref.group, ca_ref.kind)}",
             )
     hostname = c.hostname("spec.validation.hostname", v.hostname, wildcard=False)
     sans = []
@@ -230,11 +230,11 @@ def check_backend_tls_policy(policy: BackendTLSPolicy, issues: Issues) -> Backen
     return replace(policy, spec=replace(spec, validation=validation))
 
 
-def _unchanged(obj: Any, issues: Issues) -> Any:
+def _unchanged(obj: Object, issues: Issues) -> Object:
     return obj
 
 
-CHECKS: dict[str, Callable[[Any, Issues], Any]] = {
+CHECKS: dict[str, Callable[[Any, Issues], Object | None]] = {
     "Gateway": check_gateway,
     "HTTPRoute": check_httproute,
     "Service": check_service,

@@ -18,7 +18,7 @@ import msgspec.inspect as mi
 
 from fsmfast.config.issues import Issues, Where
 
-T = TypeVar("T")
+T = TypeVar("T", bound=msgspec.Struct)
 
 
 class _Bad:
@@ -29,7 +29,7 @@ BAD = _Bad()
 
 
 @functools.cache
-def _info(cls: type) -> mi.StructType:
+def _info(cls: type[msgspec.Struct]) -> mi.StructType:
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
     return info
@@ -70,7 +70,8 @@ class Decoder:
         self.issues.error(self.where, path, message)
 
     def struct(self, raw: object, cls: type[T], path: str, extra: dict[str, Any] | None = None) -> T | _Bad:
-        return self._struct(raw, _info(cls), path, extra)
+        value: T | _Bad = self._struct(raw, _info(cls), path, extra)
+        return value
 
     def _struct(self, raw: object, info: mi.StructType, path: str, extra: dict[str, Any] | None = None) -> Any:
         if not isinstance(raw, dict):
@@ -199,7 +200,6 @@ def decode(
     """Decode ``raw`` as ``cls``; None when it had errors (all of them reported to ``issues``)."""
     decoder = Decoder(where, issues)
     value = decoder.struct(raw, cls, path, extra)
-    if value is BAD or decoder.failed:
+    if isinstance(value, _Bad) or decoder.failed:
         return None
-    assert isinstance(value, msgspec.Struct)
-    return value  # type: ignore[return-value]
+    return value

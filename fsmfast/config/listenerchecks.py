@@ -64,11 +64,11 @@ def check_listener(c: Checker, path: str, listener: m.GatewayListener) -> m.Gate
                 f'must reference a Secret (group "", kind Secret), got {_gk(ref.group, ref.kind)}',
             )
     if tls.frontend_validation is not None:
-        for i, ref in enumerate(tls.frontend_validation.ca_certificate_refs):
-            if ref.group != "" or ref.kind not in ("ConfigMap", "Secret"):
+        for i, ca_ref in enumerate(tls.frontend_validation.ca_certificate_refs):
+            if ca_ref.group != "" or ca_ref.kind not in ("ConfigMap", "Secret"):
                 c.error(
                     f"{tpath}.frontendValidation.caCertificateRefs[{i}]",
-                    f"must reference a ConfigMap or a Secret, got {_gk(ref.group, ref.kind)}",
+                    f"must reference a ConfigMap or a Secret, got {_gk(ca_ref.group, ca_ref.kind)}",
                 )
     if tls.options:
         c.warn(f"{tpath}.options", "TLS options are not applied (TLS 1.2 and 1.3 with OpenSSL's default ciphers)")

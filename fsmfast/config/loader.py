@@ -173,7 +173,7 @@ class Loader:
         if checked is not None:
             getattr(self.manifests, spec.bucket).append(checked)
 
-    def _metadata(self, raw: object, kind: str, where: Where) -> m.Meta | None:
+    def _metadata(self, raw: Any, kind: str, where: Where) -> m.Meta | None:
         if raw is None:
             self.issues.error(where, "metadata.name", "required")
             return None

@@ -38,6 +38,7 @@ class Origin(msgspec.Struct, frozen=True):
     prefix: str = ""
 
 
+# Subclasses repeat ``frozen=True``: msgspec inherits it, but type checkers (PEP 681) do not.
 class Loose(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     strict: ClassVar[bool] = False
     ignored: ClassVar[frozenset[str]] = frozenset()
@@ -51,7 +52,7 @@ class Spec(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     internal: ClassVar[frozenset[str]] = frozenset()
 
 
-class Meta(Loose, kw_only=True):
+class Meta(Loose, frozen=True, kw_only=True):
     name: str
     namespace: str = "default"
     labels: dict[str, str] = {}
@@ -61,7 +62,7 @@ class Meta(Loose, kw_only=True):
     creation_timestamp: Any = None
 
 
-class Object(Loose, kw_only=True):
+class Object(Loose, frozen=True, kw_only=True):
     """Fields common to every top-level object. ``origin`` is set by the loader, never read."""
 
     internal = frozenset({"origin"})
@@ -87,13 +88,13 @@ class Object(Loose, kw_only=True):
 # --- label selectors (Kubernetes metav1.LabelSelector) -------------------------------------
 
 
-class LabelSelectorRequirement(Spec, kw_only=True):
+class LabelSelectorRequirement(Spec, frozen=True, kw_only=True):
     key: str
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
     values: list[str] = []
 
 
-class LabelSelector(Spec, kw_only=True):
+class LabelSelector(Spec, frozen=True, kw_only=True):
     match_labels: dict[str, str] = {}
     match_expressions: list[LabelSelectorRequirement] = []
 
@@ -101,22 +102,22 @@ class LabelSelector(Spec, kw_only=True):
 # --- Gateway --------------------------------------------------------------------------------
 
 
-class RouteNamespaces(Spec, kw_only=True):
+class RouteNamespaces(Spec, frozen=True, kw_only=True):
     from_: Literal["Same", "All", "Selector"] = msgspec.field(default="Same", name="from")
     selector: LabelSelector | None = None
 
 
-class RouteGroupKind(Spec, kw_only=True):
+class RouteGroupKind(Spec, frozen=True, kw_only=True):
     group: str = GATEWAY_GROUP
     kind: str
 
 
-class AllowedRoutes(Spec, kw_only=True):
+class AllowedRoutes(Spec, frozen=True, kw_only=True):
     namespaces: RouteNamespaces = msgspec.field(default_factory=RouteNamespaces)
     kinds: list[RouteGroupKind] = []
 
 
-class SecretObjectRef(Spec, kw_only=True):
+class SecretObjectRef(Spec, frozen=True, kw_only=True):
     """Gateway API SecretObjectReference (listener ``tls.certificateRefs``)."""
 
     group: str = ""
@@ -125,7 +126,7 @@ class SecretObjectRef(Spec, kw_only=True):
     namespace: str | None = None
 
 
-class CACertificateRef(Spec, kw_only=True):
+class CACertificateRef(Spec, frozen=True, kw_only=True):
     """Gateway API ObjectReference for trust anchors: a ConfigMap or a Secret with ``ca.crt``."""
 
     group: str = ""
@@ -134,20 +135,20 @@ class CACertificateRef(Spec, kw_only=True):
     namespace: str | None = None
 
 
-class FrontendTLSValidation(Spec, kw_only=True):
+class FrontendTLSValidation(Spec, frozen=True, kw_only=True):
     ignored = frozenset({"mode"})
 
     ca_certificate_refs: list[CACertificateRef] = []
 
 
-class GatewayTLSConfig(Spec, kw_only=True):
+class GatewayTLSConfig(Spec, frozen=True, kw_only=True):
     mode: Literal["Terminate", "Passthrough"] = "Terminate"
     certificate_refs: list[SecretObjectRef] = []
     frontend_validation: FrontendTLSValidation | None = None
     options: dict[str, str] = {}
 
 
-class GatewayListener(Spec, kw_only=True):
+class GatewayListener(Spec, frozen=True, kw_only=True):
     name: str
     port: Port
     protocol: str
@@ -156,25 +157,25 @@ class GatewayListener(Spec, kw_only=True):
     tls: GatewayTLSConfig | None = None
 
 
-class GatewaySpec(Spec, kw_only=True):
+class GatewaySpec(Spec, frozen=True, kw_only=True):
     ignored = frozenset({"addresses", "infrastructure", "backendTLS", "tls", "allowedListeners", "defaultScope"})
 
     gateway_class_name: str
     listeners: list[GatewayListener] = []
 
 
-class Gateway(Object, kw_only=True):
+class Gateway(Object, frozen=True, kw_only=True):
     spec: GatewaySpec
 
 
-class GatewayClass(Object, kw_only=True):
+class GatewayClass(Object, frozen=True, kw_only=True):
     spec: Any = None
 
 
 # --- HTTPRoute ------------------------------------------------------------------------------
 
 
-class ParentRef(Spec, kw_only=True):
+class ParentRef(Spec, frozen=True, kw_only=True):
     group: str = GATEWAY_GROUP
     kind: str = "Gateway"
     namespace: str | None = None
@@ -183,18 +184,18 @@ class ParentRef(Spec, kw_only=True):
     port: Port | None = None
 
 
-class HTTPPathMatch(Spec, kw_only=True):
+class HTTPPathMatch(Spec, frozen=True, kw_only=True):
     type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
     value: str = "/"
 
 
-class HTTPHeaderMatch(Spec, kw_only=True):
+class HTTPHeaderMatch(Spec, frozen=True, kw_only=True):
     type: Literal["Exact", "RegularExpression"] = "Exact"
     name: str
     value: str
 
 
-class HTTPQueryParamMatch(Spec, kw_only=True):
+class HTTPQueryParamMatch(Spec, frozen=True, kw_only=True):
     type: Literal["Exact", "RegularExpression"] = "Exact"
     name: str
     value: str
@@ -203,19 +204,19 @@ class HTTPQueryParamMatch(Spec, kw_only=True):
 HTTPMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
 
 
-class HTTPRouteMatch(Spec, kw_only=True):
+class HTTPRouteMatch(Spec, frozen=True, kw_only=True):
     path: HTTPPathMatch = msgspec.field(default_factory=HTTPPathMatch)
     headers: list[HTTPHeaderMatch] = []
     query_params: list[HTTPQueryParamMatch] = []
     method: HTTPMethod | None = None
 
 
-class HTTPHeader(Spec, kw_only=True):
+class HTTPHeader(Spec, frozen=True, kw_only=True):
     name: str
     value: str
 
 
-class HTTPHeaderFilter(Spec, kw_only=True):
+class HTTPHeaderFilter(Spec, frozen=True, kw_only=True):
     """RequestHeaderModifier / ResponseHeaderModifier body."""
 
     set: list[HTTPHeader] = []
@@ -223,13 +224,13 @@ class HTTPHeaderFilter(Spec, kw_only=True):
     remove: list[str] = []
 
 
-class HTTPPathModifier(Spec, kw_only=True):
+class HTTPPathModifier(Spec, frozen=True, kw_only=True):
     type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
     replace_full_path: str | None = None
     replace_prefix_match: str | None = None
 
 
-class HTTPRequestRedirectFilter(Spec, kw_only=True):
+class HTTPRequestRedirectFilter(Spec, frozen=True, kw_only=True):
     scheme: Literal["http", "https"] | None = None
     hostname: str | None = None
     path: HTTPPathModifier | None = None
@@ -238,12 +239,12 @@ class HTTPRequestRedirectFilter(Spec, kw_only=True):
     status_code: int = 302
 
 
-class HTTPURLRewriteFilter(Spec, kw_only=True):
+class HTTPURLRewriteFilter(Spec, frozen=True, kw_only=True):
     hostname: str | None = None
     path: HTTPPathModifier | None = None
 
 
-class BackendObjectRef(Spec, kw_only=True):
+class BackendObjectRef(Spec, frozen=True, kw_only=True):
     group: str = ""
     kind: str = "Service"
     name: str
@@ -251,18 +252,18 @@ class BackendObjectRef(Spec, kw_only=True):
     port: Port | None = None
 
 
-class Fraction(Spec, kw_only=True):
+class Fraction(Spec, frozen=True, kw_only=True):
     numerator: Annotated[int, msgspec.Meta(ge=0)]
     denominator: Annotated[int, msgspec.Meta(ge=1)] = 100
 
 
-class HTTPRequestMirrorFilter(Spec, kw_only=True):
+class HTTPRequestMirrorFilter(Spec, frozen=True, kw_only=True):
     backend_ref: BackendObjectRef
     percent: Annotated[int, msgspec.Meta(ge=0, le=100)] | None = None
     fraction: Fraction | None = None
 
 
-class HTTPRouteFilter(Spec, kw_only=True):
+class HTTPRouteFilter(Spec, frozen=True, kw_only=True):
     """One filter; ``type`` says which body applies (checked with the route)."""
 
     type: str
@@ -276,7 +277,7 @@ class HTTPRouteFilter(Spec, kw_only=True):
     external_auth: Any = None
 
 
-class HTTPBackendRef(Spec, kw_only=True):
+class HTTPBackendRef(Spec, frozen=True, kw_only=True):
     group: str = ""
     kind: str = "Service"
     name: str
@@ -286,12 +287,12 @@ class HTTPBackendRef(Spec, kw_only=True):
     filters: list[HTTPRouteFilter] = []
 
 
-class HTTPRouteTimeouts(Spec, kw_only=True):
+class HTTPRouteTimeouts(Spec, frozen=True, kw_only=True):
     request: str | None = None
     backend_request: str | None = None
 
 
-class HTTPRouteRule(Spec, kw_only=True):
+class HTTPRouteRule(Spec, frozen=True, kw_only=True):
     name: str | None = None
     matches: list[HTTPRouteMatch] = []
     filters: list[HTTPRouteFilter] = []
@@ -301,48 +302,48 @@ class HTTPRouteRule(Spec, kw_only=True):
     session_persistence: Any = None
 
 
-class HTTPRouteSpec(Spec, kw_only=True):
+class HTTPRouteSpec(Spec, frozen=True, kw_only=True):
     parent_refs: list[ParentRef] = []
     hostnames: list[str] = []
     rules: list[HTTPRouteRule] = []
 
 
-class HTTPRoute(Object, kw_only=True):
+class HTTPRoute(Object, frozen=True, kw_only=True):
     spec: HTTPRouteSpec = msgspec.field(default_factory=HTTPRouteSpec)
 
 
 # --- ReferenceGrant -------------------------------------------------------------------------
 
 
-class ReferenceGrantFrom(Spec, kw_only=True):
+class ReferenceGrantFrom(Spec, frozen=True, kw_only=True):
     group: str
     kind: str
     namespace: str
 
 
-class ReferenceGrantTo(Spec, kw_only=True):
+class ReferenceGrantTo(Spec, frozen=True, kw_only=True):
     group: str
     kind: str
     name: str | None = None
 
 
-class ReferenceGrantSpec(Spec, kw_only=True):
+class ReferenceGrantSpec(Spec, frozen=True, kw_only=True):
     from_: list[ReferenceGrantFrom] = msgspec.field(default_factory=list, name="from")
     to: list[ReferenceGrantTo] = []
 
 
-class ReferenceGrant(Object, kw_only=True):
+class ReferenceGrant(Object, frozen=True, kw_only=True):
     spec: ReferenceGrantSpec
 
 
-class Namespace(Object, kw_only=True):
+class Namespace(Object, frozen=True, kw_only=True):
     pass
 
 
 # --- Service and its endpoints --------------------------------------------------------------
 
 
-class ServicePort(Spec, kw_only=True):
+class ServicePort(Spec, frozen=True, kw_only=True):
     ignored = frozenset({"nodePort", "appProtocol"})
 
     name: str = ""
@@ -352,7 +353,7 @@ class ServicePort(Spec, kw_only=True):
     protocol: str = "TCP"
 
 
-class ServiceSpec(Spec, kw_only=True):
+class ServiceSpec(Spec, frozen=True, kw_only=True):
     # Standard Service fields fsmfast has no use for: known, so no typo warning.
     ignored = frozenset(
         {
@@ -381,55 +382,55 @@ class ServiceSpec(Spec, kw_only=True):
     ports: list[ServicePort] = []
 
 
-class Service(Object, kw_only=True):
+class Service(Object, frozen=True, kw_only=True):
     spec: ServiceSpec = msgspec.field(default_factory=ServiceSpec)
 
 
-class EndpointConditions(Loose, kw_only=True):
+class EndpointConditions(Loose, frozen=True, kw_only=True):
     ready: bool | None = None
 
 
-class SliceEndpoint(Loose, kw_only=True):
+class SliceEndpoint(Loose, frozen=True, kw_only=True):
     addresses: list[str] = []
     conditions: EndpointConditions = msgspec.field(default_factory=EndpointConditions)
 
 
-class SlicePort(Loose, kw_only=True):
+class SlicePort(Loose, frozen=True, kw_only=True):
     name: str | None = None
     port: Port | None = None
     protocol: str = "TCP"
 
 
-class EndpointSlice(Object, kw_only=True):
+class EndpointSlice(Object, frozen=True, kw_only=True):
     address_type: str = "IPv4"
     endpoints: list[SliceEndpoint] = []
     ports: list[SlicePort] = []
 
 
-class EndpointAddress(Loose, kw_only=True):
+class EndpointAddress(Loose, frozen=True, kw_only=True):
     ip: str
 
 
-class EndpointPort(Loose, kw_only=True):
+class EndpointPort(Loose, frozen=True, kw_only=True):
     name: str | None = None
     port: Port
     protocol: str = "TCP"
 
 
-class EndpointSubset(Loose, kw_only=True):
+class EndpointSubset(Loose, frozen=True, kw_only=True):
     addresses: list[EndpointAddress] = []
     not_ready_addresses: list[EndpointAddress] = []
     ports: list[EndpointPort] = []
 
 
-class Endpoints(Object, kw_only=True):
+class Endpoints(Object, frozen=True, kw_only=True):
     subsets: list[EndpointSubset] = []
 
 
 # --- Secret and ConfigMap -------------------------------------------------------------------
 
 
-class Secret(Object, kw_only=True):
+class Secret(Object, frozen=True, kw_only=True):
     data: dict[str, str] = {}
     string_data: dict[str, str] = {}
     type: str | None = None
@@ -446,7 +447,7 @@ class Secret(Object, kw_only=True):
         return f"stringData.{key}" if key in self.string_data else f"data.{key}"
 
 
-class ConfigMap(Object, kw_only=True):
+class ConfigMap(Object, frozen=True, kw_only=True):
     data: dict[str, str] = {}
 
     def value(self, key: str) -> bytes | None:
@@ -468,83 +469,83 @@ Base64Error = binascii.Error
 # --- Flomesh UpstreamTLSPolicy --------------------------------------------------------------
 
 
-class SecretRef(Spec, kw_only=True):
+class SecretRef(Spec, frozen=True, kw_only=True):
     group: str = ""
     kind: str = "Secret"
     name: str
     namespace: str | None = None
 
 
-class UpstreamTLSConfig(Spec, kw_only=True):
+class UpstreamTLSConfig(Spec, frozen=True, kw_only=True):
     certificate_ref: SecretRef | None = None
     m_tls: bool | None = msgspec.field(default=None, name="mTLS")
 
 
-class UpstreamTLSPort(Spec, kw_only=True):
+class UpstreamTLSPort(Spec, frozen=True, kw_only=True):
     port: Port
     config: UpstreamTLSConfig | None = None
 
 
-class PolicyTargetRef(Spec, kw_only=True):
+class PolicyTargetRef(Spec, frozen=True, kw_only=True):
     group: str = ""
     kind: str
     name: str
     namespace: str | None = None
 
 
-class UpstreamTLSPolicySpec(Spec, kw_only=True):
+class UpstreamTLSPolicySpec(Spec, frozen=True, kw_only=True):
     target_ref: PolicyTargetRef
     ports: list[UpstreamTLSPort] = []
     config: UpstreamTLSConfig | None = None
 
 
-class UpstreamTLSPolicy(Object, kw_only=True):
+class UpstreamTLSPolicy(Object, frozen=True, kw_only=True):
     spec: UpstreamTLSPolicySpec
 
 
 # --- Gateway API BackendTLSPolicy -----------------------------------------------------------
 
 
-class LocalTargetRef(Spec, kw_only=True):
+class LocalTargetRef(Spec, frozen=True, kw_only=True):
     group: str = ""
     kind: str
     name: str
     section_name: str | None = None
 
 
-class LocalObjectRef(Spec, kw_only=True):
+class LocalObjectRef(Spec, frozen=True, kw_only=True):
     group: str = ""
     kind: str
     name: str
 
 
-class SubjectAltNameSpec(Spec, kw_only=True):
+class SubjectAltNameSpec(Spec, frozen=True, kw_only=True):
     type: Literal["Hostname", "URI"]
     hostname: str | None = None
     uri: str | None = None
 
 
-class BackendTLSValidation(Spec, kw_only=True):
+class BackendTLSValidation(Spec, frozen=True, kw_only=True):
     ca_certificate_refs: list[LocalObjectRef] = []
     well_known_ca_certificates: Literal["System"] | None = msgspec.field(default=None, name="wellKnownCACertificates")
     hostname: str
     subject_alt_names: list[SubjectAltNameSpec] = []
 
 
-class BackendTLSPolicySpec(Spec, kw_only=True):
+class BackendTLSPolicySpec(Spec, frozen=True, kw_only=True):
     target_refs: list[LocalTargetRef]
     validation: BackendTLSValidation
     options: dict[str, str] = {}
 
 
-class BackendTLSPolicy(Object, kw_only=True):
+class BackendTLSPolicy(Object, frozen=True, kw_only=True):
     spec: BackendTLSPolicySpec
 
 
 # --- TLSRoute and TCPRoute (L4) -----------------------------------------------------------
 
 
-class L4BackendRef(Spec, kw_only=True):
+class L4BackendRef(Spec, frozen=True, kw_only=True):
     group: str = ""
     kind: str = "Service"
     name: str
@@ -553,49 +554,49 @@ class L4BackendRef(Spec, kw_only=True):
     weight: Weight = 1
 
 
-class L4RouteRule(Spec, kw_only=True):
+class L4RouteRule(Spec, frozen=True, kw_only=True):
     name: str | None = None
     backend_refs: list[L4BackendRef] = []
 
 
-class TLSRouteSpec(Spec, kw_only=True):
+class TLSRouteSpec(Spec, frozen=True, kw_only=True):
     parent_refs: list[ParentRef] = []
     hostnames: list[str] = []
     rules: list[L4RouteRule] = []
 
 
-class TLSRoute(Object, kw_only=True):
+class TLSRoute(Object, frozen=True, kw_only=True):
     spec: TLSRouteSpec = msgspec.field(default_factory=TLSRouteSpec)
 
 
-class TCPRouteSpec(Spec, kw_only=True):
+class TCPRouteSpec(Spec, frozen=True, kw_only=True):
     parent_refs: list[ParentRef] = []
     rules: list[L4RouteRule] = []
 
 
-class TCPRoute(Object, kw_only=True):
+class TCPRoute(Object, frozen=True, kw_only=True):
     spec: TCPRouteSpec = msgspec.field(default_factory=TCPRouteSpec)
 
 
 # --- Flomesh GatewayTLSPolicy (client mTLS per Gateway port; FSM v1.2) ----------------------
 
 
-class GatewayTLSPolicyConfig(Spec, kw_only=True):
+class GatewayTLSPolicyConfig(Spec, frozen=True, kw_only=True):
     m_tls: bool | None = msgspec.field(default=None, name="mTLS")
 
 
-class GatewayTLSPolicyPort(Spec, kw_only=True):
+class GatewayTLSPolicyPort(Spec, frozen=True, kw_only=True):
     port: Port
     config: GatewayTLSPolicyConfig | None = None
 
 
-class GatewayTLSPolicySpec(Spec, kw_only=True):
+class GatewayTLSPolicySpec(Spec, frozen=True, kw_only=True):
     target_ref: PolicyTargetRef
     ports: list[GatewayTLSPolicyPort] = []
     config: GatewayTLSPolicyConfig | None = None
 
 
-class GatewayTLSPolicy(Object, kw_only=True):
+class GatewayTLSPolicy(Object, frozen=True, kw_only=True):
     spec: GatewayTLSPolicySpec
 
 

@@ -15,7 +15,7 @@ from fsmfast.config.issues import Issues, Where
 _BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc]
+class _Loader(_BaseLoader):
     """Safe loader that records duplicate mapping keys instead of silently keeping the last.
 
     kubectl rejects them ("mapping key already defined"); PyYAML would drop the first value,

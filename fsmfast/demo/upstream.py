@@ -93,9 +93,9 @@ class Gunicorn(ChildProcess):
         try:
             wait_tls(self.port, self.start_timeout, self.proc)
         except (TimeoutError, RuntimeError) as exc:
-            log = tail(self.log_path)
+            text = tail(self.log_path)
             self.close()
-            raise SetupError(f"gunicorn did not start: {exc}\n--- gunicorn log ---\n{log}") from exc
+            raise SetupError(f"gunicorn did not start: {exc}\n--- gunicorn log ---\n{text}") from exc
         return self
 
     def logs(self) -> dict[str, Path]:

@@ -302,7 +302,7 @@ class Arbiter:
         slot: int,
         worker_end: socket.socket,
         master_end: socket.socket,
-        mask: set[signal.Signals],
+        mask: set[int | signal.Signals],
         master_pid: int,
     ) -> NoReturn:
         """The child side of the fork. Never returns into the master's code."""

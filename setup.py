@@ -18,7 +18,7 @@ COMPILED_MODULES = (
     "fsmfast.proxy.upstream",
     "fsmfast.proxy.exchange",
     "fsmfast.proxy.downstream",
-    "fsmfast.proxy.tlslink",
+    "fsmfast.tls.link",
     "fsmfast.worker.context",
 )
 
@@ -35,7 +35,7 @@ def _extensions() -> list[Extension]:
         extra_compile_args=["-O2"],
     )
     # TLS records through the OpenSSL of Python's own _ssl, found at run time: nothing to link.
-    records = Extension("fsmfast._tlsrec", ["fsmfast/_tlsrec.pyx"], extra_compile_args=["-O2"])
+    records = Extension("fsmfast.tls._records", ["fsmfast/tls/_records.pyx"], extra_compile_args=["-O2"])
     # The proxy core: plain .py modules (their own pure-Python twins) compiled with the C types of
     # the .pxd next to each; fsmfast/_compiled.py loads the .py instead under FSMFAST_NO_EXTENSIONS.
     core = [Extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"]) for name in COMPILED_MODULES]

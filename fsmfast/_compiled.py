@@ -17,7 +17,7 @@ import sys
 from types import ModuleType
 
 # The switch to the pure-Python twins, read once per process: this module, fsmfast._accel
-# (_parser or its twin) and fsmfast.proxy.tlslink (the record layer or its twin) all follow it.
+# (_parser or its twin) and fsmfast.tls.link (the record layer or its twin) all follow it.
 EXTENSIONS_OFF = os.environ.get("FSMFAST_NO_EXTENSIONS", "") not in ("", "0")
 
 # Keep in step with setup.py.
@@ -27,7 +27,7 @@ COMPILED = (
     "fsmfast.proxy.upstream",
     "fsmfast.proxy.exchange",
     "fsmfast.proxy.downstream",
-    "fsmfast.proxy.tlslink",
+    "fsmfast.tls.link",
     "fsmfast.worker.context",
 )
 

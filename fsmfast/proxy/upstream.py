@@ -31,12 +31,12 @@ import ssl
 
 import httptools
 
-from fsmfast import tls as tlsmod
 from fsmfast._accel import parse_response_head, read_response_head, scan_response_head
 from fsmfast.proxy.roles import UpstreamUser, WorkerState
 from fsmfast.proxy.states import UpstreamError
-from fsmfast.proxy.tlslink import Opened, TLSLink
 from fsmfast.snapshot import Backend, UpstreamTLS
+from fsmfast.tls import upstream as tlsmod
+from fsmfast.tls.link import Opened, TLSLink
 
 WRITE_HIGH = 64 * 1024
 WRITE_LOW = 16 * 1024

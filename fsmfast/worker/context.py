@@ -18,8 +18,6 @@ import termios
 import time
 from typing import TYPE_CHECKING
 
-from fsmfast.listener_tls import Contexts
-
 # The module, not its names: ports imports the client protocol, whose compiled module imports this
 # one's type while it initializes, before ports has defined anything (see fsmfast/_compiled.py).
 from fsmfast.proxy import ports as port_runtime
@@ -31,6 +29,7 @@ from fsmfast.proxy.states import RESPONDING, SENDING
 from fsmfast.proxy.upstream import BackendState, Pool
 from fsmfast.settings import Settings
 from fsmfast.snapshot import Snapshot, UpstreamTLS
+from fsmfast.tls.listener import Contexts
 from fsmfast.worker.admission import Admission
 
 if TYPE_CHECKING:

@@ -23,8 +23,8 @@ from fsmfast._compiled import COMPILED
 
 ROOT = Path(fsmfast.__file__).resolve().parent.parent
 DESCRIBED = (
-    "compiled fsmfast._parser, _tlsrec, proxy.router, proxy.roles, proxy.upstream, proxy.exchange,"
-    " proxy.downstream, proxy.tlslink, worker.context"
+    "compiled fsmfast._parser, tls._records, proxy.router, proxy.roles, proxy.upstream, proxy.exchange,"
+    " proxy.downstream, tls.link, worker.context"
 )
 
 

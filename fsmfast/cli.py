@@ -216,7 +216,7 @@ def check(path: str) -> int:
     return EXIT_OK
 
 
-def add_route_tools(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_route_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     routes = sub.add_parser(
         "routes",
         help="print the compiled route table, per port and hostname, in precedence order",

@@ -68,7 +68,8 @@ def connection_for(ctx: Context, port: int) -> asyncio.BaseProtocol:
     """The protocol factory of every listening port."""
     rt = ctx.ports.get(port)
     if rt is None:
-        return ClientConnection(ctx, port)
+        # Compiled, ClientConnection is a cdef class: asyncio.Protocol's methods without its base class.
+        return ClientConnection(ctx, port)  # type: ignore[return-value]
     kind = rt.kind
     if kind == HTTPS:
         assert rt.tls is not None

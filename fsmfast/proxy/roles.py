@@ -10,7 +10,9 @@
 A leaf: it imports nothing of the core, so the core's modules depend on it and not on each
 other in a circle (tests/unit/test_import_cycles.py checks that). Compiled, these are C types
 (roles.pxd) whose subclasses override the methods: a call through a role is a C vtable call.
-Uncompiled, they are the plain base classes of the same subclasses.
+Uncompiled, they are the plain base classes of the same subclasses. The fields are declared as
+class-level annotations for the type checker (roles.pxd declares them for the C side): no values,
+so nothing at run time.
 """
 
 from __future__ import annotations
@@ -18,17 +20,59 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import asyncio
+
+    from fsmfast.proxy.accesslog import AccessLog
+    from fsmfast.proxy.downstream import ClientConnection
     from fsmfast.proxy.exchange import Exchange
+    from fsmfast.proxy.l4 import Tunnel
+    from fsmfast.proxy.options import RuleOptions
+    from fsmfast.proxy.ports import PortRuntime
+    from fsmfast.proxy.router import Router
     from fsmfast.proxy.states import UpstreamError
     from fsmfast.proxy.upstream import Pool, UpstreamConnection
+    from fsmfast.settings import Settings
+    from fsmfast.snapshot import UpstreamTLS
+    from fsmfast.tls.listener import Contexts
+    from fsmfast.worker.admission import Admission
 
 
 class WorkerState:
     """The fields every connection of one worker reads; ``Context`` sets them and adds the rest."""
 
+    loop: asyncio.AbstractEventLoop
+    settings: Settings
+    index: int
+    pid: int
+    generation: int
+    router: Router | None
+    rule_options: dict[str, RuleOptions]
+    detailed_ports: frozenset[int]
+    admission: Admission
+    crowded: int
+    pools: dict[tuple[str, int, UpstreamTLS | None], Pool]
+    connections: set[ClientConnection]
+    ports: dict[int, PortRuntime]
+    tls_contexts: Contexts
+    tunnels: set[Tunnel]
+    access_log: AccessLog
+    draining: bool
+    clock: float
+    clock_upper: float
+    response_window: float
+    _tick_handle: asyncio.TimerHandle | None
+
 
 class ClientSide:
     """A client connection as an exchange sees it."""
+
+    ctx: WorkerState
+    port: int
+    scheme: bytes
+    client_ip: bytes
+    out: list[bytes]
+    stop_reading: bool
+    body_at: float
 
     def exchange_finished(self, ex: Exchange) -> None:
         """``ex`` (the head of the queue) is done: the next pipelined exchange may go."""
@@ -57,6 +101,10 @@ class UpstreamUser:
     """
 
     __slots__ = ("deadline", "is_head", "upgrade")
+
+    deadline: float
+    is_head: bool
+    upgrade: bytes | None
 
     def upstream_ready(self, conn: UpstreamConnection, reused: bool) -> None:
         """A connection (``reused``: from the pool) is this user's until it gives it back."""

@@ -252,7 +252,11 @@ class VHost:
             if pos >= best:
                 break
             rule = rules[pos]
-            if rule.regex.fullmatch(path) is not None and (rule.conditions is None or rule.conditions.test(req)):
+            # ``regexes`` holds RegularExpression rules only, so ``regex`` is set; ``req`` is None only when
+            # no rule here has conditions (``conditioned``). Invariants of the table the checker cannot see.
+            if rule.regex.fullmatch(path) is not None and (  # type: ignore[union-attr]
+                rule.conditions is None or rule.conditions.test(req)  # type: ignore[arg-type]
+            ):
                 best = pos
                 break
         return rules[best] if best < len(rules) else None
@@ -265,7 +269,8 @@ class VHost:
                 break
             rule = rules[pos]
             cond = rule.conditions
-            if cond is None or cond.test(req):
+            # ``req`` is None only when no rule here has conditions (``conditioned``).
+            if cond is None or cond.test(req):  # type: ignore[arg-type]
                 return pos
         return best
 

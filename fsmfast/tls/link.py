@@ -96,7 +96,7 @@ class TLSLink:
     ) -> None:
         self.loop = loop
         self.app = app
-        self._open = open
+        self._open: Callable[[asyncio.BaseTransport], Opened] | None = open
         self._timeout = handshake_timeout
         self._timer: asyncio.TimerHandle | None = None
         self.ready = ready
@@ -117,6 +117,7 @@ class TLSLink:
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.raw = transport
         open_bios, self._open = self._open, None  # once; and its closure is not kept alive
+        assert open_bios is not None, "connection_made twice"
         try:
             self.sslobj, self._incoming, self._outgoing = open_bios(transport)
         except Exception as exc:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from fsmfast.snapshot import Certificate, Listener, ListenerTLS
 from fsmfast.tls.certs import load_pair, rdn_string, server_context
@@ -81,6 +81,7 @@ class _ServerObject(ssl.SSLObject):
     """An SSLObject that logs why its handshake failed (uvloop only does in debug mode)."""
 
     fsmfast: Handshake | None
+    _sslobj: Any  # CPython's private C object (ssl.SSLObject's own), which typeshed does not declare
 
     def do_handshake(self) -> None:
         try:
@@ -141,17 +142,19 @@ def _describe(exc: ssl.SSLError) -> str:
 class Dispatcher(ssl.SSLContext):
     """The context a handshake starts on: no certificate, an SNI callback, tagged objects."""
 
-    def wrap_bio(  # type: ignore[override]
+    def wrap_bio(
         self,
         incoming: ssl.MemoryBIO,
         outgoing: ssl.MemoryBIO,
         server_side: bool = False,
         server_hostname: str | bytes | None = None,
         session: ssl.SSLSession | None = None,
-    ) -> ssl.SSLObject:
-        obj = direct_io(
-            _ServerObject._create(incoming, outgoing, server_side, server_hostname, session, self)  # type: ignore[attr-defined]
+    ) -> _ServerObject:
+        # SSLObject._create is CPython's private constructor (wrap_bio's own), absent from typeshed.
+        created: _ServerObject = _ServerObject._create(  # type: ignore[attr-defined]
+            incoming, outgoing, server_side, server_hostname, session, self
         )
+        obj = direct_io(created)
         obj.fsmfast = None  # PortTLS tags it before the handshake starts
         return obj
 
@@ -159,7 +162,7 @@ class Dispatcher(ssl.SSLContext):
 def _on_sni(obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> int | None:
     hs: Handshake | None = getattr(obj, "fsmfast", None)
     if hs is None:
-        return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR  # type: ignore[attr-defined,no-any-return]
+        return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
     try:
         name = server_name.rstrip(".").lower() if server_name else None
         listener = hs.port.listener_for(name)
@@ -168,7 +171,7 @@ def _on_sni(obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -
         obj.context = listener.context_for(name)
     except Exception:
         log.exception("TLS SNI selection failed on port %d", hs.port.port)
-        return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR  # type: ignore[attr-defined,no-any-return]
+        return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR
     return None
 
 
@@ -353,9 +356,10 @@ class PortTLS:
             return self.default
         return self.owner(server_name) or self.default
 
-    def handshake(self, loop: asyncio.AbstractEventLoop, app: asyncio.BaseProtocol) -> asyncio.BaseProtocol:
+    def handshake(self, loop: asyncio.AbstractEventLoop, app: object) -> asyncio.BaseProtocol:
         """The protocol for a new connection: TLS (server side) wrapped around ``app``."""
-        return TLSLink(loop, app, self._open, HANDSHAKE_TIMEOUT)
+        # TLSLink implements asyncio.Protocol's methods but, a cdef class when compiled, cannot subclass it.
+        return TLSLink(loop, app, self._open, HANDSHAKE_TIMEOUT)  # type: ignore[return-value]
 
     def _open(self, transport: asyncio.BaseTransport) -> Opened:
         # Tagged before the first handshake step, so the SNI callback and the refusal log know
@@ -363,7 +367,7 @@ class PortTLS:
         peer = transport.get_extra_info("peername")
         incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
         obj = self.dispatcher.wrap_bio(incoming, outgoing, server_side=True)
-        obj.fsmfast = Handshake(self, f"{peer[0]}:{peer[1]}" if peer else "?")  # type: ignore[attr-defined]
+        obj.fsmfast = Handshake(self, f"{peer[0]}:{peer[1]}" if peer else "?")
         return obj, incoming, outgoing
 
 
@@ -379,4 +383,5 @@ def client_subject(sslobj: ssl.SSLObject | None) -> str | None:
     cert = sslobj.getpeercert()
     if not cert:
         return None
-    return rdn_string(cert.get("subject", ())) or None
+    # typeshed types every getpeercert() value as the union of all fields' types.
+    return rdn_string(cast("tuple[tuple[tuple[str, str], ...], ...]", cert.get("subject", ()))) or None

@@ -15,11 +15,14 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+from typing import TypeVar, cast
 
 from fsmfast.snapshot import UpstreamTLS
 
+_SSLObject = TypeVar("_SSLObject", bound=ssl.SSLObject)
 
-def direct_io(obj: ssl.SSLObject) -> ssl.SSLObject:
+
+def direct_io(obj: _SSLObject) -> _SSLObject:
     """Give ``obj`` its C object's read, write and pending as instance attributes.
 
     ssl.SSLObject's three are one-line Python wrappers around ``_sslobj``, each a Python frame
@@ -28,6 +31,7 @@ def direct_io(obj: ssl.SSLObject) -> ssl.SSLObject:
     every record; instance attributes shadow the class's methods, so it calls the C methods
     instead. Behaviour is the same.
     """
+    # _sslobj is CPython's private C object, which typeshed does not declare; shadowing the methods is the point.
     inner = obj._sslobj  # type: ignore[attr-defined]
     obj.read = inner.read  # type: ignore[method-assign]
     obj.write = inner.write  # type: ignore[method-assign]
@@ -46,7 +50,7 @@ class ResumingContext(ssl.SSLContext):
     sni: str | None
     session_to_resume: ssl.SSLSession | None
 
-    def wrap_bio(  # type: ignore[override]
+    def wrap_bio(
         self,
         incoming: ssl.MemoryBIO,
         outgoing: ssl.MemoryBIO,
@@ -106,7 +110,8 @@ def check_subject_alt_names(tls: UpstreamTLS, sslobj: ssl.SSLObject) -> str | No
     if not tls.subject_alt_names:
         return None
     cert = sslobj.getpeercert()
-    sans = cert.get("subjectAltName", ()) if cert else ()
+    # typeshed types every getpeercert() value as the union of all fields' types.
+    sans = cast("tuple[tuple[str, str], ...]", cert.get("subjectAltName", ()) if cert else ())
     dns = [v.lower() for k, v in sans if k == "DNS"]
     uris = [v for k, v in sans if k == "URI"]
     for want in tls.subject_alt_names:

@@ -15,6 +15,7 @@ The loop is created here, after the fork: libuv loops are not fork-safe.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import os
@@ -78,7 +79,7 @@ class Worker:
             try:
                 server = await self.loop.create_server(
                     # HTTP, HTTPS, TLS or TCP: decided per accept by the port's current runtime.
-                    lambda p=port, c=ctx: connection_for(c, p),
+                    functools.partial(connection_for, ctx, port),
                     # A duplicate: closing the server (connection limit, drain) leaves the slot's
                     # socket, and the connections the kernel queues on it, alone.
                     sock=sock.dup(),

@@ -56,7 +56,7 @@ test:
 	$(MAKE) --no-print-directory inplace
 	$(MAKE) --no-print-directory lint
 	$(PYTEST)
-	@# The same unit tests over the pure-Python twins (fsmfast/_accel.py honours FSMFAST_NO_EXTENSIONS).
+	@# The same unit tests over the pure-Python twins (fsmfast/_compiled.py honours FSMFAST_NO_EXTENSIONS).
 	if [ -d tests/unit ]; then FSMFAST_NO_EXTENSIONS=1 $(PYTEST) tests/unit; fi
 
 # fsmfast, nginx and HAProxy side by side (bench/README.md). The harness installs nginx, haproxy, wrk (Debian) and

@@ -34,7 +34,8 @@ def _extensions() -> list[Extension]:
         # ISA extensions. The last -O wins, so this overrides the interpreter's default -O3.
         extra_compile_args=["-O2"],
     )
-    # TLS records through the OpenSSL of Python's own _ssl, found at run time: nothing to link.
+    # The HTTP/1 codec's compiled twin (fsmfast/codec/http1.py is the spec); TLS records through the
+    # OpenSSL of Python's own _ssl, found at run time: nothing to link. Keep in step with _compiled.EXTENSIONS.
     records = Extension("fsmfast.tls._records", ["fsmfast/tls/_records.pyx"], extra_compile_args=["-O2"])
     # The proxy core: plain .py modules (their own pure-Python twins) compiled with the C types of
     # the .pxd next to each; fsmfast/_compiled.py loads the .py instead under FSMFAST_NO_EXTENSIONS.

@@ -139,9 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     for tool in needed:
         deps.tool(tool)
 
-    from fsmfast import _accel
+    from fsmfast._compiled import describe
 
-    print(f"user-space instructions per request (callgrind; N = {n1} and {n2}); fsmfast: {_accel.describe()}")
+    print(f"user-space instructions per request (callgrind; N = {n1} and {n2}); fsmfast: {describe()}")
     print()
     print("| scenario | " + " | ".join(systems) + " | fsmfast/nginx |")
     print("|---|" + "---:|" * (len(systems) + 1))

@@ -59,10 +59,10 @@ def _first_line(cmd: list[str]) -> str | None:
 
 def versions() -> dict:
     import fsmfast
-    from fsmfast import _accel
+    from fsmfast._compiled import describe
 
     out: dict = {"python": platform.python_version(), "fsmfast": fsmfast.__version__}
-    out["fsmfast_hot_paths"] = _accel.describe()
+    out["fsmfast_hot_paths"] = describe()
     for mod in ("uvloop", "httptools"):
         try:
             out[mod] = __import__(mod).__version__

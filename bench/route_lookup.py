@@ -165,9 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.one_host and ns.yaml:
         p.error("--one-host builds the snapshot directly; it does not combine with --yaml")
     sizes = [int(x) for x in ns.sizes.split(",") if x.strip()]
-    from fsmfast import _accel
+    from fsmfast._compiled import describe
 
-    impl = _accel.describe()
+    impl = describe()
     layout = "all on one hostname" if ns.one_host else "one hostname each"
     print(f"route lookup: HostTable.find + VHost.match, 10 PathPrefix rules per route ({layout}), last rule hit")
     print(f"({impl})")

@@ -1,9 +1,15 @@
-"""The modules Cython compiles from their own ``.py`` (setup.py), and the switch back to the source.
+"""The one place that decides what runs compiled: the switch, and how each native piece follows it.
 
-Each of these has a ``.pxd`` beside it that gives its classes C attributes and C-level calls;
-the built extension then shadows the ``.py``. ``FSMFAST_NO_EXTENSIONS=1`` (``EXTENSIONS_OFF``)
-makes ``fsmfast/__init__.py`` install a finder that loads the ``.py`` instead, so the same code
-runs interpreted: it is its own pure-Python twin.
+There are two kinds of native code, and ``FSMFAST_NO_EXTENSIONS=1`` (``EXTENSIONS_OFF``) turns
+both off:
+
+- extensions written in Cython with a pure-Python twin (``EXTENSIONS``: the HTTP/1 codec
+  ``fsmfast._parser``, twin ``fsmfast.codec.http1``; the TLS record layer ``fsmfast.tls._records``,
+  twin ``fsmfast.tls.records``). Their users ask ``extension(name)`` and fall back to the twin on
+  None (``fsmfast.codec``, ``fsmfast.tls.link``);
+- modules Cython compiles from their own ``.py`` with a ``.pxd`` beside it (``COMPILED``): the
+  built extension shadows the ``.py``, and ``fsmfast/__init__.py`` installs ``prefer_sources``'
+  finder so that the ``.py`` loads instead: the same code runs interpreted, its own twin.
 """
 
 from __future__ import annotations
@@ -14,11 +20,15 @@ import importlib.machinery
 import importlib.util
 import os
 import sys
+import warnings
 from types import ModuleType
 
-# The switch to the pure-Python twins, read once per process: this module, fsmfast._accel
-# (_parser or its twin) and fsmfast.tls.link (the record layer or its twin) all follow it.
+# The switch to the pure-Python twins, read once per process; everything native follows it through
+# this module (extension() and prefer_sources()).
 EXTENSIONS_OFF = os.environ.get("FSMFAST_NO_EXTENSIONS", "") not in ("", "0")
+
+# Cython extensions with a pure-Python twin, and what describe() calls them; keep in step with setup.py.
+EXTENSIONS = {"fsmfast._parser": "fsmfast._parser", "fsmfast.tls._records": "tls._records"}
 
 # Keep in step with setup.py.
 COMPILED = (
@@ -54,3 +64,29 @@ def prefer_sources() -> None:
 def compiled_modules() -> tuple[str, ...]:
     """Which of ``COMPILED`` run as extensions in this process (importing them if needed)."""
     return tuple(name for name in COMPILED if not (importlib.import_module(name).__file__ or "").endswith(".py"))
+
+
+def extension(name: str) -> ModuleType | None:
+    """The compiled module ``name`` (one of ``EXTENSIONS``), or None when the switch is off or it is
+    not built; then the caller uses its twin. A missing build warns once rather than failing: a
+    source checkout without a compiler still runs, only slower."""
+    if name not in EXTENSIONS:
+        raise ValueError(f"{name} is not one of fsmfast._compiled.EXTENSIONS")
+    if EXTENSIONS_OFF:
+        return None
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        warnings.warn(f"{name} is not built ({exc}); using its pure-Python twin", stacklevel=2)
+        return None
+
+
+def describe() -> str:
+    """What runs compiled in this process, for reports and test headers."""
+    from fsmfast import codec
+    from fsmfast.tls.link import direct_unavailable
+
+    parts = [EXTENSIONS["fsmfast._parser"]] if codec.USING_EXTENSION else []
+    parts += [EXTENSIONS["fsmfast.tls._records"]] if direct_unavailable() is None else []
+    parts += [n.removeprefix("fsmfast.") for n in compiled_modules()]
+    return f"compiled {', '.join(parts)}" if parts else "pure-Python twins"

@@ -1,5 +1,5 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
-"""Header rewriting for both directions: the Cython twin of ``fsmfast/proxy/headers.py``.
+"""The HTTP/1 codec in C: the Cython twin of ``fsmfast/codec/http1.py``.
 
 That module is the specification (rules, RFC references); this one must return byte-identical
 results for the same arguments, and ``tests/unit/test_parser_twin.py`` checks it does.
@@ -99,10 +99,7 @@ cdef extern from *:
         S_CLOSE_LEN
         S_KEEPALIVE_LEN
 
-FRAME_NONE = -1  # no body and no framing header (GET without body, 204, 304)
-FRAME_CHUNKED = -2  # Transfer-Encoding: chunked
-FRAME_CLOSE = -3  # body delimited by closing the connection (HTTP/1.0 clients)
-# n >= 0: Content-Length: n
+# FRAME_NONE, FRAME_CHUNKED, FRAME_CLOSE: the cpdef enum in _parser.pxd.
 
 HOP_BY_HOP = frozenset(
     {
@@ -123,7 +120,6 @@ cdef bytes _CRLF = b"\r\n"
 cdef const char* _HEX = b"0123456789abcdef"
 
 cdef enum:
-    _FRAME_CHUNKED = -2
     # Hdr.flags
     F_HOP = 1  # in HOP_BY_HOP
     F_CONN = 2  # Connection itself
@@ -133,21 +129,9 @@ cdef enum:
     F_HOST = 32
     F_LISTED = 64  # named by a Connection token
     F_KEEP = 128  # written out
-    STACK_HEADERS = 32
     MAX_TOKENS = 16
 
-cdef struct Hdr:
-    const char* name
-    const char* value
-    Py_ssize_t nlen
-    Py_ssize_t vlen
-    int flags
-
-cdef struct HdrBuf:
-    Hdr* h  # stack, or a PyMem block for long lists
-    Py_ssize_t n
-    Py_ssize_t cap
-    Hdr stack[STACK_HEADERS]
+# Hdr and HdrBuf: _parser.pxd.
 
 cdef struct Tok:
     const char* p
@@ -454,7 +438,7 @@ cdef inline Py_ssize_t _framing_size(long long framing, char* digits, Py_ssize_t
     if framing >= 0:
         ndigits[0] = _fmt_dec(framing, digits)
         return S_CL_LEN + ndigits[0] + 2
-    if framing == _FRAME_CHUNKED:
+    if framing == FRAME_CHUNKED:
         return S_CHUNKED_LEN
     return 0
 
@@ -464,7 +448,7 @@ cdef inline char* _put_framing(char* p, long long framing, const char* digits, P
         p = _put(p, S_CL, S_CL_LEN)
         p = _put(p, digits, ndigits)
         return _put(p, b"\r\n", 2)
-    if framing == _FRAME_CHUNKED:
+    if framing == FRAME_CHUNKED:
         return _put(p, S_CHUNKED, S_CHUNKED_LEN)
     return p
 
@@ -741,13 +725,13 @@ cdef bint _host_ok(const char* s, Py_ssize_t n) noexcept nogil:
 
 
 cpdef bint valid_host(object value):
-    """See ``fsmfast.proxy.headers.valid_host``."""
+    """See ``fsmfast.codec.http1.valid_host``."""
     _need_bytes(value, "value")
     return _host_ok(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
 
 
 cpdef tuple scan_request(object headers, Py_ssize_t max_field):
-    """See ``fsmfast.proxy.headers.scan_request``."""
+    """See ``fsmfast.codec.http1.scan_request``."""
     cdef list lst = _exact_pairs(headers)
     cdef Py_ssize_t i, n, vn
     cdef PyObject* item
@@ -794,7 +778,7 @@ cpdef tuple scan_request(object headers, Py_ssize_t max_field):
 
 
 cpdef Py_ssize_t scan_request_line(object data) except? -2:
-    """See ``fsmfast.proxy.headers.scan_request_line``."""
+    """See ``fsmfast.codec.http1.scan_request_line``."""
     cdef const char* s
     cdef Py_ssize_t n, i = 0
     _need_bytes(data, "data")
@@ -847,7 +831,7 @@ cpdef tuple normalize_target(object target):
 
 
 cpdef tuple response_framing(object headers):
-    """See ``fsmfast.proxy.headers.response_framing``."""
+    """See ``fsmfast.codec.http1.response_framing``."""
     cdef list lst = _exact_pairs(headers)
     cdef Py_ssize_t i, n, vn, k
     cdef PyObject* item
@@ -966,7 +950,7 @@ cdef Py_ssize_t _status_line(bytes buf, Py_ssize_t start, Py_ssize_t end, long l
 
 
 cpdef tuple parse_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
-    """See ``fsmfast.proxy.headers.parse_response_head``."""
+    """See ``fsmfast.codec.http1.parse_response_head``."""
     cdef const char* s = PyBytes_AS_STRING(buf)
     cdef Py_ssize_t pos, a, eol, colon, va, vb, i, reason_at, reason_len
     cdef long long status
@@ -1050,7 +1034,7 @@ cdef void _framing_of(HdrBuf* b, long long* length, bint* chunked) noexcept nogi
 
 
 cpdef tuple scan_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
-    """See ``fsmfast.proxy.headers.scan_response_head``."""
+    """See ``fsmfast.codec.http1.scan_response_head``."""
     cdef const char* s = PyBytes_AS_STRING(buf)
     cdef HdrBuf b
     cdef long long status, length
@@ -1069,23 +1053,28 @@ cpdef tuple scan_response_head(bytes buf, Py_ssize_t start, Py_ssize_t end):
     return status, length, chunked
 
 
-# The fields of the last head read_response_head accepted, kept for the relay_response_head call that
-# usually follows on the same bytes (the upstream's read -> Exchange.response_head): the head is then split
-# once, not twice. Keyed by the bytes object itself, held here (so its identity cannot be reused) until
-# that relay or the next read; a relay of any other head parses it as before. One worker, one thread.
-cdef object _kept_buf = None
-cdef Py_ssize_t _kept_start = 0, _kept_end = 0, _kept_reason_at = 0, _kept_reason_len = 0
-cdef long long _kept_status = 0
-cdef HdrBuf _kept
-_buf_init(&_kept)
+cdef class ResponseHead:
+    """See ``fsmfast.codec.http1.ResponseHead``: here the fields of the head read_response_head accepted
+    (the upstream's read -> Exchange.response_head), as records pointing into ``buf``, which this holds
+    until the relay takes them or the next read replaces them."""
+
+    def __cinit__(self):
+        self.buf = None
+        _buf_init(&self.fields)
+
+    def __dealloc__(self):
+        _buf_free(&self.fields)
+
+
+# read_response_head's records when its caller passes no ResponseHead (it reads into one all the same).
+cdef ResponseHead _SCRATCH = ResponseHead()
 
 
 cpdef bytes relay_response_head(
     bytes buf, Py_ssize_t start, Py_ssize_t end, bint http11, long long framing, bint keep_alive,
-    Py_ssize_t body_end=0
+    Py_ssize_t body_end=0, ResponseHead head=None
 ):
-    """See ``fsmfast.proxy.headers.relay_response_head``."""
-    global _kept_buf
+    """See ``fsmfast.codec.http1.relay_response_head``."""
     cdef const char* s = PyBytes_AS_STRING(buf)
     cdef HdrBuf b
     cdef Tok toks[MAX_TOKENS]
@@ -1095,12 +1084,12 @@ cpdef bytes relay_response_head(
         if body_end > PyBytes_GET_SIZE(buf):
             raise ValueError("body_end outside the buffer")
         tlen = body_end - end - 4
-    if buf is _kept_buf and start == _kept_start and end == _kept_end:
-        _kept_buf = None  # one use: _mark_tokens changes the flags
-        nt = _scan_tokens(&_kept, toks)
+    if head is not None and head.buf is buf and start == head.start and end == head.end:
+        head.buf = None  # one use: _mark_tokens changes the flags
+        nt = _scan_tokens(&head.fields, toks)
         if nt >= 0:
-            _mark_tokens(&_kept, toks, nt)
-            return _emit_response(&_kept, http11, _kept_status, s + _kept_reason_at, _kept_reason_len, framing,
+            _mark_tokens(&head.fields, toks, nt)
+            return _emit_response(&head.fields, http11, head.status, s + head.reason_at, head.reason_len, framing,
                                   keep_alive, s + end + 4, tlen)
     pos = _status_line(buf, start, end, &status, &reason_at, &reason_len)
     _buf_init(&b)
@@ -1117,7 +1106,7 @@ cpdef bytes relay_response_head(
 
 
 cpdef bytes normalize_host(bytes value):
-    """See ``fsmfast.proxy.headers.normalize_host``; returns ``value`` itself when nothing changes."""
+    """See ``fsmfast.codec.http1.normalize_host``; returns ``value`` itself when nothing changes."""
     cdef const char* s = PyBytes_AS_STRING(value)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(value), end = n, i
     cdef bint upper = False
@@ -1303,7 +1292,7 @@ cdef Py_ssize_t _first_line(object data, Py_ssize_t start, Py_ssize_t max_head, 
 
 
 cpdef object read_request_head(object data, Py_ssize_t start, Py_ssize_t max_head, Py_ssize_t max_headers):
-    """See ``fsmfast.proxy.headers.read_request_head``."""
+    """See ``fsmfast.codec.http1.read_request_head``."""
     cdef const char* s
     cdef Py_ssize_t limit, line_end, sp, target_end, end, i
     cdef const char* p
@@ -1350,16 +1339,18 @@ cpdef object read_request_head(object data, Py_ssize_t start, Py_ssize_t max_hea
     )
 
 
-cpdef object read_response_head(object data, Py_ssize_t start, Py_ssize_t max_head):
-    """See ``fsmfast.proxy.headers.read_response_head``."""
-    global _kept_buf, _kept_start, _kept_end, _kept_status, _kept_reason_at, _kept_reason_len
+cpdef object read_response_head(object data, Py_ssize_t start, Py_ssize_t max_head, ResponseHead head=None):
+    """See ``fsmfast.codec.http1.read_response_head``."""
     cdef const char* s
     cdef Py_ssize_t limit, line_end, end, i, vlen
     cdef int conn = 0, status
     cdef long long length
     cdef Hdr* h
     cdef bint ok
-    _kept_buf = None
+    cdef HdrBuf* b
+    if head is None:
+        head = _SCRATCH
+    head.buf = None
     line_end = _first_line(data, start, max_head, &limit)
     s = PyBytes_AS_STRING(data)
     if (
@@ -1375,23 +1366,25 @@ cpdef object read_response_head(object data, Py_ssize_t start, Py_ssize_t max_he
     status = <int>_digits(s + start + 9, 3)
     if status < 200 or status > 599 or status == 204 or status == 304:
         return None
-    _kept.n = 0
-    ok = _plain_fields(s, line_end + 2, limit, _TCHAR, &_kept, &end, &conn, &length)
+    b = &head.fields
+    b.n = 0
+    ok = _plain_fields(s, line_end + 2, limit, _TCHAR, b, &end, &conn, &length)
     if not ok or length < 0:
         return None
     # Kept for relay_response_head, as its own reading (_load_raw) would leave them: values trimmed at
     # both ends, names classified. The status line is the one checked above.
-    for i in range(_kept.n):
-        h = &_kept.h[i]
+    for i in range(b.n):
+        h = &b.h[i]
         vlen = h.vlen
         while vlen and (h.value[vlen - 1] == 32 or h.value[vlen - 1] == 9):
             vlen -= 1
         h.vlen = vlen
         h.flags = _classify(h.name, h.nlen)
-    _kept_buf = data
-    _kept_start = start
-    _kept_end = end - 4
-    _kept_status = status
-    _kept_reason_at = start + 13 if line_end - start > 12 else line_end
-    _kept_reason_len = line_end - _kept_reason_at
+    if head is not _SCRATCH:
+        head.buf = data
+    head.start = start
+    head.end = end - 4
+    head.status = status
+    head.reason_at = start + 13 if line_end - start > 12 else line_end
+    head.reason_len = line_end - head.reason_at
     return end, status, length, not (conn & 1) if s[start + 7] == 49 else (conn & 2) != 0

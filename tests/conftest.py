@@ -1,7 +1,8 @@
 """Fixtures shared by the whole suite.
 
-Two implementations, one suite: ``fsmfast/_accel.py`` picks the compiled ``fsmfast._parser`` or its
-pure-Python twin ``fsmfast/proxy/headers.py``. ``FSMFAST_NO_EXTENSIONS=1 python -m pytest`` runs everything
+Two implementations, one suite: ``fsmfast/_compiled.py`` picks the compiled ``fsmfast._parser`` or its
+pure-Python twin ``fsmfast/codec/http1.py`` (and likewise for every native piece).
+``FSMFAST_NO_EXTENSIONS=1 python -m pytest`` runs everything
 over the twin (child processes inherit the variable, so integration tests do too); ``make test`` runs the
 unit tests a second time that way. The report header says which one a run used.
 """
@@ -20,9 +21,9 @@ from tests.support.procs import Gunicorn
 
 def pytest_report_header(config: pytest.Config) -> str:
     try:
-        from fsmfast import _accel
+        from fsmfast._compiled import describe
 
-        impl = _accel.describe()
+        impl = describe()
     except Exception as exc:  # the package may be mid-refactor; the header must not break collection
         impl = f"unknown ({exc.__class__.__name__}: {exc})"
     flag = os.environ.get("FSMFAST_NO_EXTENSIONS", "")

@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
-from fsmfast._accel import (
+from fsmfast.codec import (
+    FRAME_CHUNKED,
+    FRAME_NONE,
     normalize_host,
     normalize_target,
     read_request_head,
@@ -35,7 +37,6 @@ from fsmfast._accel import (
 )
 from fsmfast.proxy import mirror
 from fsmfast.proxy.exchange import Exchange
-from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
 from fsmfast.proxy.roles import ClientSide
 from fsmfast.proxy.route_timer import RouteTimer
 from fsmfast.proxy.states import DONE, QUEUED, RESPONDING, StopParsing

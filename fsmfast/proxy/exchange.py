@@ -35,9 +35,17 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from fsmfast._accel import build_request_head, build_response_head, chunk, parse_response_head, relay_response_head
+from fsmfast.codec import (
+    FRAME_CHUNKED,
+    FRAME_CLOSE,
+    FRAME_NONE,
+    build_request_head,
+    build_response_head,
+    chunk,
+    parse_response_head,
+    relay_response_head,
+)
 from fsmfast.proxy import mirror
-from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 from fsmfast.proxy.local_reply import CONTINUE_100, error_response
 from fsmfast.proxy.roles import ClientSide, UpstreamUser
 from fsmfast.proxy.states import CONNECTING, DONE, QUEUED, RESPONDING, SENDING, StopParsing, UpstreamError
@@ -389,8 +397,12 @@ class Exchange(UpstreamUser):
             if body_end > end + 4:
                 client.out.append(head[end + 4 : body_end])
         else:
-            # The body, when whole, in the head's own bytes object: one piece fewer to write.
-            client.out.append(relay_response_head(head, start, end, self.http11, framing, self.keep_alive, body_end))
+            # The body, when whole, in the head's own bytes object: one piece fewer to write. The
+            # connection's plain_head has what its read_response_head found in this head, if it read it.
+            plain = self.conn.plain_head if self.conn is not None else None
+            client.out.append(
+                relay_response_head(head, start, end, self.http11, framing, self.keep_alive, body_end, plain)
+            )
         if body_end > end + 4:
             self.body_bytes += body_end - end - 4
 

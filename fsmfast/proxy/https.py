@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from fsmfast._accel import normalize_host
+from fsmfast.codec import normalize_host
 from fsmfast.proxy.downstream import ClientConnection
 from fsmfast.tls.listener import ListenerRuntime, PortTLS, client_subject, handshake_of
 

@@ -24,8 +24,7 @@ import logging
 import random
 from typing import TYPE_CHECKING, Any
 
-from fsmfast._accel import build_request_head
-from fsmfast.proxy.headers import FRAME_NONE
+from fsmfast.codec import FRAME_NONE, build_request_head
 from fsmfast.proxy.roles import UpstreamUser
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from fsmfast._accel import normalize_host
+from fsmfast.codec import normalize_host
 from fsmfast.proxy.conditions import Conditions, RequestView, conditions
 from fsmfast.proxy.filters import RedirectPlan, RequestPlan, plan_for
 from fsmfast.snapshot import Listener, Rule, Snapshot, Timeouts, VirtualHost

@@ -6,7 +6,7 @@
 
 cimport cython
 
-from fsmfast._parser cimport parse_response_head, read_response_head, scan_response_head
+from fsmfast._parser cimport ResponseHead, parse_response_head, read_response_head, scan_response_head
 from fsmfast.proxy.roles cimport UpstreamUser, WorkerState
 
 cdef Py_ssize_t MAX_RESPONSE_HEAD  # a C constant: read on every response
@@ -54,6 +54,7 @@ cdef class UpstreamConnection:
     cdef public double idle_since
     cdef public object parser
     cdef public bint paused
+    cdef public ResponseHead plain_head
     cdef public Pool pool
     cdef public Py_ssize_t served
     cdef public object transport

@@ -31,7 +31,8 @@ import ssl
 
 import httptools
 
-from fsmfast._accel import parse_response_head, read_response_head, scan_response_head
+from fsmfast import codec
+from fsmfast.codec import parse_response_head, read_response_head, scan_response_head
 from fsmfast.proxy.roles import UpstreamUser, WorkerState
 from fsmfast.proxy.states import UpstreamError
 from fsmfast.snapshot import Backend, UpstreamTLS
@@ -279,6 +280,7 @@ class UpstreamConnection:
         "idle_since",
         "parser",
         "paused",
+        "plain_head",
         "pool",
         "served",
         "transport",
@@ -305,6 +307,9 @@ class UpstreamConnection:
         # A plain response's body bytes still due, and its keep-alive (see _plain_body).
         self._body_left = 0
         self._keep_alive = False
+        # What read_response_head read of a plain head, for the exchange's relay_response_head: one
+        # object per connection, refilled by every read.
+        self.plain_head = codec.ResponseHead()
 
     # -- asyncio.Protocol ------------------------------------------------------------
 
@@ -327,7 +332,7 @@ class UpstreamConnection:
             exchange.flush_client()
             return
         if self._in_head and not self._head and not exchange.is_head:
-            plain = read_response_head(data, 0, MAX_RESPONSE_HEAD)
+            plain = read_response_head(data, 0, MAX_RESPONSE_HEAD, self.plain_head)
             if plain is not None:
                 end, status, length, keep_alive = plain
                 if end + length <= len(data):

@@ -28,8 +28,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from fsmfast._accel import build_response_head
-from fsmfast.proxy.headers import FRAME_NONE
+from fsmfast.codec import FRAME_NONE, build_response_head
 from fsmfast.proxy.states import DONE
 
 if TYPE_CHECKING:

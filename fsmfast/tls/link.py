@@ -25,15 +25,11 @@ import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from fsmfast._compiled import EXTENSIONS_OFF
+from fsmfast._compiled import extension
 from fsmfast.tls import records as _twin
 
-_direct: Any = None
-if not EXTENSIONS_OFF:
-    try:
-        from fsmfast.tls import _records as _direct  # type: ignore[attr-defined,no-redef]
-    except ImportError:  # pragma: no cover - depends on the build
-        pass
+# The compiled record layer, or None for the twin (fsmfast._compiled decides, as for every native piece).
+_direct: Any = extension("fsmfast.tls._records")
 
 HANDSHAKE = 0
 OPEN = 1

@@ -25,8 +25,8 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports():
+    import fsmfast.codec.http1
     import fsmfast.proxy.downstream
-    import fsmfast.proxy.headers
     import fsmfast.proxy.paths  # noqa: F401
     from tests.support.memproxy import MemoryProxy, check_framing
 

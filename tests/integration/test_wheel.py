@@ -142,9 +142,9 @@ def test_wheel_is_manylinux_and_carries_only_what_runs(installed: Installed) -> 
 @pytest.mark.timeout(170)
 def test_installed_package_uses_its_compiled_parser(installed: Installed) -> None:
     code = (
-        "import json, sys, fsmfast, fsmfast._accel, fsmfast._parser; "
-        "print(json.dumps([fsmfast.__file__, fsmfast._parser.__file__, fsmfast._accel.USING_EXTENSION,"
-        " fsmfast._accel.describe()]))"
+        "import json, sys, fsmfast, fsmfast._compiled, fsmfast._parser, fsmfast.codec; "
+        "print(json.dumps([fsmfast.__file__, fsmfast._parser.__file__, fsmfast.codec.USING_EXTENSION,"
+        " fsmfast._compiled.describe()]))"
     )
     out = _run([installed.venv / "bin" / "python", "-c", code], 60, env=installed.env, cwd=installed.cwd)
     package, parser, using, described = json.loads(out.stdout)

@@ -15,8 +15,7 @@ import httptools
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fsmfast._accel import build_request_head
-from fsmfast.proxy.headers import FRAME_CHUNKED, FRAME_NONE
+from fsmfast.codec import FRAME_CHUNKED, FRAME_NONE, build_request_head
 from tests.support.memproxy import MemoryProxy, check_framing
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -202,7 +201,7 @@ header_values = st.sampled_from(
 )
 def test_rewritten_head_has_exactly_the_gateways_framing(headers: list[tuple[bytes, bytes]], framing: int) -> None:
     """Whatever framing headers the client sent, the head the gateway writes carries exactly
-    the framing it decided on, once (the header rewriter alone, both twins via _accel)."""
+    the framing it decided on, once (the header rewriter alone, both twins via fsmfast.codec)."""
     head = build_request_head(b"POST", b"/x", headers, b"127.0.0.1", b"http", b"h.test", framing)
     seen: list[tuple[bytes, bytes]] = []
 

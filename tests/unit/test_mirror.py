@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from fsmfast.codec import FRAME_NONE
 from fsmfast.proxy import mirror
 from fsmfast.proxy.filters import MirrorTarget, RequestPlan
-from fsmfast.proxy.headers import FRAME_NONE
 
 
 class Handle:

@@ -1,4 +1,4 @@
-"""The Cython twin ``fsmfast._parser`` against the pure-Python spec ``fsmfast.proxy.headers``.
+"""The Cython twin ``fsmfast._parser`` against the pure-Python spec ``fsmfast.codec.http1``.
 
 Table tests run over both implementations (fixture ``impl``); property tests check that the two
 agree byte for byte on random input and that what ``build_request_head`` writes parses back.
@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fsmfast
-from fsmfast.proxy import headers as pure
+from fsmfast.codec import http1 as pure
 
 try:
     from fsmfast import _parser as cython_impl
@@ -83,6 +83,7 @@ PUBLIC = [
     "FRAME_CLOSE",
     "HOP_BY_HOP",
     "GATEWAY_OWNED",
+    "ResponseHead",
     "parse_content_length",
     "connection_tokens",
     "build_request_head",
@@ -110,15 +111,17 @@ def test_same_public_api() -> None:
     assert public(cython_impl) == public(pure) == set(PUBLIC)
     for name in PUBLIC:
         a, b = getattr(cython_impl, name), getattr(pure, name)
-        if callable(b):
+        if name == "ResponseHead":
+            assert isinstance(a(), a) and isinstance(b(), b)
+        elif callable(b):
             assert list(inspect.signature(a).parameters) == list(inspect.signature(b).parameters), name
         else:
             assert a == b, name
 
 
-def test_accel_picks_extension_by_default_and_pure_when_forced() -> None:
+def test_codec_exports_the_extension_by_default_and_the_spec_when_forced() -> None:
     root = str(Path(fsmfast.__file__).resolve().parent.parent)
-    code = "from fsmfast import _accel; print(_accel.impl.__name__, _accel.USING_EXTENSION)"
+    code = "from fsmfast import codec; print(codec.impl.__name__, codec.USING_EXTENSION)"
 
     def run(**extra: str) -> str:
         env = {k: v for k, v in os.environ.items() if k != "FSMFAST_NO_EXTENSIONS"}
@@ -129,7 +132,7 @@ def test_accel_picks_extension_by_default_and_pure_when_forced() -> None:
         )
         return out.stdout.strip()
 
-    assert run(FSMFAST_NO_EXTENSIONS="1") == "fsmfast.proxy.headers False"
+    assert run(FSMFAST_NO_EXTENSIONS="1") == "fsmfast.codec.http1 False"
     if cython_impl is None:
         pytest.skip(_MISSING)
     assert run() == "fsmfast._parser True"
@@ -973,7 +976,7 @@ def test_relay_response_head_drops_hop_by_hop_and_listed_headers(impl: ModuleTyp
     )
 
 
-# Heads read_response_head accepts (plain): the compiled reader keeps their fields for the relay that follows.
+# Heads read_response_head accepts (plain): the reader fills a ResponseHead for the relay that follows.
 PLAIN_HEADS = [
     RELAY_HEADS[0],
     b"HTTP/1.1 200\r\nContent-Length: 0\r\n",
@@ -990,21 +993,33 @@ def test_relay_after_read_response_head_gives_the_same_head(impl: ModuleType, he
     buf = b"x" * offset + head + b"\r\n"
     start, end = offset, offset + len(head) - 2
     status, reason, headers = pure.parse_response_head(buf, start, end)
-    got = impl.read_response_head(buf, start, 65536)
-    assert got is not None and got[0] == end + 4 and got[1] == status
+    kept = impl.ResponseHead()
+    assert kept.buf is None
+    got = impl.read_response_head(buf, start, 65536, kept)
+    assert got is not None and got[0] == end + 4 and got[1] == status and kept.buf is buf
     for http11, framing, keep_alive in [(True, 12, True), (False, FRAME_CLOSE, False)]:
         want = pure.build_response_head(http11, status, reason, headers, framing, keep_alive)
-        impl.read_response_head(buf, start, 65536)
+        impl.read_response_head(buf, start, 65536, kept)
         # Another buffer with the same bounds is read on its own, and the kept fields stay for this one.
         o_status, o_reason, o_headers = pure.parse_response_head(other, start, end)
         o_want = pure.build_response_head(http11, o_status, o_reason, o_headers, framing, keep_alive)
-        assert impl.relay_response_head(other, start, end, http11, framing, keep_alive) == o_want
-        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive) == want
-        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive) == want  # kept ones used up
+        assert impl.relay_response_head(other, start, end, http11, framing, keep_alive, 0, kept) == o_want
+        assert kept.buf is buf
+        # So are other bounds in the same buffer.
+        assert impl.relay_response_head(buf, start, end - 2, http11, framing, keep_alive, 0, kept) == (
+            impl.relay_response_head(buf, start, end - 2, http11, framing, keep_alive)
+        )
+        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive, 0, kept) == want
+        assert kept.buf is None  # used up: the next relay reads the head itself
+        assert impl.relay_response_head(buf, start, end, http11, framing, keep_alive, 0, kept) == want
         # The whole-response path: read, then relay with the body glued on.
         body = buf + b"12345"
-        impl.read_response_head(body, start, 65536)
-        assert impl.relay_response_head(body, start, end, http11, framing, keep_alive, len(body)) == want + b"12345"
+        impl.read_response_head(body, start, 65536, kept)
+        assert impl.relay_response_head(body, start, end, http11, framing, keep_alive, len(body), kept) == (
+            want + b"12345"
+        )
+        # A head the reader refuses empties it.
+        assert impl.read_response_head(b"HTTP/1.1 200 OK\r\n\r\n", 0, 65536, kept) is None and kept.buf is None
 
 
 @pytest.mark.parametrize("bad", [b"HTTP/1.1\r\n", b"HTTP/1.1 2x0 OK\r\n"])
@@ -1037,16 +1052,20 @@ def test_twin_scan_and_relay_response_head(
     assert cython_impl.scan_response_head(buf, 0, end) == pure.scan_response_head(buf, 0, end)
     want = pure.relay_response_head(buf, 0, end, http11, framing, keep_alive)
     assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive) == want
-    # The same after the compiled reader has read it (a plain head's fields are then kept and reused).
-    read = cython_impl.read_response_head(buf, 0, 65536)
-    assert read == pure.read_response_head(buf, 0, 65536)
-    assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive) == want
+    # The same after each reader has read it (a plain head's fields are then kept and reused).
+    c_kept, p_kept = cython_impl.ResponseHead(), pure.ResponseHead()
+    read = cython_impl.read_response_head(buf, 0, 65536, c_kept)
+    assert read == pure.read_response_head(buf, 0, 65536, p_kept)
+    assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive, 0, c_kept) == want
+    assert pure.relay_response_head(buf, 0, end, http11, framing, keep_alive, 0, p_kept) == want
     # With a Content-Length most of these heads are plain: the kept fields then serve the relay.
     head = head + b"Content-Length: 3\r\n"
     buf, end = head + b"\r\n", len(head) - 2
     want = pure.relay_response_head(buf, 0, end, http11, framing, keep_alive)
-    assert cython_impl.read_response_head(buf, 0, 65536) == pure.read_response_head(buf, 0, 65536)
-    assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive) == want
+    assert cython_impl.read_response_head(buf, 0, 65536, c_kept) == pure.read_response_head(buf, 0, 65536, p_kept)
+    assert (c_kept.buf is None) == (p_kept.buf is None)
+    assert cython_impl.relay_response_head(buf, 0, end, http11, framing, keep_alive, 0, c_kept) == want
+    assert pure.relay_response_head(buf, 0, end, http11, framing, keep_alive, 0, p_kept) == want
 
 
 # -- Host for matching ---------------------------------------------------------------------------

@@ -61,7 +61,7 @@ def test_switch_picks_sources_or_extensions_whatever_is_imported_first(first: st
 
 
 def test_describe_names_what_runs_compiled() -> None:
-    code = "from fsmfast import _accel; print(_accel.describe())"
+    code = "from fsmfast._compiled import describe; print(describe())"
     assert _run(code, FSMFAST_NO_EXTENSIONS="1") == "pure-Python twins"
     if not _built():
         pytest.skip("the compiled modules are not built in place (make inplace)")

@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from fsmfast import _accel
+from fsmfast import codec
 from fsmfast.proxy import router as router_mod
 from fsmfast.proxy.conditions import RequestView
 from fsmfast.proxy.router import Router, VHost, normalize_host
@@ -44,7 +44,7 @@ def snapshot(*vhosts: VirtualHost, port: int = 8000) -> Snapshot:
 
 def test_router_matches_hosts_through_the_accelerated_normalize_host() -> None:
     # Its cases are in test_parser_twin.py, over both implementations.
-    assert normalize_host is _accel.normalize_host
+    assert normalize_host is codec.normalize_host
 
 
 def test_host_precedence_exact_then_longest_wildcard_then_any() -> None:

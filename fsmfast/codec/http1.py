@@ -1,7 +1,8 @@
-"""Header rewriting for both directions: the pure-Python reference.
+"""The HTTP/1 codec's specification: reading and writing heads in both directions, in pure Python.
 
 ``fsmfast/_parser.pyx`` implements the same functions with the same signatures; this module
-is the specification it is tested against byte for byte (``fsmfast._accel`` picks one).
+is the specification it is tested against byte for byte. Users import either through
+``fsmfast.codec``, which exports the one ``fsmfast._compiled`` selects.
 
 Rules (RFC 9110 §7.6.1, RFC 9112 §6-7):
 - hop-by-hop headers never cross the proxy: Connection and every header it names,
@@ -27,6 +28,7 @@ __all__ = [
     "FRAME_NONE",
     "GATEWAY_OWNED",
     "HOP_BY_HOP",
+    "ResponseHead",
     "build_request_head",
     "build_response_head",
     "chunk",
@@ -45,7 +47,8 @@ __all__ = [
     "valid_host",
 ]
 
-# Framing of the message being written, shared with the Cython twin.
+# Framing of the message being written. The compiled twin has the same values as a C enum in
+# fsmfast/_parser.pxd (tests/unit/test_codec_api.py checks they match).
 FRAME_NONE = -1  # no body and no framing header (GET without body, 204, 304)
 FRAME_CHUNKED = -2  # Transfer-Encoding: chunked
 FRAME_CLOSE = -3  # body delimited by closing the connection (HTTP/1.0 clients)
@@ -251,7 +254,29 @@ def read_request_head(
     return head_end + 4, method, target, http11, headers, (not close) if http11 else keep
 
 
-def read_response_head(data: bytes, start: int, max_head: int) -> tuple[int, int, int, bool] | None:
+class ResponseHead:
+    """What ``read_response_head`` read of a head, for the ``relay_response_head`` call that usually
+    follows on the same bytes, so that the head is split once, not twice.
+
+    One per upstream connection, reused: a read fills it (or empties it when it returns None), the
+    relay of the same ``buf[start:end]`` takes it once and empties it; a relay of anything else
+    reads its head itself. The compiled twin keeps C records pointing into ``buf`` instead.
+    """
+
+    __slots__ = ("buf", "end", "headers", "reason", "start", "status")
+
+    def __init__(self) -> None:
+        self.buf: bytes | None = None  # the bytes read; None when there is nothing to take
+        self.start = 0
+        self.end = 0  # where the head's CRLF CRLF starts, as relay_response_head's ``end``
+        self.status = 0
+        self.reason = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+
+
+def read_response_head(
+    data: bytes, start: int, max_head: int, head: ResponseHead | None = None
+) -> tuple[int, int, int, bool] | None:
     """A plain response head with a body length, whole in ``data[start:]``; None otherwise.
 
     Returns ``(end, status, content_length, keep_alive)`` as llhttp reports them, ``end`` just
@@ -259,7 +284,10 @@ def read_response_head(data: bytes, start: int, max_head: int) -> tuple[int, int
     headers left to llhttp), plus: ``HTTP/1.x``, a status of 200-599 other than 204 and 304
     (interim and body-less responses stay with llhttp), a reason of visible ASCII, spaces and
     tabs, and one Content-Length (a response without one ends at EOF or is chunked: llhttp).
+    ``head``, if given, is filled for ``relay_response_head`` (emptied when this returns None).
     """
+    if head is not None:
+        head.buf = None
     found = _plain_head(data, start, max_head)
     if found is None:
         return None
@@ -281,7 +309,15 @@ def read_response_head(data: bytes, start: int, max_head: int) -> tuple[int, int
     fields = _plain_fields(data, line_end, head_end, _TCHAR)
     if fields is None or fields[3] < 0:
         return None
-    _headers, close, keep, length = fields
+    headers, close, keep, length = fields
+    if head is not None:
+        # As parse_response_head reads them: values trimmed at both ends (these lost their leading OWS).
+        head.headers = [(name, value.rstrip(b" \t")) for name, value in headers]
+        head.reason = line[13:]
+        head.status = status
+        head.start = start
+        head.end = head_end
+        head.buf = data
     return head_end + 4, status, length, (not close) if line[7] == 0x31 else keep
 
 
@@ -393,15 +429,27 @@ def scan_response_head(buf: bytes, start: int, end: int) -> tuple[int, int, bool
 
 
 def relay_response_head(
-    buf: bytes, start: int, end: int, http11: bool, framing: int, keep_alive: bool, body_end: int = 0
+    buf: bytes,
+    start: int,
+    end: int,
+    http11: bool,
+    framing: int,
+    keep_alive: bool,
+    body_end: int = 0,
+    head: ResponseHead | None = None,
 ) -> bytes:
     """The client's head for the response head ``buf[start:end]`` when no filter changes its
     headers: ``build_response_head`` over what ``parse_response_head`` reads, written by the
     compiled twin straight from the buffer.
 
     ``body_end`` past ``end + 4``: the body that followed the head's blank line in the same read,
-    ``buf[end + 4:body_end]``, comes after the head in the same bytes (one object to write)."""
-    status, reason, headers = parse_response_head(buf, start, end)
+    ``buf[end + 4:body_end]``, comes after the head in the same bytes (one object to write).
+    ``head``: what ``read_response_head`` read, used (and emptied) when it read this very head."""
+    if head is not None and head.buf is buf and head.start == start and head.end == end:
+        head.buf = None
+        status, reason, headers = head.status, head.reason, head.headers
+    else:
+        status, reason, headers = parse_response_head(buf, start, end)
     out = build_response_head(http11, status, reason, headers, framing, keep_alive)
     if body_end > end + 4:
         if body_end > len(buf):

@@ -1,6 +1,6 @@
 # fsmfast set-up. On a fresh Debian 12 (Python 3.10+, root) these two are all that is needed:
 #   make demo   - the founding scenario on this machine: 502 without the upstream TLS policy, 200 with it
-#   make test   - Debian packages, venv, build, ruff, the whole suite, then the unit tests over the pure-Python twin
+#   make test   - Debian packages, venv, build, ruff, mypy, the whole suite, then the unit tests over the pure-Python twin
 #
 # Both targets use .venv (created with `$(PYTHON) -m venv` when absent) and a normal, non-editable install:
 # an editable install does not always put the compiled fsmfast._parser where the code imports it from.
@@ -13,7 +13,7 @@ PIP := $(VPY) -m pip --disable-pip-version-check --no-input
 BUILD_REQS := "setuptools>=68" wheel "Cython>=3"
 PYTEST := $(VPY) -m pytest -q -p no:cacheprovider
 
-.PHONY: all demo test bench venv install-demo install-test inplace lint clean distclean
+.PHONY: all demo test bench venv install-demo install-test inplace lint typecheck clean distclean
 
 all: test
 
@@ -50,11 +50,16 @@ demo:
 lint:
 	$(VENV)/bin/ruff check fsmfast tests bench setup.py
 
+# mypy over fsmfast/, configured in pyproject.toml ([tool.mypy]); the compiled modules are checked through their .py.
+typecheck:
+	$(VPY) -m mypy
+
 test:
 	bash .ci/sysdeps "$(PYTHON)" test
 	$(MAKE) --no-print-directory install-test
 	$(MAKE) --no-print-directory inplace
 	$(MAKE) --no-print-directory lint
+	$(MAKE) --no-print-directory typecheck
 	$(PYTEST)
 	@# The same unit tests over the pure-Python twins (fsmfast/_compiled.py honours FSMFAST_NO_EXTENSIONS).
 	if [ -d tests/unit ]; then FSMFAST_NO_EXTENSIONS=1 $(PYTEST) tests/unit; fi
@@ -70,7 +75,7 @@ bench:
 	$(VPY) -m bench $(BENCH_ARGS)
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .hypothesis
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache .hypothesis
 	rm -f fsmfast/*.so fsmfast/_parser.c fsmfast/_parser.html fsmfast/proxy/*.so fsmfast/proxy/*.c fsmfast/proxy/*.html fsmfast/worker/*.so fsmfast/worker/*.c fsmfast/worker/*.html fsmfast/tls/*.so fsmfast/tls/*.c fsmfast/tls/*.html
 
 distclean: clean

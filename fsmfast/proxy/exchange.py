@@ -105,6 +105,40 @@ class Exchange(UpstreamUser):
         "up_paused",
     )
 
+    # The fields, for the type checker (exchange.pxd declares them for C): ``start`` sets them all.
+    client: ClientSide
+    method: bytes
+    target: bytes
+    http11: bool
+    headers: list[tuple[bytes, bytes]]
+    host: bytes
+    req_framing: int
+    keep_alive: bool
+    expect_continue: bool
+    state: int
+    started: float
+    local: tuple[int, str, str, bytes] | None  # (status, text, reason code, Location)
+    rule: RouteRule | None
+    backend: BackendState | None
+    plan: RequestPlan | None
+    timer: RouteTimer | None
+    mirrors: list[mirror.MirrorRequest] | None
+    pool: Pool | None
+    conn: UpstreamConnection | None
+    reused: bool
+    retried: bool
+    request_done: bool
+    pending: list[bytes]
+    pending_size: int
+    up_out: list[bytes]
+    up_paused: bool
+    status: int
+    resp_framing: int
+    close_delimited: bool
+    body_bytes: int
+    reason: str | None
+    body_room: int
+
     @staticmethod
     def start(
         client: ClientSide,
@@ -136,33 +170,33 @@ class Exchange(UpstreamUser):
         # coarse clock only (see Context.clock_upper), and a C call per request less.
         self.started = time.monotonic() if ctx.access_log.enabled else ctx.clock_upper
         self.deadline = 0.0
-        self.local: tuple[int, str, str, bytes] | None = None  # (status, text, reason code, Location)
-        self.rule: RouteRule | None = None
-        self.backend: BackendState | None = None
+        self.local = None
+        self.rule = None
+        self.backend = None
         # HTTPRoute filters, timeouts and mirrors of the chosen rule and backendRef (None: none).
-        self.plan: RequestPlan | None = None
-        self.timer: RouteTimer | None = None
-        self.mirrors: list[mirror.MirrorRequest] | None = None
-        self.pool: Pool | None = None
-        self.conn: UpstreamConnection | None = None
+        self.plan = None
+        self.timer = None
+        self.mirrors = None
+        self.pool = None
+        self.conn = None
         self.reused = False
         self.retried = False
         # A request without a body is complete once its head is parsed.
         self.request_done = req_framing == FRAME_NONE
-        self.pending: list[bytes] = []
+        self.pending = []
         self.pending_size = 0
-        self.up_out: list[bytes] = []
+        self.up_out = []
         self.up_paused = False
         self.status = 0
         self.resp_framing = FRAME_NONE
         self.close_delimited = False
         self.body_bytes = 0
-        self.reason: str | None = None
+        self.reason = None
         # Hardening knobs of the rule (fsmfast.proxy.options), set by the client side when used:
         # body bytes still allowed for a chunked body (-1: no limit), and b"websocket" for a
         # handshake the rule lets through.
         self.body_room = -1
-        self.upgrade: bytes | None = None
+        self.upgrade = None
         return self
 
     # -- decisions made when the head is parsed ---------------------------------------

@@ -66,7 +66,8 @@ class HTTPSConnection(ClientConnection):
         name = self._cert_header_lower
         if name is not None:
             headers = [(n, v) for n, v in ex.headers if n.lower() != name]
-            if self.cert_subject is not None:
+            # cert_header is set whenever its lowercase form is (checked too, for the type checker).
+            if self.cert_subject is not None and self.cert_header is not None:
                 headers.append((self.cert_header, self.cert_subject))
             ex.headers = headers
         return True

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fsmfast.codec import FRAME_NONE, build_request_head
 from fsmfast.proxy.roles import UpstreamUser
@@ -50,7 +50,9 @@ def inflight() -> int:
 class MirrorRequest(UpstreamUser):
     __slots__ = ("body", "conn", "done", "framing", "head_args", "pool", "size", "timer")
 
-    def __init__(self, pool: Pool, head_args: tuple[Any, ...], framing: int) -> None:
+    def __init__(
+        self, pool: Pool, head_args: tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes, bytes, bytes], framing: int
+    ) -> None:
         global _inflight
         _inflight += 1
         self.pool = pool

@@ -164,7 +164,10 @@ class Pool:
             if sslctx is not None:
                 opening = self._open_tls(sslctx)
             else:
-                opening = loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port)
+                # Compiled, the protocols are cdef classes: asyncio.Protocol's methods without its base class.
+                opening = loop.create_connection(  # type: ignore[assignment,type-var]
+                    lambda: UpstreamConnection(self), self.host, self.port
+                )
             transport, conn = await asyncio.wait_for(opening, settings.connect_timeout)
         except UpstreamError as exc:
             exchange.upstream_failed(exc, self)
@@ -238,7 +241,8 @@ class Pool:
             return sslctx.wrap_bio(incoming, outgoing), incoming, outgoing
 
         conn = UpstreamConnection(self)
-        _raw, link = await loop.create_connection(
+        # Compiled, TLSLink is a cdef class: asyncio.Protocol's methods without its base class.
+        _raw, link = await loop.create_connection(  # type: ignore[type-var]
             lambda: TLSLink(loop, conn, open_bios, None, ready), self.host, self.port
         )
         try:
@@ -314,9 +318,9 @@ class UpstreamConnection:
     # -- asyncio.Protocol ------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses; they quack alike.
+        # uvloop's transports (and TLSLink) are not asyncio.Transport subclasses; they quack alike.
         self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)  # type: ignore[attr-defined]
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
@@ -370,7 +374,8 @@ class UpstreamConnection:
                 from fsmfast.proxy.websocket import open_tunnel
 
                 rest = data[exc.args[0] :] if exc.args else b""
-                open_tunnel(self.exchange, self, switched[0], switched[1], rest)
+                # Only an Exchange asks for an upgrade; importing its type here would close a cycle.
+                open_tunnel(self.exchange, self, switched[0], switched[1], rest)  # type: ignore[arg-type]
             else:
                 if self.exchange is not None:
                     self.exchange.upstream_protocol_error("upstream switched protocols unasked")
@@ -405,7 +410,8 @@ class UpstreamConnection:
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.error = exc
-        self.parser = None  # breaks the parser <-> protocol cycle (see ClientConnection.connection_lost)
+        # Breaks the parser <-> protocol cycle (see ClientConnection.connection_lost); nothing parses after this.
+        self.parser = None  # type: ignore[assignment]
         self.pool.discard(self)
         exchange = self.exchange
         if exchange is not None:

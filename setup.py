@@ -15,6 +15,7 @@ from setuptools import Extension, setup
 COMPILED_MODULES = (
     "fsmfast.proxy.router",
     "fsmfast.proxy.roles",
+    "fsmfast.pipeline.route",
     "fsmfast.proxy.upstream",
     "fsmfast.proxy.exchange",
     "fsmfast.proxy.downstream",

@@ -34,6 +34,7 @@ EXTENSIONS = {"fsmfast._parser": "fsmfast._parser", "fsmfast.tls._records": "tls
 COMPILED = (
     "fsmfast.proxy.router",
     "fsmfast.proxy.roles",
+    "fsmfast.pipeline.route",
     "fsmfast.proxy.upstream",
     "fsmfast.proxy.exchange",
     "fsmfast.proxy.downstream",

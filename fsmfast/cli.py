@@ -232,7 +232,12 @@ def add_route_tools(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     explain.add_argument("-c", "--config", required=True, metavar="PATH", help="manifest file or directory")
     explain.add_argument("--port", required=True, type=positive_int, help="listener port the request arrives on")
     explain.add_argument("--host", required=True, help="Host header (a :port suffix is ignored, as when serving)")
-    explain.add_argument("--path", required=True, help="request path, optionally with ?query")
+    explain.add_argument(
+        "--path",
+        required=True,
+        help="request-target as sent: a path, optionally with ?query (normalized as the worker does), an"
+        " absolute-form http://host/path, or *",
+    )
     explain.add_argument("--method", default="GET", help="request method (default: GET)")
     explain.add_argument(
         "--header", action="append", default=[], type=key_value, metavar="NAME=VALUE", help="a request header"

@@ -2,8 +2,11 @@
 
 Both read the snapshot ``fsmfast.compile.build`` makes and ask the worker's own router
 (``fsmfast.proxy.router``) every question: which virtual host a Host selects, which rule
-matches first, why each other candidate does not. Nothing here matches on its own, so what
-these commands print is what the data plane does.
+matches first, why each other candidate does not. ``explain`` walks the request through the
+worker's own pipeline stages (``fsmfast.pipeline``): the request-target is normalized or refused
+as the worker does it (dot segments, ``%2e``, ``//``, absolute-form, ``*``, CONNECT), then
+``route.find`` and ``route.choose`` decide. Nothing here matches on its own, so what these
+commands print is what the data plane does.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ from collections.abc import Sequence
 from urllib.parse import quote
 
 from fsmfast.config.duration import format_duration
+from fsmfast.pipeline import route
+from fsmfast.pipeline import target as target_stage
+from fsmfast.pipeline.decision import Choice, LocalReply, Redirect
 from fsmfast.proxy.conditions import RequestView
 from fsmfast.proxy.filters import RequestPlan
 from fsmfast.proxy.router import HostTable, Router, RouteRule, VHost, normalize_host
@@ -215,6 +221,49 @@ def _backend_lines(rule: RouteRule, method: bytes, headers: list[tuple[bytes, by
     return table(rows, indent="           ")
 
 
+class Walk:
+    """One request through the pipeline's stages as the worker takes it (``walk``)."""
+
+    __slots__ = ("decision", "headers", "host", "path", "rule", "table", "target")
+
+    def __init__(self) -> None:
+        self.decision: Choice | LocalReply | Redirect | None = None  # None: no listener serves HTTP there
+        self.rule: RouteRule | None = None
+        self.table: HostTable | None = None  # None when the target stage refused the request
+        self.path = b""  # as routed: normalized, without the query
+        self.target = b""  # as forwarded (before any URLRewrite)
+        self.host = b""  # the Host routed by (absolute-form replaces it)
+        self.headers: list[tuple[bytes, bytes]] = []
+
+    @property
+    def status(self) -> int:
+        """What the client gets from the gateway itself, or 0 when the request is forwarded."""
+        return 0 if self.decision is None or isinstance(self.decision, Choice) else self.decision.status
+
+
+def walk(
+    router: Router, port: int, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], scheme: bytes = b"http"
+) -> Walk:
+    """The decision of stages 2-5 (fsmfast.pipeline) for one request head, as the worker makes it."""
+    out = Walk()
+    headers = list(headers)
+    host = next((v for n, v in headers if n.lower() == b"host"), b"")
+    form = target_stage.normalize(method, target, host, headers)
+    if isinstance(form, LocalReply):
+        out.decision = form
+        return out
+    out.path, out.target, out.host = form
+    out.headers = headers
+    out.table = router.tables.get(port)
+    found = route.find(out.table, out.host, out.path, method, headers, out.target)
+    if not isinstance(found, RouteRule):
+        out.decision = found
+        return out
+    out.rule = found
+    out.decision = route.choose(found, scheme, out.host, port, method, headers, out.target, out.path, b"-")
+    return out
+
+
 def explain(
     snapshot: Snapshot,
     port: int,
@@ -225,12 +274,15 @@ def explain(
     query: Sequence[tuple[str, str]] = (),
 ) -> str:
     """A readable account of how the data plane routes one request."""
-    target = path if path.startswith("/") else "/" + path
+    # A path given without its leading slash gets one; a target the worker would read otherwise
+    # (absolute-form, *, CONNECT's authority-form) is kept as given, to be normalized or refused
+    # as the worker does it.
+    as_given = path.startswith("/") or path == "*" or "://" in path or method.upper() == "CONNECT"
+    target = path if as_given else "/" + path
     if query:
         extra = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in query)
         target += ("&" if "?" in target else "?") + extra
     raw_target = target.encode()
-    raw_path = raw_target.split(b"?", 1)[0]
     raw_headers = [(b"Host", host.encode())] + [(k.encode(), v.encode()) for k, v in headers]
     raw_method = method.upper().encode()
     lines = [f"request    {method.upper()} {target}  Host: {host}  port {port}"]
@@ -244,7 +296,17 @@ def explain(
         return "\n".join([*lines, f"listener   {NO} port {port} serves {listener.protocol}, not HTTP routes"]) + "\n"
     router = Router(snapshot)
     table_ = router.tables[port]
-    name = normalize_host(host.encode())
+    scheme = b"https" if listener.protocol == "HTTPS" else b"http"
+    walked = walk(router, port, raw_method, raw_target, raw_headers, scheme)
+    if walked.table is None:
+        reply = walked.decision
+        assert isinstance(reply, LocalReply)
+        lines.append(f"target     {NO} refused before routing: {reply.text}")
+        lines.append(f"result     {NO} {reply.status} ({reply.code}), answered by the gateway")
+        return "\n".join(lines) + "\n"
+    # What the worker routes by from here on: the normalized path and target, absolute-form's host.
+    raw_path, raw_target, raw_headers = walked.path, walked.target, walked.headers
+    name = normalize_host(walked.host)
     vhost = table_.find(name)
     names = ", ".join(vh.hostname for vh in listener.vhosts) or "none"
     if vhost is None:
@@ -257,8 +319,11 @@ def explain(
     others = [vh.hostname for vh in listener.vhosts if vh.hostname != vhost.hostname]
     if others:
         lines.append(f"           other hostnames on this port: {', '.join(others)}")
+    shown = raw_path.decode("latin-1")
+    given = target.split("?", 1)[0]
+    lines.append(f"path       {shown}" + (f"  (normalized from {given})" if given != shown else ""))
     lines += _candidates(vhost, raw_path, raw_method, raw_headers, raw_target)
-    winner = vhost.match(raw_path, raw_method, raw_headers, raw_target)
+    winner = walked.rule
     if winner is None:
         lines.append(f"result     {NO} no rule matches → 404")
         return "\n".join(lines) + "\n"
@@ -268,17 +333,24 @@ def explain(
     if extras:
         lines.append("filters    " + extras[0])
         lines += ["           " + e for e in extras[1:]]
-    if winner.redirect is not None:
-        scheme = b"https" if listener.protocol == "HTTPS" else b"http"
-        location = winner.redirect.location(scheme, name, port, raw_target).decode("latin-1")
-        lines.append(f"result     {OK} {winner.redirect.status} redirect, Location: {location}")
+    decision = walked.decision
+    if isinstance(decision, Redirect):
+        location = decision.location.decode("latin-1")
+        lines.append(f"result     {OK} {decision.status} redirect, Location: {location}")
         return "\n".join(lines) + "\n"
     if not winner.choices:
         lines.append(f"result     {NO} no backend to send to → 500")
         return "\n".join(lines) + "\n"
+    if isinstance(decision, LocalReply) and decision.code != "invalid_backend":
+        # A policy hook answered (fsmfast.pipeline.hooks).
+        lines.append(f"result     {NO} {decision.status} ({decision.code}): {decision.text}")
+        return "\n".join(lines) + "\n"
     lines.append("backends")
     lines += _backend_lines(winner, raw_method, raw_headers, raw_target)
-    lines.append(f"result     {OK} proxied to one of the backends above, by weight")
+    if all(c.backend is None for c in winner.choices):
+        lines.append(f"result     {NO} no usable backend → 500")
+    else:
+        lines.append(f"result     {OK} proxied to one of the backends above, by weight")
     return "\n".join(lines) + "\n"
 
 

@@ -2,15 +2,14 @@
 cimport cython
 
 from fsmfast._parser cimport (
-    normalize_host,
     normalize_target,
     read_request_head,
     scan_request,
     scan_request_line,
-    valid_host,
 )
+from fsmfast.pipeline.route cimport choose, find
 from fsmfast.proxy.exchange cimport Exchange
-from fsmfast.proxy.router cimport HostTable, RouteRule, VHost
+from fsmfast.proxy.router cimport Choice, RouteRule
 from fsmfast.proxy.roles cimport ClientSide
 
 # States and framings as C ints (see exchange.pxd).
@@ -57,7 +56,7 @@ cdef class ClientConnection(ClientSide):
     cdef Py_ssize_t _check_line(self, bytes data) except -2
     cpdef _request(self, bytes method, bytes target, bint http11, list headers, bint keep_alive, object parser)
     cpdef _message_done(self)
-    @cython.locals(table=HostTable, vhost=VHost, rule=RouteRule)
+    @cython.locals(found=object, rule=RouteRule, decision=object, choice=Choice)
     cpdef _route(self, Exchange ex, bytes host, bytes path)
     @cython.locals(ex=Exchange)
     cpdef exchange_finished(self, finished)

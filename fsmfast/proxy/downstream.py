@@ -28,17 +28,19 @@ import httptools
 from fsmfast.codec import (
     FRAME_CHUNKED,
     FRAME_NONE,
-    normalize_host,
     normalize_target,
     read_request_head,
     scan_request,
     scan_request_line,
-    valid_host,
 )
+from fsmfast.pipeline.decision import LocalReply, Redirect
+from fsmfast.pipeline.route import choose, find
+from fsmfast.pipeline.target import other_form
 from fsmfast.proxy import mirror
 from fsmfast.proxy.exchange import Exchange
 from fsmfast.proxy.roles import ClientSide
 from fsmfast.proxy.route_timer import RouteTimer
+from fsmfast.proxy.router import Choice, RouteRule
 from fsmfast.proxy.states import DONE, QUEUED, RESPONDING, StopParsing
 
 if TYPE_CHECKING:
@@ -80,8 +82,7 @@ class ClientConnection(ClientSide):
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         self.client_ip = b"-"
-        # Made when a head needs llhttp (see _feed).
-        self.parser: httptools.HttpRequestParser | None = None
+        self.parser = None  # an httptools.HttpRequestParser, made when a head needs llhttp (see _feed)
         self.queue: deque[Exchange] = deque()
         self.out: list[bytes] = []
         self.closing = False  # the transport is closing: write nothing more
@@ -123,9 +124,9 @@ class ClientConnection(ClientSide):
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports (and TLSLink) are not asyncio.Transport subclasses; they quack alike.
+        # uvloop's transports are not asyncio.Transport subclasses; they quack alike.
         self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)  # type: ignore[attr-defined]
+        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0]).encode()
@@ -417,13 +418,17 @@ class ClientConnection(ClientSide):
             if http11:
                 raise RejectRequest(400, "HTTP/1.1 request without Host", "bad_request")
             host = b""
+        # The target stage (fsmfast.pipeline.target): origin-form, the usual case, is normalized
+        # here by the same codec call that stage makes, without a Python call or a tuple of its own.
         if target.startswith(b"/"):
-            # One normalization for routing and forwarding (fsmfast.proxy.paths).
             path, target, bad = normalize_target(target)
             if bad is not None:
                 raise RejectRequest(400, bad, "bad_request")
         else:
-            path, target, host = self._other_form(method, target, host, headers)
+            form = other_form(method, target, host, headers)
+            if isinstance(form, LocalReply):
+                raise RejectRequest(form.status, form.text, form.code)
+            path, target, host = form
         tunnel = False
         if upgrade is not None and parser is not None and parser.should_upgrade():
             # llhttp hands everything after this head to the new protocol, so a body announced
@@ -458,48 +463,6 @@ class ClientConnection(ClientSide):
         if ex is not None:
             ex.request_complete()
 
-    def _other_form(
-        self, method: bytes, target: bytes, host: bytes, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[bytes, bytes, bytes]:
-        """``(path, target, host)`` for a request-target that is not origin-form, or a refusal."""
-        if method == b"CONNECT":
-            raise RejectRequest(405, "CONNECT is not supported", "method_not_allowed")
-        if target == b"*":
-            if method != b"OPTIONS":
-                raise RejectRequest(400, "request-target * is only valid with OPTIONS", "bad_request")
-            return b"*", b"*", host
-        sep = target.find(b"://")
-        scheme = target[:sep].lower() if sep > 0 else b""
-        if scheme != b"http" and scheme != b"https":
-            raise RejectRequest(400, "unsupported request-target form", "bad_request")
-        # Absolute-form (RFC 9112 §3.2.2): the authority names the host, the upstream gets
-        # origin-form, and the Host header is replaced by the authority so that routing and
-        # upstream agree on one host.
-        rest = target[sep + 3 :]
-        end = len(rest)
-        for stop in (b"/", b"?"):
-            i = rest.find(stop, 0, end)
-            if i >= 0:
-                end = i
-        authority = rest[:end]
-        if b"@" in authority:
-            raise RejectRequest(400, "userinfo in request-target", "bad_request")  # RFC 9110 §4.2.4
-        if not authority or not valid_host(authority):
-            raise RejectRequest(400, "invalid authority in request-target", "bad_request")
-        origin = rest[end:]
-        path, origin, bad = normalize_target(origin if origin.startswith(b"/") else b"/" + origin)
-        if bad is not None:
-            raise RejectRequest(400, bad, "bad_request")
-        if any(len(n) == 4 and n.lower() == b"host" for n, _ in headers):
-            if not _same_authority(host, authority, 443 if scheme == b"https" else 80):
-                # HAProxy refuses this too: two different hosts in one request is how a route is
-                # chosen for one and the request served for the other.
-                raise RejectRequest(400, "Host header does not match the request-target", "bad_request")
-            headers[:] = [(n, authority) if len(n) == 4 and n.lower() == b"host" else (n, v) for n, v in headers]
-        else:
-            headers.append((b"Host", authority))
-        return path, origin, authority
-
     def _rule_options(self, ex: Exchange, upgrade: bytes | None) -> None:
         """Per-rule data-plane knobs (fsmfast.io annotations): body size limit, WebSocket."""
         assert ex.rule is not None
@@ -531,31 +494,25 @@ class ClientConnection(ClientSide):
         return True
 
     def _route(self, ex: Exchange, host: bytes, path: bytes) -> None:
+        """Stages 3-5 of fsmfast.pipeline (the ones ``fsmfast explain`` runs too), then what the
+        decision means for ``ex``: an answer of its own, or the backend and plan to forward with."""
         if self.over_tls and (self.admit_every or host != self._admitted):
             if not self.admit(ex, host):
                 return
             self._admitted = host
-        table = self.ctx.router.tables.get(self.port)
-        vhost = table.find(normalize_host(host)) if table is not None else None
-        if vhost is None:
-            ex.set_local(404, f"no route for host {host.decode('latin-1')!r}", "no_route")
+        # The router is set before the worker accepts its first connection.
+        tables = self.ctx.router.tables  # type: ignore[union-attr]
+        found = find(tables.get(self.port), host, path, ex.method, ex.headers, ex.target)
+        if not isinstance(found, RouteRule):
+            _answer(ex, found)
             return
-        rule = vhost.match(path, ex.method, ex.headers, ex.target)
-        if rule is None:
-            ex.set_local(404, f"no route for {path.decode('latin-1')!r} on host {vhost.hostname}", "no_route")
-            return
+        rule = found
         ex.rule = rule
-        if rule.redirect is not None:
-            location = rule.redirect.location(self.scheme, normalize_host(host), self.port, ex.target)
-            ex.set_local(rule.redirect.status, f"redirect to {location.decode('latin-1')}", "redirect", location)
+        decision = choose(rule, self.scheme, host, self.port, ex.method, ex.headers, ex.target, path, self.client_ip)
+        if not isinstance(decision, Choice):
+            _answer(ex, decision)
             return
-        choice = rule.pick()
-        if choice is None or choice.backend is None:
-            # The rule's name holds its namespace and route (the access log's "route" has it).
-            why = " has no backend" if choice is None else f": {choice.error}"
-            text = f"route {rule.name}{why}" if ex.detailed_errors() else "no usable backend for this route"
-            ex.set_local(500, text, "invalid_backend")
-            return
+        choice = decision
         ex.backend = choice.backend
         # HTTPRoute filters and timeouts: precomputed, None for a plain rule.
         if choice.plan is not None:
@@ -797,17 +754,11 @@ def _after_empty_lines(data: bytes) -> bytes:
 _TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
-def _same_authority(a: bytes, b: bytes, default_port: int) -> bool:
-    """Two valid Host values name the same host and port (case, a trailing dot and the
-    scheme's default port aside)."""
-    return _host_port(a, default_port) == _host_port(b, default_port)
-
-
-def _host_port(value: bytes, default_port: int) -> tuple[bytes, int]:
-    if value.startswith(b"["):
-        end = value.find(b"]") + 1
-        host, port = value[:end], value[end + 1 :]
+def _answer(ex: Exchange, decision: LocalReply | Redirect) -> None:
+    """A pipeline decision the gateway answers itself, set on ``ex`` to be sent in its turn."""
+    if isinstance(decision, Redirect):
+        ex.set_local(decision.status, decision.text, "redirect", decision.location)
+    elif decision.detail is not None and ex.detailed_errors():
+        ex.set_local(decision.status, decision.detail, decision.code)
     else:
-        host, _, port = value.partition(b":")
-    # valid_host() has checked the port is digits only.
-    return host.rstrip(b".").lower(), int(port) if port else default_port
+        ex.set_local(decision.status, decision.text, decision.code)

@@ -7,6 +7,7 @@ cdef class Choice:
     cdef public object error
     cdef public object name
     cdef public object plan
+    cdef public tuple policies
     cdef public object weight
 
 
@@ -18,6 +19,7 @@ cdef class RouteRule:
     cdef public object conditions
     cdef public bytes exact
     cdef public object name
+    cdef public tuple policies
     cdef public bytes prefix
     cdef public object redirect
     cdef public object regex

@@ -51,7 +51,7 @@ class Choice:
     is what the rule's and this backendRef's filters do to the request, or None.
     """
 
-    __slots__ = ("backend", "error", "name", "plan", "weight")
+    __slots__ = ("backend", "error", "name", "plan", "policies", "weight")
 
     def __init__(
         self, weight: int, backend: Any, error: str | None, name: str | None, plan: RequestPlan | None
@@ -61,6 +61,9 @@ class Choice:
         self.error = error
         self.name = name
         self.plan = plan
+        # The backend's policy hooks (fsmfast.pipeline.hooks), copied here so that the request
+        # path tests them without a getattr on the backend object; empty for every backend today.
+        self.policies: tuple[Any, ...] = tuple(getattr(backend, "policies", ()))
 
 
 class RouteRule:
@@ -74,6 +77,7 @@ class RouteRule:
         "conditions",
         "exact",
         "name",
+        "policies",
         "prefix",
         "redirect",
         "regex",
@@ -98,6 +102,9 @@ class RouteRule:
             RedirectPlan(filters.redirect, self.prefix) if filters is not None and filters.redirect else None
         )
         self.timeouts: Timeouts | None = rule.timeouts
+        # This route's policy hooks (fsmfast.pipeline.hooks), run in order before a backend is
+        # chosen; none is configured yet, and an empty tuple costs the request one truth test.
+        self.policies: tuple[Any, ...] = ()
         self.choices: list[Choice] = []
         for ref in rule.backends:
             if ref.weight <= 0:

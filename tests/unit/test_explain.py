@@ -128,6 +128,40 @@ def test_explain_redirect_and_misses(config: Path) -> None:
     assert "no hostname on port 8001 matches a → 404 (hostnames: none)" in explain(snap, 8001, "a", "/")
 
 
+def test_explain_matches_the_normalized_path_as_the_worker_does(config: Path) -> None:
+    snap = build(str(config)).snapshot
+    for given in ("/a/../health", "/a/%2e%2E/health", "//health", "/%68ealth", "http://api.example.com:80/x/../health"):
+        text = explain(snap, 8000, "api.example.com", given)
+        assert f"path       /health  (normalized from {given})" in text, text
+        assert "matched    httproute/ns/api/rule/0/match/0" in text, text
+    text = explain(snap, 8000, "api.example.com", "/health")
+    assert "path       /health\n" in text  # nothing to normalize: no "from"
+    # Absolute-form names the host the worker routes by.
+    text = explain(snap, 8000, "other.example", "http://OTHER.example.:80/health")
+    assert "host other.example → virtual host * (any hostname)" in text
+    assert "matched    httproute/ns/catch-all/rule/0/match/0" in text
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "status", "why"),
+    [
+        ("/../health", "GET", 400, "request path goes above the root"),
+        ("/v1/%2e%2e/%2E%2E/x", "GET", 400, "request path goes above the root"),
+        ("http://elsewhere.example/health", "GET", 400, "Host header does not match the request-target"),
+        ("ftp://api.example.com/", "GET", 400, "unsupported request-target form"),
+        ("*", "GET", 400, "request-target * is only valid with OPTIONS"),
+        ("api.example.com:443", "CONNECT", 405, "CONNECT is not supported"),
+    ],
+)
+def test_explain_prints_the_refusal_the_worker_gives(
+    config: Path, path: str, method: str, status: int, why: str
+) -> None:
+    lines = explain(build(str(config)).snapshot, 8000, "api.example.com", path, method).splitlines()
+    assert lines[1] == f"target     ✗ refused before routing: {why}"
+    code = "method_not_allowed" if status == 405 else "bad_request"
+    assert lines[-1] == f"result     ✗ {status} ({code}), answered by the gateway"
+
+
 def test_cli_routes_and_explain(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["routes", "-c", str(config)]) == 0
     assert "host api.example.com" in capsys.readouterr().out

@@ -1,0 +1,55 @@
+"""What a pipeline stage decides, as plain values.
+
+Forwarding is the rule's own ``fsmfast.proxy.router.Choice`` (backend and request plan, made
+once per snapshot). The two answers the gateway gives itself are made here, only when a request
+gets one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fsmfast.proxy.router import Choice
+
+__all__ = ["Choice", "Decision", "LocalReply", "Redirect"]
+
+
+class LocalReply:
+    """An answer without an upstream: status, the body's text, the access log's reason code.
+
+    ``detail`` replaces ``text`` where detailed errors are on (it may name namespaces and
+    Services); ``rule`` is the rule that matched, if any (the access log's route).
+    """
+
+    __slots__ = ("code", "detail", "rule", "status", "text")
+
+    def __init__(self, status: int, text: str, code: str, detail: str | None = None, rule: Any = None) -> None:
+        self.status = status
+        self.text = text
+        self.code = code
+        self.detail = detail
+        self.rule = rule
+
+    def __repr__(self) -> str:
+        return f"LocalReply({self.status}, {self.text!r}, {self.code!r})"
+
+
+class Redirect:
+    """A RequestRedirect filter's answer: status and Location."""
+
+    __slots__ = ("location", "rule", "status")
+
+    def __init__(self, status: int, location: bytes, rule: Any = None) -> None:
+        self.status = status
+        self.location = location
+        self.rule = rule
+
+    @property
+    def text(self) -> str:
+        return f"redirect to {self.location.decode('latin-1')}"
+
+    def __repr__(self) -> str:
+        return f"Redirect({self.status}, {self.location!r})"
+
+
+Decision = Choice | LocalReply | Redirect

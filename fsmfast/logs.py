@@ -73,6 +73,7 @@ def setup(role: str, level: int = logging.INFO, rate_limit: bool = True) -> logg
     if _sink is None or _sink.fd != fd:
         _sink = LineSink(fd, BACKLOG, _dropped_notice)
     handler = SinkHandler(_sink)
+    # A marker on a stdlib Handler (which declares no such attribute), to find ours among the root's handlers.
     handler._fsmfast = True  # type: ignore[attr-defined]
     handler.setFormatter(_Formatter(FORMAT, DATEFMT))
     handler.addFilter(_RoleFilter())

@@ -41,6 +41,7 @@ class _Loader(_BaseLoader):
                 self.duplicates.append(f"duplicate key {key!s} at line {line} (first at line {first})")
             else:
                 seen[key] = line
+        # The base is picked at import (CSafeLoader or SafeLoader), so the checker sees Any.
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
 

@@ -209,6 +209,7 @@ class Arbiter:
     def _restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
             with contextlib.suppress(OSError, ValueError, TypeError):
+                # Whatever signal() returned before, put back as it was (None for a C-level handler is refused).
                 signal.signal(sig, handler)  # type: ignore[arg-type]
         self._old_handlers.clear()
 

@@ -96,6 +96,7 @@ def _escape(value: str) -> str:
 
 
 def _decode(cert_path: str) -> CertInfo:
+    # CPython's private certificate decoder (what getpeercert() returns, from a file); typeshed omits it.
     decoded = ssl._ssl._test_decode_cert(cert_path)  # type: ignore[attr-defined]
     names: list[str] = [v.lower() for k, v in decoded.get("subjectAltName", ()) if k == "DNS"]
     cn = next((v for rdn in decoded.get("subject", ()) for k, v in rdn if k == "commonName"), None)

@@ -207,6 +207,7 @@ class _PendingServer:
         pass
 
 
+# Only close() is ever called on a slot's value, so the stand-in implements no more of AbstractServer.
 _PENDING: asyncio.AbstractServer = _PendingServer()  # type: ignore[assignment]
 
 

@@ -82,7 +82,8 @@ class ClientConnection(ClientSide):
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         self.client_ip = b"-"
-        self.parser = None  # an httptools.HttpRequestParser, made when a head needs llhttp (see _feed)
+        # Made when a head needs llhttp (see _feed).
+        self.parser: httptools.HttpRequestParser | None = None
         self.queue: deque[Exchange] = deque()
         self.out: list[bytes] = []
         self.closing = False  # the transport is closing: write nothing more
@@ -124,9 +125,9 @@ class ClientConnection(ClientSide):
     # -- asyncio.Protocol --------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports are not asyncio.Transport subclasses; they quack alike.
+        # uvloop's transports (and TLSLink) are not asyncio.Transport subclasses; they quack alike.
         self.transport = transport  # type: ignore[assignment]
-        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)
+        transport.set_write_buffer_limits(WRITE_HIGH, WRITE_LOW)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
         if peer:
             self.client_ip = str(peer[0]).encode()

@@ -9,6 +9,9 @@ from fsmfast.proxy.upstream cimport BackendState, Pool, UpstreamConnection
 # ints here: comparing a C field with them then costs no boxing and no global lookup.
 cdef int QUEUED, CONNECTING, SENDING, RESPONDING, DONE
 cdef long long FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
+# Whether transitions are checked against the table (fsmfast.proxy.states): a C flag, so an
+# unchecked build pays one C `if` per transition.
+cdef bint CHECK_STATES
 
 
 # deadline, is_head and upgrade are UpstreamUser's: the upstream connection reads them in C.

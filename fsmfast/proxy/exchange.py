@@ -4,12 +4,26 @@ Theory of operation
 -------------------
 A client connection parses requests with httptools and queues one ``Exchange`` per
 request. Only the head of the queue is active; the others wait in QUEUED with their
-bodies buffered up to a bound (pipelined clients get answers in order). States:
+bodies buffered up to a bound (pipelined clients get answers in order). The transitions, as
+fsmfast.proxy.states.TRANSITIONS has them (a test keeps this list and the table the same; each
+move is checked against the table when state checks are on, see ``check_states``):
 
-    QUEUED --activate--> CONNECTING --upstream_ready--> SENDING --response_head--> RESPONDING
-       |                     |                            |                            |
-       |                     +--upstream_failed-----------+--(error reply)-------------+--> DONE
-       +--(local reply: 404/500/503)------------------------------------------------------> DONE
+    QUEUED     --upstream_ready-----> SENDING
+    QUEUED     --connect------------> CONNECTING
+    QUEUED     --reply--------------> DONE
+    QUEUED     --client_lost--------> DONE
+    CONNECTING --upstream_ready-----> SENDING
+    CONNECTING --reply--------------> DONE
+    CONNECTING --client_lost--------> DONE
+    SENDING    --response_head------> RESPONDING
+    SENDING    --retry--------------> CONNECTING
+    SENDING    --reply--------------> DONE
+    SENDING    --upgrade------------> DONE
+    SENDING    --client_lost--------> DONE
+    RESPONDING --response_complete--> DONE
+    RESPONDING --upstream_eof-------> DONE
+    RESPONDING --abort--------------> DONE
+    RESPONDING --client_lost--------> DONE
 
 - SENDING: the request head went upstream, the body streams as it arrives; the response
   timeout runs. A reused (pooled) connection that dies here before any response byte is
@@ -45,10 +59,20 @@ from fsmfast.codec import (
     parse_response_head,
     relay_response_head,
 )
-from fsmfast.proxy import mirror
+from fsmfast.proxy import mirror, states
 from fsmfast.proxy.local_reply import CONTINUE_100, error_response
 from fsmfast.proxy.roles import ClientSide, UpstreamUser
-from fsmfast.proxy.states import CONNECTING, DONE, QUEUED, RESPONDING, SENDING, StopParsing, UpstreamError
+from fsmfast.proxy.states import (
+    CHECK_STATES,
+    CONNECTING,
+    DONE,
+    QUEUED,
+    RESPONDING,
+    SENDING,
+    StopParsing,
+    UpstreamError,
+    transition,
+)
 from fsmfast.proxy.upstream import BackendState, Pool, UpstreamConnection
 from fsmfast.proxy.websocket import UPGRADE_WEBSOCKET
 
@@ -67,6 +91,16 @@ PENDING_LIMIT = 256 * 1024
 # answer is the client's timeout (408), not an upstream failure. Servers' read timeouts are seconds.
 CLIENT_STALL = 1.0
 LAST_CHUNK = b"0\r\n\r\n"
+
+
+def check_states(on: bool) -> None:
+    """Check every transition against fsmfast.proxy.states.TRANSITIONS (debug builds, tests).
+
+    The flag is a module global (a C one when compiled), read where each transition is taken.
+    """
+    global CHECK_STATES
+    CHECK_STATES = on
+    states.CHECK_STATES = on  # for the modules that read it there (websocket)
 
 
 class Exchange(UpstreamUser):
@@ -228,6 +262,8 @@ class Exchange(UpstreamUser):
         if conn is not None:
             self.upstream_ready(conn, reused=True)
         else:
+            if CHECK_STATES:
+                transition(self, self.state, "connect", CONNECTING)
             self.state = CONNECTING
             pool.connect(self)
 
@@ -298,6 +334,8 @@ class Exchange(UpstreamUser):
         if self.status == 0:
             self.status = 499  # nginx's code for "client closed request"
         self.reason = self.reason or "downstream_disconnect"
+        if CHECK_STATES:
+            transition(self, self.state, "client_lost", DONE)
         self.state = DONE
         if self.client.ctx.access_log.enabled:
             self._log()
@@ -322,6 +360,8 @@ class Exchange(UpstreamUser):
         conn.got_bytes = False
         self.conn = conn
         self.reused = reused
+        if CHECK_STATES:
+            transition(self, self.state, "upstream_ready", SENDING)
         self.state = SENDING
         self.touch()
         target, headers = self.target, self.headers
@@ -403,6 +443,8 @@ class Exchange(UpstreamUser):
         the whole body follows the head in ``head`` (``whole_response``) and goes out with it."""
         if self.state != SENDING:
             return
+        if CHECK_STATES:
+            transition(self, SENDING, "response_head", RESPONDING)
         self.state = RESPONDING
         self.status = status
         self.touch()
@@ -460,6 +502,8 @@ class Exchange(UpstreamUser):
         conn = connection  # typed (see upstream_ready)
         if self.state != RESPONDING:
             return
+        if CHECK_STATES:
+            transition(self, RESPONDING, "response_complete", DONE)
         if self.resp_framing == FRAME_CHUNKED:
             self.client.out.append(LAST_CHUNK)
         self.conn = None
@@ -485,6 +529,8 @@ class Exchange(UpstreamUser):
         if state == RESPONDING:
             if self.close_delimited:
                 # EOF is how a close-delimited body ends: the response is complete.
+                if CHECK_STATES:
+                    transition(self, RESPONDING, "upstream_eof", DONE)
                 if self.resp_framing == FRAME_CHUNKED:
                     self.client.out.append(LAST_CHUNK)
                 self._finish()
@@ -503,6 +549,8 @@ class Exchange(UpstreamUser):
         ):
             # A pooled connection the server had already closed: retry once, fresh.
             self.retried = True
+            if CHECK_STATES:
+                transition(self, SENDING, "retry", CONNECTING)
             self.state = CONNECTING
             self.pool.connect(self)
             return
@@ -641,6 +689,8 @@ class Exchange(UpstreamUser):
 
     def reply(self, status: int, text: str, code: str, location: bytes = b"") -> None:
         """A response produced by the gateway itself (``location``: a redirect's Location)."""
+        if CHECK_STATES:
+            transition(self, self.state, "reply", DONE)
         if not self.request_done:
             # The body is still coming and we will not read it: close after replying.
             self.keep_alive = False
@@ -660,6 +710,8 @@ class Exchange(UpstreamUser):
         self.reason = code
         log.warning("aborting client %s: %s [%s]", self.client.client_ip.decode(), message, code)
         self.keep_alive = False
+        if CHECK_STATES:
+            transition(self, self.state, "abort", DONE)
         self.state = DONE
         if self.timer is not None:
             self.timer.cancel()

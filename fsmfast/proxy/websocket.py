@@ -29,6 +29,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from fsmfast.codec import FRAME_NONE, build_response_head
+from fsmfast.proxy import states
 from fsmfast.proxy.states import DONE
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ def open_tunnel(
         return
     ex.status = 101
     # DONE for the worker's tick and the exchange's own timers: the tunnel owns it from here.
+    if states.CHECK_STATES:
+        states.transition(ex, ex.state, "upgrade", DONE)
     ex.state = DONE
     if ex.plan is not None:
         headers = ex.plan.response(headers)  # ResponseHeaderModifier: the 101 is the route's response

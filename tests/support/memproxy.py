@@ -11,6 +11,10 @@ is answered (``200``, empty body), which lets the next pipelined request go. Aft
   llhttp instance (a framing disagreement shows up as a parse error or a wrong body);
 - ``refused``: statuses of the answers the gateway produced itself.
 
+With ``auto_answer=False`` the test plays the upstreams itself (``respond``, ``lose``), and
+``listen`` starts a real loopback upstream for the connections the pool opens afresh (a retry):
+enough to drive one exchange through any path of its state machine in-process.
+
 The invariant the fuzz tests check (``check_framing``): every request an upstream received
 is complete, well-framed, and byte for byte a request the gateway parsed (same method,
 target as forwarded, same body); nothing else reaches an upstream.
@@ -158,7 +162,7 @@ class _RecordingClient(ClientConnection):
         super()._message_done()
 
 
-def _snapshot() -> Snapshot:
+def _snapshot(upstream_port: int = 19001) -> Snapshot:
     return Snapshot(
         schema=SCHEMA,
         generation=1,
@@ -187,12 +191,14 @@ def _snapshot() -> Snapshot:
                 ),
             ),
         ),
-        backends={"ns/up:80": Backend(name="ns/up:80", endpoints=(Endpoint(host="127.0.0.1", port=19001),))},
+        backends={"ns/up:80": Backend(name="ns/up:80", endpoints=(Endpoint(host="127.0.0.1", port=upstream_port),))},
     )
 
 
 class MemoryProxy:
-    def __init__(self, upstream_connections: int = 64, **settings: Any) -> None:
+    def __init__(self, upstream_connections: int = 64, auto_answer: bool = True, **settings: Any) -> None:
+        self.auto_answer = auto_answer
+        self.servers: list[asyncio.AbstractServer] = []
         self.loop = asyncio.new_event_loop()
         self.ctx = Context(self.loop, Settings(config_path="", access_log=False, **settings), 0)
         self.ctx.apply(_snapshot())
@@ -212,6 +218,9 @@ class MemoryProxy:
         self._answered = [0] * upstream_connections
 
     def close(self) -> None:
+        for server in self.servers:
+            server.close()
+            self.loop.run_until_complete(server.wait_closed())
         self.loop.close()
 
     def feed(self, data: bytes) -> None:
@@ -219,24 +228,77 @@ class MemoryProxy:
             self.client.data_received(data)
         self.answer()
 
+    def _collect(self, i: int) -> _Collector:
+        _conn, transport, collector = self.upstreams[i]
+        data = transport.data()
+        if len(data) > self._seen[i]:
+            try:
+                collector.parser.feed_data(data[self._seen[i] :])
+            except httptools.HttpParserUpgrade:
+                pass
+            self._seen[i] = len(data)
+        return collector
+
     def answer(self) -> None:
         """Answer every upstream connection that holds a complete, unanswered request."""
-        progress = True
+        progress = self.auto_answer
         while progress:
             progress = False
-            for i, (conn, transport, collector) in enumerate(self.upstreams):
-                data = transport.data()
-                if len(data) > self._seen[i]:
-                    try:
-                        collector.parser.feed_data(data[self._seen[i] :])
-                    except httptools.HttpParserUpgrade:
-                        pass
-                    self._seen[i] = len(data)
+            for i, (conn, _transport, collector) in enumerate(self.upstreams):
+                self._collect(i)
                 complete = sum(1 for r in collector.requests if r.complete)
                 if conn.exchange is not None and complete > self._answered[i]:
                     self._answered[i] += 1
                     conn.data_received(RESPONSE)
                     progress = True
+
+    # -- playing the upstreams by hand (auto_answer=False) --------------------------------
+
+    def received(self, i: int) -> list[Parsed]:
+        """The requests upstream connection ``i`` has received so far."""
+        return self._collect(i).requests
+
+    def respond(self, i: int, data: bytes) -> None:
+        """Upstream connection ``i`` sends ``data`` (a read of the gateway's)."""
+        self._collect(i)
+        self.upstreams[i][0].data_received(data)
+
+    def lose(self, i: int, exc: Exception | None = None) -> None:
+        """Upstream connection ``i`` is gone (the server closed it, or a reset)."""
+        self._collect(i)
+        transport = self.upstreams[i][1]
+        transport.closed = True
+        self.upstreams[i][0].connection_lost(exc)
+
+    def listen(self, response: bytes) -> None:
+        """A real loopback upstream answering every request head with ``response``; the pool opens
+        its new connections there (the in-memory ones stay what they are)."""
+
+        class Answer(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                self.transport = transport
+                self.buffer = b""
+
+            def data_received(self, data: bytes) -> None:
+                self.buffer += data
+                if b"\r\n\r\n" in self.buffer:
+                    self.buffer = b""
+                    self.transport.write(response)  # type: ignore[attr-defined]
+
+        server = self.loop.run_until_complete(self.loop.create_server(Answer, "127.0.0.1", 0))
+        self.servers.append(server)
+        port = server.sockets[0].getsockname()[1]
+        self.pool.port = port
+        self.pool.address = f"127.0.0.1:{port}"
+
+    def run_until(self, done: Any, timeout: float = 5.0) -> None:
+        """Runs the loop (real connections, timers) until ``done()`` is true."""
+
+        async def wait() -> None:
+            while not done():
+                await asyncio.sleep(0.005)
+
+        self.loop.run_until_complete(asyncio.wait_for(wait(), timeout))
 
     @property
     def parsed(self) -> list[Parsed]:

@@ -166,7 +166,7 @@ def test_the_checker_sees_what_counts_and_skips_type_checking() -> None:
     source = """
 from typing import TYPE_CHECKING
 import fsmfast.proxy.states
-from fsmfast.proxy import headers
+from fsmfast.proxy import local_reply
 if TYPE_CHECKING:
     from fsmfast.proxy.exchange import Exchange
 else:
@@ -177,7 +177,7 @@ def later():
     found = _runtime_imports(ast.parse(source), "fsmfast.proxy")
     assert found == {
         "fsmfast.proxy.states",
-        "fsmfast.proxy.headers",
+        "fsmfast.proxy.local_reply",
         "fsmfast.proxy.mirror",
         "fsmfast.proxy.websocket",
     }

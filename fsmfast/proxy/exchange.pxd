@@ -1,7 +1,9 @@
 # Compiled declarations for exchange.py (see upstream.pxd for why a .pxd and not a .pyx).
 cimport cython
 
-from fsmfast._parser cimport build_request_head, build_response_head, chunk, parse_response_head, relay_response_head
+from fsmfast._parser cimport (
+    ResponseHead, build_request_head, build_response_head, chunk, parse_response_head, relay_response_head,
+)
 from fsmfast.proxy.roles cimport ClientSide, UpstreamUser
 from fsmfast.proxy.upstream cimport BackendState, Pool, UpstreamConnection
 
@@ -72,6 +74,8 @@ cdef class Exchange(UpstreamUser):
     cpdef upstream_protocol_error(self, str message)
     cpdef upstream_write_paused(self)
     cpdef upstream_write_resumed(self)
+    # plain typed: relay_response_head takes a ResponseHead, and an untyped local costs a type test per response.
+    @cython.locals(plain=ResponseHead)
     cpdef response_head(self, int status, long long length, bint chunked, bytes head, Py_ssize_t start,
                         Py_ssize_t end, bint up_keep_alive, Py_ssize_t body_end=*)
     cpdef whole_response(self, conn, int status, bytes data, Py_ssize_t end, long long length,

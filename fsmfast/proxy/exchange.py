@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from fsmfast.codec import (
     FRAME_CHUNKED,
@@ -77,6 +77,7 @@ from fsmfast.proxy.upstream import BackendState, Pool, UpstreamConnection
 from fsmfast.proxy.websocket import UPGRADE_WEBSOCKET
 
 if TYPE_CHECKING:
+    from fsmfast.proxy.downstream import ClientConnection
     from fsmfast.proxy.filters import RequestPlan
     from fsmfast.proxy.route_timer import RouteTimer
     from fsmfast.proxy.router import RouteRule
@@ -616,7 +617,8 @@ class Exchange(UpstreamUser):
     def _client_stalled(self) -> bool:
         """This request's body is still due from a client that has sent none of it for
         CLIENT_STALL seconds (time the gateway paused the client does not count)."""
-        client = self.client
+        # Beyond the role, by name: only where an upstream gave up or timed out.
+        client = cast("ClientConnection", self.client)
         return (
             not self.request_done
             and not self.up_paused
@@ -627,7 +629,7 @@ class Exchange(UpstreamUser):
     def _blame_client(self, what: str) -> None:
         """The upstream gave up waiting for the body the client stopped sending: 408, as the body
         timeout would have answered; the error log says what the upstream did."""
-        client = self.client
+        client = cast("ClientConnection", self.client)  # beyond the role (see _client_stalled)
         idle = client.ctx.clock - max(client.body_at, self.started)
         pool = self.pool
         log.info(
@@ -749,7 +751,8 @@ class Exchange(UpstreamUser):
                 "backend": pool.backend_name if pool is not None else getattr(self.backend, "name", None),
                 "upstream": pool.address if pool is not None and self.reason != "no_healthy_upstream" else None,
                 "reason": self.reason,
-                # Only on TLS connections: sni, tls (version), client_cert (subject).
-                **(self.client.tls_log or {}),
+                # Only on TLS connections: sni, tls (version), client_cert (subject). ClientConnection's,
+                # not the role's: read by name (a cast would cost a call per logged request).
+                **(getattr(self.client, "tls_log", None) or {}),
             }
         )

@@ -73,6 +73,14 @@ class ClientSide:
     out: list[bytes]
     stop_reading: bool
     body_at: float
+    # Why the exchange pauses the client's reading (class attributes, read by name; the connection
+    # keeps one bit per reason).
+    PAUSE_UPSTREAM = 1  # the active upstream's write buffer is full
+    PAUSE_PENDING = 2  # a waiting exchange holds too much body
+
+    def body_stalled(self, now: float, limit: float) -> bool:
+        """The request body being read has not moved for ``limit`` seconds (see ClientConnection)."""
+        raise NotImplementedError
 
     def exchange_finished(self, ex: Exchange) -> None:
         """``ex`` (the head of the queue) is done: the next pipelined exchange may go."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from fsmfast.codec import FRAME_NONE, build_response_head
 from fsmfast.proxy import states
@@ -50,7 +50,7 @@ def open_tunnel(
     ex: Exchange, conn: UpstreamConnection, reason: bytes, headers: list[tuple[bytes, bytes]], early: bytes
 ) -> None:
     """The upstream answered ``ex``'s handshake with 101: answer the client and splice the two."""
-    client = ex.client
+    client = cast("ClientConnection", ex.client)  # only a client connection's exchanges upgrade
     client_t = client.transport
     up_t = conn.transport
     conn.exchange = None

@@ -18,8 +18,6 @@ import termios
 import time
 from typing import TYPE_CHECKING
 
-# The module, not its names: ports imports the client protocol, whose compiled module imports this
-# one's type while it initializes, before ports has defined anything (see fsmfast/_compiled.py).
 from fsmfast.proxy import ports as port_runtime
 from fsmfast.proxy.accesslog import AccessLog
 from fsmfast.proxy.options import RuleOptions, rule_options

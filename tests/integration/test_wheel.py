@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from fsmfast._compiled import COMPILED
 from tests.support import manifests as m
 from tests.support.pki import Pki
 from tests.support.procs import Gunicorn, free_port, wait_for, wait_port
+from tests.unit.test_proxy_compiled import DESCRIBED
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_HOST = REPO / "wheels" / "build_host.sh"
@@ -131,8 +133,9 @@ def test_wheel_is_manylinux_and_carries_only_what_runs(installed: Installed) -> 
     assert "manylinux_2_17" in name, f"expected the most compatible tag the symbols allow (2_17): {name}"
     names = zipfile.ZipFile(installed.wheel).namelist()
     assert [n for n in names if n.startswith("fsmfast/_parser.") and n.endswith(".so")], names
+    assert [n for n in names if n.startswith("fsmfast/tls/_records.") and n.endswith(".so")], names
     assert "fsmfast/_parser.pyi" in names and "fsmfast/py.typed" in names, names
-    for core in ("proxy/router", "proxy/upstream", "proxy/exchange", "proxy/downstream", "worker/context"):
+    for core in (name.removeprefix("fsmfast.").replace(".", "/") for name in COMPILED):
         # Compiled, and its source kept: the .py is the pure-Python twin FSMFAST_NO_EXTENSIONS=1 runs.
         assert [n for n in names if n.startswith(f"fsmfast/{core}.") and n.endswith(".so")], names
         assert f"fsmfast/{core}.py" in names, names
@@ -148,10 +151,9 @@ def test_installed_package_uses_its_compiled_parser(installed: Installed) -> Non
     )
     out = _run([installed.venv / "bin" / "python", "-c", code], 60, env=installed.env, cwd=installed.cwd)
     package, parser, using, described = json.loads(out.stdout)
-    assert described == (
-        "compiled fsmfast._parser, tls._records, proxy.router, proxy.upstream, proxy.exchange, proxy.downstream,"
-        " tls.link, worker.context"
-    )
+    # The same words the checkout's own test expects (tests/unit/test_proxy_compiled.py): every native
+    # piece, the codec, the record layer and each compiled module, runs compiled from the wheel.
+    assert described == DESCRIBED
     assert Path(package).is_relative_to(installed.venv), package
     assert parser.endswith(".so") and Path(parser).is_relative_to(installed.venv), parser
     assert using is True

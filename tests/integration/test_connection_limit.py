@@ -27,29 +27,13 @@ from tests.support.upstreams import Client, Upstream, build_request
 HOST = [("Host", "h.test")]
 
 
-def _config(path: Path, port: int, up: Upstream) -> Path:
-    gateway = (
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
-        f"metadata: {{name: gw, namespace: {manifests.NAMESPACE}}}\n"
-        f"spec: {{gatewayClassName: fsmfast, listeners: [{{name: http, protocol: HTTP, port: {port}}}]}}\n"
-    )
-    route = (
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
-        f"metadata: {{name: r, namespace: {manifests.NAMESPACE}}}\n"
-        "spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: svc, port: 80}]}]}\n"
-    )
-    path.write_text(
-        manifests.documents(
-            gateway, manifests.service("svc", 80, up.port), manifests.endpoint_slice("svc", up.port), route
-        )
-    )
-    return path
-
-
 def _gateway(tmp_path: Path, up: Upstream, limit: int) -> tuple[Gateway, int]:
     port = free_port()
     return Gateway(
-        _config(tmp_path / "gw.yaml", port, up), [port], workers=1, args=("--max-connections", str(limit))
+        manifests.one_route(tmp_path / "gw.yaml", port, up.port),
+        [port],
+        workers=1,
+        args=("--max-connections", str(limit)),
     ), port
 
 

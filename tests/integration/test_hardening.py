@@ -27,25 +27,6 @@ from tests.support.upstreams import Client, Upstream, build_request, parse_respo
 HOST = [("Host", "h.test")]
 
 
-def _config(path: Path, port: int, up: Upstream) -> Path:
-    gateway = (
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
-        f"metadata: {{name: gw, namespace: {manifests.NAMESPACE}}}\n"
-        f"spec: {{gatewayClassName: fsmfast, listeners: [{{name: http, protocol: HTTP, port: {port}}}]}}\n"
-    )
-    route = (
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
-        f"metadata: {{name: r, namespace: {manifests.NAMESPACE}}}\n"
-        "spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: svc, port: 80}]}]}\n"
-    )
-    path.write_text(
-        manifests.documents(
-            gateway, manifests.service("svc", 80, up.port), manifests.endpoint_slice("svc", up.port), route
-        )
-    )
-    return path
-
-
 @dataclass
 class Env:
     port: int
@@ -62,7 +43,7 @@ def limits(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "--max-field-size", "100", "--max-header-count", "5", "--max-head-size", "1024",
             "--pool-idle-timeout", "1",
         )  # fmt: skip
-        with Gateway(_config(tmp / "gw.yaml", port, up), [port], args=args):
+        with Gateway(manifests.one_route(tmp / "gw.yaml", port, up.port), [port], args=args):
             yield Env(port, up)
 
 
@@ -164,7 +145,7 @@ def test_connection_limit_queues_new_connections_in_the_backlog(tmp_path: Path) 
     with Upstream("conns", echo_all=True) as up:
         port = free_port()
         args = ("--max-connections", "4")
-        with Gateway(_config(tmp_path / "gw.yaml", port, up), [port], workers=1, args=args) as gw:
+        with Gateway(manifests.one_route(tmp_path / "gw.yaml", port, up.port), [port], workers=1, args=args) as gw:
             clients: list[Client] = []
             try:
                 for i in range(4):

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from fsmfast.errors import EXIT_BIND, EXIT_OK
+from tests.integration.test_prefork import get
 from tests.support import manifests
 from tests.support.procs import Gateway, child_env, free_port, wait_for
 from tests.support.upstreams import Upstream
@@ -62,17 +63,6 @@ def write_config(path: Path, ports: list[int], upstream_port: int) -> Path:
     return path
 
 
-def get(port: int, path: str = "/echo", timeout: float = 5.0) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()
-
-
 def start_run(*args: str) -> subprocess.Popen[str]:
     """``python -m fsmfast run ARGS`` on loopback, output captured; the caller kills its group."""
     cmd = [sys.executable, "-m", "fsmfast", "run", "--listen-address", "127.0.0.1", *args]
@@ -108,12 +98,12 @@ def test_second_instance_on_the_same_port_is_refused(tmp_path: Path, upstream: U
     # The second one routes nowhere: any request it took would fail with a 5xx.
     second_cfg = write_config(tmp_path / "second.yaml", [port], free_port())
     with Gateway(first_cfg, [port], workers=2) as gw:
-        assert get(port) == 200
+        assert get(port, "/echo") == 200
         second = start_run("-c", str(second_cfg), "--workers", "2")
         try:
             # Requests run while the second instance exists (exiting, or serving if it was let in).
             time.sleep(1.0)
-            statuses = [get(port) for _ in range(50)]
+            statuses = [get(port, "/echo") for _ in range(50)]
         finally:
             code, err = finish(second, timeout=15)
         assert statuses == [200] * 50, err
@@ -130,14 +120,14 @@ def test_reload_adding_a_port_taken_by_another_instance_fails(tmp_path: Path, up
     cfg = write_config(tmp_path / "ours.yaml", [ours], upstream.port)
     other_cfg = write_config(tmp_path / "theirs.yaml", [theirs], upstream.port)
     with Gateway(other_cfg, [theirs], workers=1) as other, Gateway(cfg, [ours], workers=2) as gw:
-        assert get(ours) == 200
+        assert get(ours, "/echo") == 200
         write_config(cfg, [ours, theirs], upstream.port)
         line = gw.reload(expect="reload failed")
         assert "keeping generation 1" in line
         assert f"cannot listen on 127.0.0.1:{theirs}: Address already in use by pid {other.pid} (" in line
         # The old generation serves on; the other instance keeps its port to itself.
-        assert [get(ours) for _ in range(20)] == [200] * 20
-        assert [get(theirs) for _ in range(20)] == [200] * 20
+        assert [get(ours, "/echo") for _ in range(20)] == [200] * 20
+        assert [get(theirs, "/echo") for _ in range(20)] == [200] * 20
         assert len(other.access_log(min_entries=20)) == 20
         assert len(gw.access_log(min_entries=21)) == 21
         # All or nothing: no worker was pushed anything, and the next good reload is generation 2.
@@ -164,7 +154,7 @@ def test_sigterm_refuses_new_connections_while_in_flight_finish(tmp_path: Path, 
     port = free_port()
     cfg = write_config(tmp_path / "gw.yaml", [port], upstream.port)
     with Gateway(cfg, [port], workers=2, args=["--graceful-timeout", "10"]) as gw:
-        assert get(port) == 200
+        assert get(port, "/echo") == 200
         outcome: list[int | str] = []
 
         def slow() -> None:
@@ -202,7 +192,7 @@ def test_stale_pidfile_naming_pid_1_does_not_stop_a_start(tmp_path: Path, upstre
     pidfile.write_text("1\n")  # pid 1 is alive and is no fsmfast master (the test would be moot otherwise)
     assert "fsmfast" not in Path("/proc/1/cmdline").read_bytes().decode(errors="replace")
     with Gateway(cfg, [port], workers=1, args=["--pid-file", str(pidfile)]) as gw:
-        assert get(port) == 200
+        assert get(port, "/echo") == 200
         assert pidfile.read_text() == f"{gw.pid}\n"
         assert f"pidfile {pidfile} names pid 1 (" in gw.stderr_text()
         assert "which is not fsmfast; the file is stale, overwriting it" in gw.stderr_text()
@@ -223,4 +213,4 @@ def test_pidfile_of_a_running_master_refuses_to_start(tmp_path: Path, upstream: 
         assert f"pidfile {pidfile} names running process pid {gw.pid} (" in err
         assert "-m fsmfast run" in err and "is fsmfast already running?" in err
         assert pidfile.read_text() == f"{gw.pid}\n"
-        assert get(port) == 200
+        assert get(port, "/echo") == 200

@@ -102,3 +102,22 @@ def ca_configmap(name: str, ca_pem_path: Path | str, namespace: str = NAMESPACE)
             "metadata": {"creationTimestamp": None, "name": name, "namespace": namespace},
         }
     )
+
+
+def one_route(path: Path, port: int, upstream_port: int, namespace: str = NAMESPACE) -> Path:
+    """Writes the smallest HTTP configuration to ``path``: Gateway ``gw`` with one HTTP listener on
+    ``port``, and HTTPRoute ``r`` sending every host and path to Service ``svc`` (port 80) at
+    ``upstream_port``; returns ``path``."""
+    gateway = (
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
+        f"metadata: {{name: gw, namespace: {namespace}}}\n"
+        f"spec: {{gatewayClassName: fsmfast, listeners: [{{name: http, protocol: HTTP, port: {port}}}]}}\n"
+    )
+    route = (
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
+        f"metadata: {{name: r, namespace: {namespace}}}\n"
+        "spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: svc, port: 80}]}]}\n"
+    )
+    svc = service("svc", 80, upstream_port, namespace=namespace)
+    path.write_text(documents(gateway, svc, endpoint_slice("svc", upstream_port, namespace=namespace), route))
+    return path

@@ -34,6 +34,7 @@ from fsmfast.codec import (
     scan_request_line,
 )
 from fsmfast.pipeline.decision import LocalReply, Redirect
+from fsmfast.pipeline.head import refusal
 from fsmfast.pipeline.route import choose, find
 from fsmfast.pipeline.target import other_form
 from fsmfast.proxy import mirror
@@ -662,22 +663,8 @@ class ClientConnection(ClientSide):
         self.flush()
 
     def _parser_error(self, exc: httptools.HttpParserError) -> None:
-        text = str(exc)
-        if self._parsing is None and any(n.lower() == b"transfer-encoding" for n, _ in self._headers):
-            te = next(v for n, v in self._headers if n.lower() == b"transfer-encoding")
-            if te.strip(b" \t").lower() != b"chunked" and not any(
-                n.lower() == b"content-length" for n, _ in self._headers
-            ):
-                self._refuse(501, "Transfer-Encoding other than chunked is not supported", "not_implemented")
-                return
-        if "PRI" in text:
-            self._refuse(400, "HTTP/2 connection preface on an HTTP/1.1 port", "bad_request")
-        elif "Invalid method" in text or "invalid method" in text.lower():
-            self._refuse(400, "invalid method", "bad_request")
-        elif any(m in text for m in ("Invalid HTTP version", "Invalid major version", "Invalid minor version")):
-            self._refuse(505, "unsupported HTTP version", "http_version_not_supported")
-        else:
-            self._refuse(400, f"malformed request: {text}", "bad_request")
+        reply = refusal(str(exc), self._headers, self._parsing is not None)
+        self._refuse(reply.status, reply.text, reply.code)
 
     def _refuse(self, status: int, text: str, code: str, method: bytes | None = None) -> None:
         """Answer a request that never reaches an upstream, then close the connection.

@@ -32,6 +32,8 @@ LINE_MAX = PIPE_BUF
 # Where an over-long line's fields are cut: the path keeps the most, being what one searches for.
 PATH_CAP = 2048
 FIELD_CAP = 256
+# Every line's "ts" (the dropped-lines notice's too): UTC, to the second.
+TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
 
 
 class AccessLog:
@@ -45,7 +47,7 @@ class AccessLog:
     def write(self, entry: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        entry["ts"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+        entry["ts"] = time.strftime(TIMESTAMP, time.gmtime())
         line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
         if len(line) > LINE_MAX:
             line = _capped(entry)
@@ -71,7 +73,7 @@ class AccessLog:
         where = "stdout" if self._fd == 1 else f"fd {self._fd}"
         return orjson.dumps(
             {
-                "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+                "ts": time.strftime(TIMESTAMP, time.gmtime()),
                 "pid": os.getpid(),
                 "dropped": dropped,
                 "message": f"{dropped} access-log lines dropped: {where} not writable",

@@ -19,19 +19,16 @@ from pathlib import Path
 from fsmfast.demo.procs import free_port as free_port
 from fsmfast.demo.procs import stop_group, tail
 from fsmfast.demo.procs import wait_port as _wait_port
+from fsmfast.master.procinfo import stat_fields
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def _ppid_and_times(pid: int) -> tuple[int, int, int] | None:
     """(ppid, utime, stime in ticks) from /proc/<pid>/stat, or None if the process is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+    fields = stat_fields(pid)
+    if fields is None or len(fields) < 13:
         return None
-    # comm may contain spaces and parentheses: split after the last ")".
-    fields = data[data.rindex(b")") + 2 :].split()
     # fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15 (1-based, proc(5)).
     return int(fields[1]), int(fields[11]), int(fields[12])
 

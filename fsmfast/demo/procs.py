@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 
 import fsmfast
 from fsmfast.demo import SetupError
+from fsmfast.master.procinfo import stat_fields
 
 T = TypeVar("T")
 
@@ -400,13 +401,7 @@ def children_of(pid: int) -> list[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        # The command name is in parentheses and may itself contain spaces or ')': split after the last ')'.
-        fields = stat.rpartition(")")[2].split()
-        if len(fields) >= 2 and fields[1] == str(pid) and fields[0] != "Z":
+        fields = stat_fields(int(entry))
+        if fields is not None and len(fields) >= 2 and fields[1] == str(pid) and fields[0] != "Z":
             found.append(int(entry))
     return sorted(found)

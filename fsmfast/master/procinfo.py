@@ -148,11 +148,17 @@ def _holders(inodes: set[str]) -> set[int]:
 
 
 def _ppid(pid: int) -> int:
+    fields = stat_fields(pid)
+    return int(fields[1]) if fields is not None and len(fields) > 1 and fields[1].isdecimal() else 0
+
+
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat from the third on (state, ppid, ...; proc(5) numbers them
+    from 1), or None when the process is gone. The command name before them is in parentheses and
+    may hold spaces or ')', so the split starts after the last ')'."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode(errors="replace")
     except OSError:
-        return 0
-    # The command name is in parentheses and may contain spaces or ')': split after the last ')'.
-    fields = stat.rpartition(")")[2].split()
-    return int(fields[1]) if len(fields) > 1 and fields[1].isdecimal() else 0
+        return None
+    return stat.rpartition(")")[2].split()

@@ -105,6 +105,46 @@ def make_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-access-log", dest="access_log", action="store_false", help="do not write the access log")
     run.add_argument(
+        "--access-log",
+        dest="access_log_path",
+        metavar="PATH",
+        help="append the access log to PATH (default: stdout); SIGUSR1 reopens it",
+    )
+    run.add_argument(
+        "--access-log-format",
+        choices=("json", "combined"),
+        default=_DEFAULTS.access_log_format,
+        help="one JSON object per line, or nginx's combined format with the request id appended (default: json)",
+    )
+    run.add_argument(
+        "--error-log",
+        dest="error_log_path",
+        metavar="PATH",
+        help="append the error log to PATH (default: stderr); SIGUSR1 reopens it",
+    )
+    run.add_argument(
+        "--admin-address",
+        type=admin_address,
+        default=_DEFAULTS.admin_address,
+        metavar="HOST:PORT",
+        help="the master's admin listener: /metrics, /healthz, /readyz, /config, /status (default: %(default)s;"
+        " an empty value turns it off)",
+    )
+    run.add_argument(
+        "--watch",
+        action="store_true",
+        help="reload when a file under the config path changes (debounced; a broken edit keeps the old generation)",
+    )
+    run.add_argument("--user", metavar="USER", help="workers drop to this user (name or uid) before they serve")
+    run.add_argument("--group", metavar="GROUP", help="workers drop to this group (default: the user's primary group)")
+    run.add_argument(
+        "--worker-timeout",
+        type=positive_float,
+        default=_DEFAULTS.worker_timeout,
+        metavar="S",
+        help="a worker whose event loop does not beat for this long is killed and replaced (default: %(default)gs)",
+    )
+    run.add_argument(
         "--detailed-errors",
         action="store_true",
         help="error bodies name the namespace, Service and endpoint address that failed (default: only the logs"
@@ -166,6 +206,14 @@ def settings_from(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> Se
         listen_address=ns.listen_address,
         pid_file=os.path.abspath(ns.pid_file) if ns.pid_file else None,
         access_log=ns.access_log,
+        access_log_path=os.path.abspath(ns.access_log_path) if ns.access_log_path else None,
+        access_log_format=ns.access_log_format,
+        error_log_path=os.path.abspath(ns.error_log_path) if ns.error_log_path else None,
+        admin_address=ns.admin_address,
+        watch=ns.watch,
+        user=ns.user,
+        group=ns.group,
+        worker_timeout=ns.worker_timeout,
         detailed_errors=ns.detailed_errors,
         graceful_timeout=ns.graceful_timeout,
         connect_timeout=ns.connect_timeout,
@@ -291,6 +339,28 @@ def positive_float(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, not {text!r}")
     return value
+
+
+def admin_address(text: str) -> str:
+    """HOST:PORT ([v6]:PORT) with a literal address, or "" (off). A host name is refused: what the
+    admin listener binds must be visible in the command line, never resolved at start."""
+    if text == "":
+        return ""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdecimal() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT (or empty to turn it off), not {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"the admin address must be a literal IP, not {host!r}") from None
+    return f"[{addr}]:{int(port)}" if addr.version == 6 else f"{addr}:{int(port)}"
+
+
+def split_admin_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
 
 
 def ip_literal(text: str) -> str:

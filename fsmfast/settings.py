@@ -44,3 +44,17 @@ class Settings(msgspec.Struct, frozen=True):
     # Gateway's ports: its fsmfast.io/detailed-errors annotation (Listener.detailed_errors).
     detailed_errors: bool = False
     backlog: int = 1024
+    # -- operations (docs/operations.md) --
+    # Admin listener of the master: /metrics, /healthz, /readyz, /config, /status. "" turns it off.
+    admin_address: str = "127.0.0.1:9901"
+    # Reload when a file under config_path changes (inotify, debounced), as SIGHUP does.
+    watch: bool = False
+    # Workers drop to this user/group after the master bound the listeners and read the keys.
+    user: str | None = None
+    group: str | None = None
+    # None: stdout / stderr. SIGUSR1 reopens both.
+    access_log_path: str | None = None
+    error_log_path: str | None = None
+    access_log_format: str = "json"  # or "combined"
+    # A worker whose event loop has not beaten for this long is killed (SIGABRT, then SIGKILL) and replaced.
+    worker_timeout: float = 30.0

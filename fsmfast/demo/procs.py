@@ -249,6 +249,7 @@ class Gateway(ChildProcess):
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.stdout_path = Path(os.devnull)
         self.stderr_path = Path(os.devnull)
+        self.admin_port = 0  # the admin listener's port, when start() chose it
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -261,6 +262,10 @@ class Gateway(ChildProcess):
         if "--listen-address" not in self.args:
             # Loopback only: free_port() checked 127.0.0.1, and tests should not open ports to the network.
             cmd += ["--listen-address", "127.0.0.1"]
+        if not any(a.startswith("--admin-address") for a in self.args):
+            # Every gateway its own admin port: the default (9901) would be shared by gateways started side by side.
+            self.admin_port = free_port()
+            cmd += ["--admin-address", f"127.0.0.1:{self.admin_port}"]
         cmd += self.args
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(

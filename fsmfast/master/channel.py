@@ -3,7 +3,8 @@
 Frames are a 4-byte big-endian length followed by a msgpack-encoded tagged message.
 Listening sockets for ports a reload adds travel as SCM_RIGHTS file descriptors attached
 to the first byte of their ``Push`` frame; ``Push.fd_ports`` names the port of each fd,
-in order.
+in order. Log files reopened on SIGUSR1 travel the same way in a ``Reopen`` frame, one fd per
+name in ``Reopen.kinds``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,29 @@ class Ack(msgspec.Struct, tag="ack"):
     pid: int = 0
 
 
-Message = Push | Ack
+class Ready(msgspec.Struct, tag="ready"):
+    """The worker serves ``generation``: its listeners are open (sent once, after boot)."""
+
+    generation: int
+    pid: int
+
+
+class Reopen(msgspec.Struct, tag="reopen"):
+    """Log files the master reopened (SIGUSR1): one attached fd per kind, "access" or "error"."""
+
+    kinds: list[str]
+
+
+Message = Push | Ack | Ready | Reopen
+
+
+def fd_count(msg: Message) -> int:
+    """How many attached fds the message carries."""
+    if isinstance(msg, Push):
+        return len(msg.fd_ports)
+    if isinstance(msg, Reopen):
+        return len(msg.kinds)
+    return 0
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
@@ -81,8 +104,8 @@ class FrameReader:
             msg = _decoder.decode(bytes(self._buf[4 : 4 + n]))
             del self._buf[: 4 + n]
             fds: list[int] = []
-            if isinstance(msg, Push) and msg.fd_ports:
-                k = len(msg.fd_ports)
+            k = fd_count(msg)
+            if k:
                 fds, self._fds = self._fds[:k], self._fds[k:]
             out.append((msg, fds))
         return out

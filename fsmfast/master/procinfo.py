@@ -162,3 +162,15 @@ def stat_fields(pid: int) -> list[str] | None:
     except OSError:
         return None
     return stat.rpartition(")")[2].split()
+
+
+def rss_bytes(pid: int) -> int | None:
+    """Resident memory of ``pid`` (/proc/<pid>/statm), or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -78,6 +78,12 @@ def probe(address: str, port: int) -> None:
     microseconds of each other; the probe is there for the operator who starts a second
     instance while the first one serves, which it always catches.
     """
+    exclusive(address, port, 1).close()
+
+
+def exclusive(address: str, port: int, backlog: int) -> socket.socket:
+    """A listening socket on ``address:port`` without SO_REUSEPORT (the probe's, and the admin
+    listener's: nobody else may share it); BindError naming the holder when the port is taken."""
     where = format_address(address, port)
     try:
         sock = _tcp_socket(address, port, reuseport=False)
@@ -85,15 +91,15 @@ def probe(address: str, port: int) -> None:
         raise BindError(f"cannot listen on {where}: {e.strerror or e}") from None
     try:
         sock.bind((address, port))
-        sock.listen(1)
+        sock.listen(backlog)
     except OSError as e:
+        sock.close()
         if e.errno == errno.EADDRINUSE:
             pids = procinfo.listeners(address, port)
             holder = " and ".join(procinfo.describe(pid) for pid in pids) if pids else "another process"
             raise BindError(f"cannot listen on {where}: Address already in use by {holder}") from None
         raise BindError(f"cannot listen on {where}: {e.strerror or e}") from None
-    finally:
-        sock.close()
+    return sock
 
 
 def bind_listener(address: str, port: int, backlog: int) -> socket.socket:

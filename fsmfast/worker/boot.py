@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from fsmfast.settings import Settings
+
+if TYPE_CHECKING:
+    from fsmfast.metrics.shm import StatsRegion
 
 
 @dataclass
@@ -17,3 +21,5 @@ class WorkerBoot:
     listeners: dict[int, socket.socket] = field(default_factory=dict)
     snapshot: bytes = b""  # msgspec bytes of the current snapshot
     generation: int = 0
+    # Shared with the master (fsmfast.metrics.shm): the loop's heartbeat and the published counters.
+    region: StatsRegion | None = None

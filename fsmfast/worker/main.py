@@ -15,6 +15,7 @@ The loop is created here, after the fork: libuv loops are not fork-safe.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import functools
 import gc
 import logging
@@ -65,6 +66,8 @@ class Worker:
         self.loop.add_signal_handler(signal.SIGQUIT, self.quit)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         self.ctx.start_ticking()
+        # The master's /readyz, systemd's READY=1 and the watchdog's clock wait for this.
+        self._send(channel.Ready(generation=self.boot.generation, pid=os.getpid()))
 
     async def _serve(self, ports: set[int]) -> None:
         for port in sorted(ports):
@@ -155,11 +158,14 @@ class Worker:
         self._ack(msg.generation, True)
 
     def _ack(self, generation: int, ok: bool, error: str | None = None) -> None:
-        data = channel.encode(channel.Ack(generation=generation, ok=ok, error=error, pid=os.getpid()))
+        self._send(channel.Ack(generation=generation, ok=ok, error=error, pid=os.getpid()))
+
+    def _send(self, msg: channel.Message) -> None:
+        # Small frames on a socket the master drains: a send fits whole, or the master is gone.
         try:
-            self.boot.channel.send(data)
+            self.boot.channel.send(channel.encode(msg))
         except OSError as exc:
-            log.warning("cannot ack generation %d: %s", generation, exc)
+            log.warning("cannot tell the master %s: %s", type(msg).__name__.lower(), exc)
 
     # -- stopping ------------------------------------------------------------------------
 
@@ -213,6 +219,8 @@ _PENDING: asyncio.AbstractServer = _PendingServer()  # type: ignore[assignment]
 
 def worker_main(boot: WorkerBoot) -> NoReturn:
     _setup_logging(boot.index)
+    # The watchdog's SIGABRT (fsmfast.master.watchdog) prints where the loop hung before it ends.
+    faulthandler.enable()
     malloc.tune()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)

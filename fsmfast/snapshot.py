@@ -32,6 +32,19 @@ class SubjectAltName(msgspec.Struct, frozen=True, gc=False):
     value: str
 
 
+class PemSource(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Where one part of a concatenated PEM bundle came from, for the operator's eyes only (the
+    admin listener's /config, certificate expiry metrics): the data plane never reads it.
+
+    ``name`` is ``namespace/name`` of the Secret or ConfigMap; the part is the bundle's text from
+    the previous source's ``end`` (0 for the first) up to this ``end`` (a character offset).
+    """
+
+    name: str
+    end: int
+    kind: Literal["Secret", "ConfigMap"] = "Secret"
+
+
 class UpstreamTLS(msgspec.Struct, frozen=True, gc=False):
     """How to speak TLS to one Service port.
 
@@ -56,6 +69,9 @@ class UpstreamTLS(msgspec.Struct, frozen=True, gc=False):
     client_cert_pem: str | None = None
     client_key_pem: str | None = None
     error: str | None = None
+    # Which objects ``ca_pem`` and ``client_cert_pem`` came from (see PemSource): only for reporting.
+    ca_sources: tuple[PemSource, ...] = ()
+    client_cert_secret: str | None = None  # namespace/name
 
 
 class Backend(msgspec.Struct, frozen=True, gc=False):
@@ -263,6 +279,7 @@ class Listener(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     tls_mode: Literal["Terminate", "Passthrough"] | None = None
     tls: tuple[ListenerTLS, ...] = ()
     client_ca_pem: str | None = None
+    client_ca_sources: tuple[PemSource, ...] = ()  # where client_ca_pem came from (reporting only)
     # Request header (as configured) that carries the verified client certificate's subject.
     client_cert_header: str | None = None
     routes: tuple[L4Route, ...] = ()

@@ -30,12 +30,13 @@ from collections import defaultdict
 import msgspec
 
 from fsmfast.compile.attach import ListenerRef
+from fsmfast.compile.bundles import Bundle
 from fsmfast.compile.grants import granted
 from fsmfast.compile.index import Index, age_key
 from fsmfast.config import model as m
 from fsmfast.config.issues import Issues, Where
 from fsmfast.config.listenerchecks import CLIENT_CERT_HEADER, SERVED_PROTOCOLS, policy_mtls
-from fsmfast.snapshot import Certificate, Listener, ListenerTLS
+from fsmfast.snapshot import Certificate, Listener, ListenerTLS, PemSource
 from fsmfast.tls.certs import Inspection, as_text, expiry_problem, inspect
 from fsmfast.tls.pem import ca_problem
 
@@ -54,6 +55,7 @@ class Port(msgspec.Struct):
     refs: list[ListenerRef] = []
     tls: list[ListenerTLS] = []
     client_ca_pem: str | None = None
+    client_ca_sources: tuple[PemSource, ...] = ()
     client_cert_header: str | None = None
 
     @property
@@ -74,10 +76,6 @@ def _kind(listener: m.GatewayListener) -> tuple[str, str | None]:
 
 def _listener_field(ref: ListenerRef) -> str:
     return f"spec.listeners[{ref.gateway.spec.listeners.index(ref.listener)}]"
-
-
-def _join_pem(parts: list[str]) -> str:
-    return "".join(p if p.endswith("\n") else p + "\n" for p in parts)
 
 
 class Frontends:
@@ -242,7 +240,7 @@ class Frontends:
 
     def _client_auth(self, port: Port) -> None:
         requiring: list[str] = []
-        pems: list[str] = []
+        bundle = Bundle()
         for ref in port.refs:
             gw = ref.gateway
             policy = self._policy_ports(gw).get(port.port)
@@ -253,19 +251,18 @@ class Frontends:
                     for cert in t.certificates:
                         secret = self.index.secrets[cert.name]
                         text = self._ca(secret)
-                        if text is not None and text not in pems:
-                            pems.append(text)
+                        if text is not None:
+                            bundle.add(text, secret)
             validation = ref.listener.tls.frontend_validation if ref.listener.tls else None
             if validation is not None and validation.ca_certificate_refs:
                 requiring.append(ref.name)
                 field = f"{_listener_field(ref)}.tls.frontendValidation.caCertificateRefs"
                 for k, cref in enumerate(validation.ca_certificate_refs):
-                    text = self._ca_ref(gw, f"{field}[{k}]", cref)
-                    if text is not None and text not in pems:
-                        pems.append(text)
+                    self._ca_ref(gw, f"{field}[{k}]", cref, bundle)
         if not requiring:
             return
-        port.client_ca_pem = _join_pem(pems)
+        port.client_ca_pem = bundle.pem
+        port.client_ca_sources = bundle.sources
         first = requiring[0]
         for ref in port.refs:
             if ref.name not in requiring:
@@ -275,7 +272,7 @@ class Frontends:
                     f"clients must present a certificate on all of port {port.port}, because listener {first}"
                     " requires one (client validation is one per port)",
                 )
-        if not pems:
+        if not bundle:
             self.issues.warn(
                 Where.of(port.refs[0].gateway),
                 _listener_field(port.refs[0]),
@@ -283,23 +280,25 @@ class Frontends:
                 f" ({CA_KEY} in the certificate Secrets or frontendValidation); every client is refused",
             )
 
-    def _ca_ref(self, gw: m.Gateway, field: str, ref: m.CACertificateRef) -> str | None:
+    def _ca_ref(self, gw: m.Gateway, field: str, ref: m.CACertificateRef, bundle: Bundle) -> None:
+        """Add the ``ca.crt`` that ``ref`` names to ``bundle``, or say why it is not trusted."""
         namespace = ref.namespace or gw.namespace
         key = f"{namespace}/{ref.name}"
         where = Where.of(gw)
         label = ref.kind.lower()
         if not granted(self.index, "Gateway", gw.namespace, ref.kind, namespace, ref.name):
             self.issues.warn(where, field, f"reference to {label} {key} needs a ReferenceGrant; CA not trusted")
-            return None
+            return
         store = self.index.secrets if ref.kind == "Secret" else self.index.config_maps
         obj = store.get(key)
         if obj is None:
             self.issues.warn(where, field, f"{label} {key} not found; CA not trusted")
-            return None
+            return
         text = self._ca(obj)
         if text is None:
             self.issues.warn(where, field, f"{label} {key} has no key {CA_KEY}; CA not trusted")
-        return text
+        else:
+            bundle.add(text, obj)
 
     def _check_policies(self) -> None:
         for policy in self.index.manifests.gateway_tls_policies:
@@ -338,6 +337,7 @@ class Frontends:
             tls_mode="Terminate",
             tls=tuple(port.tls),
             client_ca_pem=port.client_ca_pem,
+            client_ca_sources=port.client_ca_sources,
             client_cert_header=port.client_cert_header,
         )
 

@@ -218,6 +218,7 @@ class L4Routes:
                         tls_mode="Terminate",
                         tls=tls,
                         client_ca_pem=port.client_ca_pem,
+                        client_ca_sources=port.client_ca_sources,
                     )
                 )
         return out

@@ -17,11 +17,12 @@ from typing import Any
 
 import msgspec
 
+from fsmfast.compile.bundles import Bundle
 from fsmfast.compile.index import Index, age_key
 from fsmfast.config import model as m
 from fsmfast.config.checks import effective_tls_config
 from fsmfast.config.issues import Issues, Where
-from fsmfast.snapshot import SubjectAltName, UpstreamTLS
+from fsmfast.snapshot import PemSource, SubjectAltName, UpstreamTLS
 from fsmfast.tls.pem import ca_problem, pair_problem
 
 CA_KEY = "ca.crt"
@@ -35,10 +36,6 @@ class _Candidate(msgspec.Struct, frozen=True):
     policy: m.Object
     field: str  # where in the policy the target/port entry is
     tls: UpstreamTLS
-
-
-def _join_pem(parts: list[str]) -> str:
-    return "".join(p if p.endswith("\n") else p + "\n" for p in parts)
 
 
 class TLSPolicies:
@@ -116,7 +113,18 @@ class TLSPolicies:
             if error:
                 return UpstreamTLS(policy=name, error=error), f"{field}.certificateRef"
         # FSM has no hostname field: no SNI, chain-only verification (see UpstreamTLS).
-        return UpstreamTLS(policy=name, ca_pem=ca, client_cert_pem=cert, client_key_pem=client_key), ""
+        assert ca is not None
+        return (
+            UpstreamTLS(
+                policy=name,
+                ca_pem=ca,
+                client_cert_pem=cert,
+                client_key_pem=client_key,
+                ca_sources=(PemSource(name=key, end=len(ca)),),
+                client_cert_secret=key if cert is not None else None,
+            ),
+            "",
+        )
 
     def _backend_tls(self, policy: m.BackendTLSPolicy) -> UpstreamTLS:
         v = policy.spec.validation
@@ -128,7 +136,7 @@ class TLSPolicies:
         common: dict[str, Any] = {"policy": name, "server_name": v.hostname, "subject_alt_names": sans}
         if v.well_known_ca_certificates == "System":
             return UpstreamTLS(system_ca=True, **common)
-        parts: list[str] = []
+        bundle = Bundle()
         for i, ref in enumerate(v.ca_certificate_refs):
             key = f"{policy.namespace}/{ref.name}"
             store = self.index.secrets if ref.kind == "Secret" else self.index.config_maps
@@ -139,11 +147,11 @@ class TLSPolicies:
             else:
                 text, error = self._value(obj, CA_KEY)
                 if text is not None:
-                    parts.append(text)
+                    bundle.add(text, obj)
             if error:
                 self.issues.warn(Where.of(policy), f"spec.validation.caCertificateRefs[{i}]", f"{error}; {FAILS}")
                 return UpstreamTLS(error=error, **common)
-        return UpstreamTLS(ca_pem=_join_pem(parts), **common)
+        return UpstreamTLS(ca_pem=bundle.pem, ca_sources=bundle.sources, **common)
 
     # --- targets --------------------------------------------------------------------------
 

@@ -120,7 +120,9 @@ def test_founding_fixtures_with_tls(cwd: Path) -> None:
     assert result.summary == "ok: 1 listener (port 8000), 1 route, 1 service, 1 policy (5 files, 7 documents)"
     assert result.snapshot.generation == 7
     assert result.snapshot.backends["httpbin/httpbin:8443"].tls == s.UpstreamTLS(
-        policy="UpstreamTLSPolicy httpbin/upstream-tls-policy-sample", ca_pem=ca_pem
+        policy="UpstreamTLSPolicy httpbin/upstream-tls-policy-sample",
+        ca_pem=ca_pem,
+        ca_sources=(s.PemSource(name="httpbin/https-cert", end=len(ca_pem)),),
     )
 
 

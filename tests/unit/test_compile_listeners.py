@@ -426,6 +426,8 @@ def test_gateway_tls_policy_requires_client_certificates_on_its_port_trusting_ca
         policy,
     )
     assert listener(result, 8443).client_ca_pem == CA_PEM.decode()
+    # Where the CA came from, for the admin listener and the expiry metric.
+    assert listener(result, 8443).client_ca_sources == (s.PemSource(name="ns/foo", end=len(CA_PEM)),)
     assert listener(result, 8443).client_cert_header == "X-Client-Cert-Subject"
     assert listener(result, 9443).client_ca_pem is None
     assert result.warnings == []
@@ -453,6 +455,7 @@ def test_frontend_validation_is_per_port_and_told_to_the_other_listeners() -> No
         configmap,
     )
     assert listener(result, 8443).client_ca_pem == CA_PEM.decode()
+    assert listener(result, 8443).client_ca_sources == (s.PemSource(name="ns/cas", end=len(CA_PEM), kind="ConfigMap"),)
     assert result.warnings == [
         "all.yaml#1 Gateway ns/gw: spec.listeners[1]: clients must present a certificate on all of port 8443,"
         " because listener ns/gw/a requires one (client validation is one per port)"

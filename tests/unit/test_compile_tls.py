@@ -6,6 +6,7 @@ import base64
 import datetime
 import textwrap
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from cryptography import x509
@@ -141,6 +142,15 @@ def errors_with(*docs: str) -> list[str]:
     return [str(i) for i in exc.value.issues]
 
 
+def sources(*parts: tuple[str, str], kind: Literal["Secret", "ConfigMap"] = "Secret") -> tuple[s.PemSource, ...]:
+    """The PemSources of a bundle joined from (namespace/name, text) parts, in order."""
+    out, end = [], 0
+    for name, text in parts:
+        end += len(text)
+        out.append(s.PemSource(name=name, end=end, kind=kind))
+    return tuple(out)
+
+
 def tls_of(result: Build, port: int = 8443) -> s.UpstreamTLS | None:
     return result.snapshot.backends[f"httpbin/httpbin:{port}"].tls
 
@@ -150,7 +160,9 @@ def tls_of(result: Build, port: int = 8443) -> s.UpstreamTLS | None:
 
 def test_upstream_policy_applies_to_its_port_only(cwd: Path, pem: Pem) -> None:
     result = compile_with(secret("https-cert", **{"ca.crt": pem.ca}), upstream_policy())
-    assert tls_of(result) == s.UpstreamTLS(policy="UpstreamTLSPolicy httpbin/p", ca_pem=pem.ca)
+    assert tls_of(result) == s.UpstreamTLS(
+        policy="UpstreamTLSPolicy httpbin/p", ca_pem=pem.ca, ca_sources=sources(("httpbin/https-cert", pem.ca))
+    )
     assert tls_of(result, 8080) is None
     assert result.warnings == []
 
@@ -170,8 +182,12 @@ def test_upstream_policy_default_config_is_merged(cwd: Path, pem: Pem) -> None:
         ca_pem=pem.ca,
         client_cert_pem=pem.client_cert,
         client_key_pem=pem.client_key,
+        ca_sources=sources(("httpbin/client", pem.ca)),
+        client_cert_secret="httpbin/client",
     )
-    assert tls_of(result, 8080) == s.UpstreamTLS(policy="UpstreamTLSPolicy httpbin/p", ca_pem=pem.ca)
+    assert tls_of(result, 8080) == s.UpstreamTLS(
+        policy="UpstreamTLSPolicy httpbin/p", ca_pem=pem.ca, ca_sources=sources(("httpbin/client", pem.ca))
+    )
 
 
 def test_upstream_policy_missing_secret_never_falls_back_to_plaintext(cwd: Path, pem: Pem) -> None:
@@ -211,7 +227,9 @@ def test_oldest_upstream_policy_wins(cwd: Path, pem: Pem) -> None:
         upstream_policy("newer", created="2024-02-01T00:00:00Z"),
         upstream_policy("older", created="2024-01-01T00:00:00Z"),
     )
-    assert tls_of(result) == s.UpstreamTLS(policy="UpstreamTLSPolicy httpbin/older", ca_pem=pem.ca)
+    assert tls_of(result) == s.UpstreamTLS(
+        policy="UpstreamTLSPolicy httpbin/older", ca_pem=pem.ca, ca_sources=sources(("httpbin/https-cert", pem.ca))
+    )
     assert result.warnings == [
         "all.yaml#6 UpstreamTLSPolicy httpbin/newer: spec.ports[0]: conflicts with UpstreamTLSPolicy httpbin/older"
         " (older) on service httpbin/httpbin port 8443; ignored there"
@@ -277,6 +295,7 @@ def test_backend_policy_with_config_map_and_sans(cwd: Path, pem: Pem) -> None:
             s.SubjectAltName(type="Hostname", value="alt.example.com"),
             s.SubjectAltName(type="URI", value="spiffe://td/ns/httpbin/sa/httpbin"),
         ),
+        ca_sources=sources(("httpbin/ca", pem.ca), kind="ConfigMap"),
     )
     assert tls_of(result, 8080) is None  # sectionName https = the port named https only
 

@@ -17,6 +17,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import msgspec
 
@@ -95,9 +96,27 @@ def _escape(value: str) -> str:
     return "".join(out)
 
 
-def _decode(cert_path: str) -> CertInfo:
+def _decoded(cert_path: str) -> dict[str, Any]:
     # CPython's private certificate decoder (what getpeercert() returns, from a file); typeshed omits it.
-    decoded = ssl._ssl._test_decode_cert(cert_path)  # type: ignore[attr-defined]
+    decoded: dict[str, Any] = ssl._ssl._test_decode_cert(cert_path)  # type: ignore[attr-defined]
+    return decoded
+
+
+def decode_blocks(blocks: list[str]) -> list[dict[str, Any] | None]:
+    """Each PEM certificate block (``pem.cert_blocks``) as ``getpeercert()`` returns it (subject,
+    issuer, serialNumber, notBefore, notAfter, subjectAltName), None where one does not parse."""
+    out: list[dict[str, Any] | None] = []
+    with _files(**{f"c{i}": block.encode() for i, block in enumerate(blocks)}) as paths:
+        for i in range(len(blocks)):
+            try:
+                out.append(_decoded(paths[f"c{i}"]))
+            except (ssl.SSLError, ValueError, OSError):
+                out.append(None)
+    return out
+
+
+def _decode(cert_path: str) -> CertInfo:
+    decoded = _decoded(cert_path)
     names: list[str] = [v.lower() for k, v in decoded.get("subjectAltName", ()) if k == "DNS"]
     cn = next((v for rdn in decoded.get("subject", ()) for k, v in rdn if k == "commonName"), None)
     if cn and cn.lower() not in names:

@@ -4,10 +4,18 @@ instead of the first request that needs it."""
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tempfile
 
 BEGIN_CERT = "-----BEGIN CERTIFICATE-----"
+END_CERT = "-----END CERTIFICATE-----"
+_BLOCK = re.compile(re.escape(BEGIN_CERT) + r".*?" + re.escape(END_CERT), re.DOTALL)
+
+
+def cert_blocks(text: str) -> list[str]:
+    """The certificate blocks of a chain or a CA bundle, in order (text between them dropped)."""
+    return [match.group(0) + "\n" for match in _BLOCK.finditer(text)]
 
 
 def _text(data: bytes) -> str | None:

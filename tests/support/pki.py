@@ -13,7 +13,7 @@ from pathlib import Path
 
 from fsmfast.demo.pki import Pki, blog_pki, openssl
 
-__all__ = ["Pki", "blog_pki", "client_cert", "other_ca", "san_pki"]
+__all__ = ["Pki", "blog_pki", "client_cert", "other_ca", "san_pki", "short_lived"]
 
 
 def _new_ca(dir: Path, prefix: str, cn: str) -> tuple[Path, Path]:
@@ -26,7 +26,13 @@ def _new_ca(dir: Path, prefix: str, cn: str) -> tuple[Path, Path]:
 
 
 def _signed_cert(
-    dir: Path, ca_cert: Path, ca_key: Path, prefix: str, cn: str, extfile_lines: list[str] | None = None
+    dir: Path,
+    ca_cert: Path,
+    ca_key: Path,
+    prefix: str,
+    cn: str,
+    extfile_lines: list[str] | None = None,
+    days: int = 365,
 ) -> tuple[Path, Path]:
     """The blog's leaf commands: genrsa, a CSR with only a CN, then ``x509 -req`` signed by the CA.
 
@@ -39,7 +45,7 @@ def _signed_cert(
     ca, ca_key_arg = shlex.quote(str(ca_cert)), shlex.quote(str(ca_key))
     openssl(dir, f"genrsa -out {key.name} 2048")
     openssl(dir, f"req -new -key {key.name} -out {csr.name} -subj '/CN={cn}'")
-    command = f"x509 -req -in {csr.name} -CA {ca} -CAkey {ca_key_arg} -CAcreateserial -out {cert.name} -days 365"
+    command = f"x509 -req -in {csr.name} -CA {ca} -CAkey {ca_key_arg} -CAcreateserial -out {cert.name} -days {days}"
     if extfile_lines:
         ext = dir / f"{prefix}ext.cnf"
         ext.write_text("\n".join(extfile_lines) + "\n")
@@ -68,6 +74,18 @@ def client_cert(dir: Path, ca: Pki, cn: str = "client") -> tuple[Path, Path]:
     certificate (no extensions). Files: ``client-<cn>-cert.pem`` and ``client-<cn>-key.pem``."""
     dir.mkdir(parents=True, exist_ok=True)
     return _signed_cert(dir, ca.ca_cert, ca.ca_key, f"client-{cn}-", cn)
+
+
+def short_lived(dir: Path, ca: Pki, hostname: str, days: int, sans: tuple[str, ...] = ()) -> Pki:
+    """A server certificate for ``hostname`` valid for ``days`` days from now (one expiring soon), signed by
+    ``ca``'s CA, with ``subjectAltName=DNS:<hostname>`` and ``sans`` (openssl spelling: ``IP:10.0.0.1``,
+    ``DNS:other.example.com``). Files: ``short-<hostname>-*.pem``."""
+    dir.mkdir(parents=True, exist_ok=True)
+    alt = ",".join([f"DNS:{hostname}", *sans])
+    cert, key = _signed_cert(
+        dir, ca.ca_cert, ca.ca_key, f"short-{hostname}-", hostname, [f"subjectAltName={alt}"], days
+    )
+    return Pki(ca_cert=ca.ca_cert, ca_key=ca.ca_key, server_cert=cert, server_key=key)
 
 
 def other_ca(dir: Path) -> Pki:

@@ -10,7 +10,8 @@ against each other and emits the snapshot, one job per module:
 - ``routetable``, ``rules``, ``route_knobs``: the virtual hosts of a port in Gateway API order, each
   rule's matches, filters and timeouts, and the fsmfast.io annotations' knobs;
 - ``l4routes``: TLSRoutes and TCPRoutes; ``endpoints``: Service ports to ready endpoints;
-- ``upstream_tls``: which TLS settings apply to each Service port (UpstreamTLSPolicy, BackendTLSPolicy).
+- ``upstream_tls``: which TLS settings apply to each Service port (UpstreamTLSPolicy, BackendTLSPolicy);
+- ``bundles``: CA texts joined into one PEM, remembering which Secret or ConfigMap each came from.
 """
 
 from fsmfast.compile.build import DETAILED_ERRORS, Build, build

@@ -7,5 +7,7 @@
 - ``upstream``: one client context per upstream policy and endpoint, with session resumption;
 - ``link``: the TLS link between a TCP connection and the app protocol above it (compiled);
 - ``_records`` (compiled) and ``records`` (its pure-Python twin): sealing and opening records;
-- ``clienthello``: reading the SNI of a ClientHello without terminating (passthrough).
+- ``clienthello``: reading the SNI of a ClientHello without terminating (passthrough);
+- ``inventory``: every certificate a snapshot serves or trusts, for /config, ``fsmfast status`` and
+  the expiry metric.
 """

@@ -99,6 +99,19 @@ class LineSink:
         self.dropped = 0
         self.blocked = False
 
+    def reset(self) -> None:
+        """``fd`` now names another open file (a log reopened with dup2 on SIGUSR1): choose again how to
+        write to it. A private description opened for the old one would keep writing to the old file."""
+        if self._out not in (-1, self.fd):
+            try:
+                os.close(self._out)
+            except OSError:
+                pass
+        self._out = -1
+        self._mode = 0
+        self._chunk = PIPE_BUF
+        self.dead = False
+
     # -- writing ----------------------------------------------------------------------------
 
     def _write_pending(self) -> bool:

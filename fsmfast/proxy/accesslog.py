@@ -69,6 +69,14 @@ class AccessLog:
         elif sink.dead:
             self.enabled = False  # stdout is gone (closed pipe); stop logging, keep serving
 
+    def reopen(self, fd: int) -> None:
+        """SIGUSR1 (``fsmfast.master.logfiles``): the lines held so far go to the old file, the next ones
+        to ``fd``, the master's newly opened file, which takes the place of the one written to."""
+        self.flush()
+        os.dup2(fd, self._fd)
+        os.close(fd)
+        self._sink.reset()
+
     def _notice(self, dropped: int) -> bytes:
         where = "stdout" if self._fd == 1 else f"fd {self._fd}"
         return orjson.dumps(

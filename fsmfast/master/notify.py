@@ -12,7 +12,10 @@ calls these unconditionally. The master is the unit's main process (``NotifyAcce
 - ``watchdog()`` every ``watchdog_interval()`` seconds when the unit sets ``WatchdogSec=``.
 
 Workers must not speak for the service: ``strip_env()`` removes the variables in a worker child,
-so nothing it runs can find the socket (the master's own socket object stays the master's).
+so nothing it runs can find the socket (the master's own socket object stays the master's). A
+forked worker shares no exec with the master, so what ``/proc/<pid>/environ`` (and ``ps e``) shows
+is still the master's environment as it started: the removed entries are zeroed there too, as
+nginx's setproctitle reuses that memory. Nothing points at them any more once ``unsetenv`` ran.
 
 A datagram that cannot be sent (no listener any more, a full queue) is dropped: readiness
 reporting must never block or stop the gateway.
@@ -20,10 +23,13 @@ reporting must never block or stop the gateway.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import socket
 import time
 from collections.abc import MutableMapping
+
+from fsmfast.master.procinfo import stat_fields
 
 ENV = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
@@ -105,4 +111,29 @@ def strip_env(environ: MutableMapping[str, str] | None = None) -> None:
     """In a worker child: forget the service manager's variables (NOTIFY_SOCKET, WATCHDOG_*)."""
     env = os.environ if environ is None else environ
     for name in ENV:
-        env.pop(name, None)
+        env.pop(name, None)  # os.environ: unsetenv too
+    if environ is None:
+        _scrub_initial_environ(ENV)
+
+
+# /proc/<pid>/stat fields env_start and env_end (proc(5) numbers 50 and 51; stat_fields starts at 3).
+_ENV_START, _ENV_END = 50 - 3, 51 - 3
+
+
+def _scrub_initial_environ(names: tuple[str, ...]) -> None:
+    """Zero the ``NAME=value`` strings of ``names`` in the environment block the process was started
+    with, the memory /proc/<pid>/environ shows. Call only after they were unset."""
+    fields = stat_fields(os.getpid()) or []
+    try:
+        start, end = int(fields[_ENV_START]), int(fields[_ENV_END])
+    except (IndexError, ValueError):
+        return
+    if not 0 < start < end:
+        return  # hidden from us (0), or no environment
+    block = ctypes.string_at(start, end - start)
+    prefixes = tuple(f"{name}=".encode() for name in names)
+    offset = 0
+    for entry in block.split(b"\0"):
+        if entry.startswith(prefixes):
+            ctypes.memset(start + offset, 0, len(entry))
+        offset += len(entry) + 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,3 +88,34 @@ def test_strip_env() -> None:
     env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "1", "WATCHDOG_PID": "2", "PATH": "/bin"}
     strip_env(env)
     assert env == {"PATH": "/bin"}
+
+
+def test_strip_env_hides_the_variables_from_proc() -> None:
+    """A forked worker shows the master's starting environment in /proc/<pid>/environ: zeroed there too."""
+    script = """
+import ctypes, json, os
+from fsmfast.master.notify import strip_env
+strip_env()
+libc = ctypes.CDLL(None)
+libc.getenv.restype = ctypes.c_char_p
+with open("/proc/self/environ", "rb") as f:
+    shown = [e.decode() for e in f.read().split(b"\\0") if e]
+print(json.dumps({
+    "shown": shown,
+    "getenv": [libc.getenv(n) is not None for n in (b"NOTIFY_SOCKET", b"WATCHDOG_USEC", b"KEEP_ME")],
+    "keep": os.environ.get("KEEP_ME"),
+}))
+"""
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": "/run/systemd/notify",
+        "WATCHDOG_USEC": "30000000",
+        "KEEP_ME": "yes",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout)
+    assert not [e for e in got["shown"] if e.startswith(("NOTIFY_SOCKET=", "WATCHDOG_"))], got["shown"]
+    assert "KEEP_ME=yes" in got["shown"]
+    assert got["getenv"] == [False, False, True]
+    assert got["keep"] == "yes"

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from fsmfast.snapshot import PemSource, Snapshot
+from fsmfast.snapshot import Listener, PemSource, Snapshot
 from fsmfast.tls.certs import decode_blocks, rdn_string
 from fsmfast.tls.pem import cert_blocks
 
@@ -118,13 +118,18 @@ def _parts(pem: str, sources: tuple[PemSource, ...]) -> Iterator[tuple[str, PemS
         start = source.end
 
 
+def client_ca_users(listener: Listener) -> tuple[str, ...]:
+    """The ``used_by`` of a port's client CAs: its listeners (client validation is one per port)."""
+    return listener.names or (f"port {listener.port}",)
+
+
 def _places(snapshot: Snapshot) -> Iterator[_Place]:
     for listener in snapshot.listeners:
         for spec in listener.tls:
             for cert in spec.certificates:
                 yield _Place(cert.cert_pem, cert.name, "listener", spec.name)
         if listener.client_ca_pem:
-            users = listener.names or (f"port {listener.port}",)
+            users = client_ca_users(listener)
             for text, source in _parts(listener.client_ca_pem, listener.client_ca_sources):
                 for user in users:
                     if source is None:

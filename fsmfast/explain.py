@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import quote
 
+from fsmfast.columns import table
 from fsmfast.config.duration import format_duration
 from fsmfast.pipeline import route
 from fsmfast.pipeline import target as target_stage
@@ -35,18 +36,6 @@ from fsmfast.snapshot import (
 )
 
 OK, NO, LATER = "✓", "✗", "·"
-
-
-def table(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
-    """Rows as aligned columns (the last column is not padded)."""
-    if not rows:
-        return []
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    out = []
-    for row in rows:
-        cells = [cell.ljust(w) for cell, w in zip(row, widths, strict=False)] + [row[-1]]
-        out.append((indent + "  ".join(cells)).rstrip())
-    return out
 
 
 # -- describing compiled rules -------------------------------------------------------------

@@ -18,7 +18,6 @@ Secrets: this module copies fields one by one and never a whole ``Certificate`` 
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from typing import Any
 
@@ -26,11 +25,8 @@ import msgspec
 
 from fsmfast.explain import backends_text, conditions_text, filters_text, path_text
 from fsmfast.snapshot import Backend, BackendRef, L4Route, Listener, Rule, Snapshot, UpstreamTLS
+from fsmfast.tls.certs import rfc3339
 from fsmfast.tls.inventory import CertInfo, certificates, client_ca_users
-
-
-def rfc3339(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
 
 
 def cert_json(cert: CertInfo) -> dict[str, Any]:

@@ -204,10 +204,15 @@ def inspect(cert_pem: bytes, key_pem: bytes) -> Inspection:
     return Inspection(info)
 
 
+def rfc3339(epoch: float) -> str:
+    """A certificate time as RFC 3339 UTC, as it is shown everywhere (``2026-12-15T10:22:20Z``)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
 def expiry_problem(info: CertInfo, now: float | None = None) -> tuple[str, bool] | None:
     """(message, is_error): an expired certificate is an error, one expiring soon a warning."""
     now = time.time() if now is None else now
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(info.not_after))
+    stamp = rfc3339(info.not_after)
     if info.not_after <= now:
         return f"certificate {info.subject} expired at {stamp}", True
     days = (info.not_after - now) / 86400

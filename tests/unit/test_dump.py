@@ -16,7 +16,8 @@ import pytest
 from cryptography import x509
 
 from fsmfast import snapshot as s
-from fsmfast.admin.dump import config_json, rfc3339
+from fsmfast.admin.dump import config_json
+from fsmfast.tls.certs import rfc3339
 from fsmfast.compile import build
 from fsmfast.proxy.router import HostTable, Router, VHost
 from tests.support.tls_config import NS, TlsConfig, write_tls_config

@@ -1,5 +1,5 @@
 """The ``fsmfast`` command: ``run`` the gateway, ``check`` a configuration, show its ``routes``,
-``explain`` how one request is routed, or start the ``demo``.
+``explain`` how one request is routed, show a running gateway's ``status``, or start the ``demo``.
 
 Exit codes (``fsmfast.errors``): 0 ok, 1 configuration invalid, 2 usage, 3 worker boot
 failure, 4 listener bind failure (a port taken by another process, or another master already
@@ -60,6 +60,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return check(ns.config)
         elif ns.command in ("routes", "explain"):
             return routes_or_explain(ns)
+        elif ns.command == "status":
+            return status(ns.admin_address)
         else:
             parser.print_usage(sys.stderr)
             return EXIT_USAGE
@@ -192,6 +194,20 @@ def make_parser() -> argparse.ArgumentParser:
     check_.add_argument("-c", "--config", required=True, metavar="PATH", help="manifest file or directory")
 
     add_route_tools(sub)
+    status_ = sub.add_parser(
+        "status",
+        help="what a running gateway serves: generation, workers, listeners, certificates expiring soon",
+        description="Ask the admin listener of a running `fsmfast run` (GET /status and /config) and print"
+        " generation and state, workers (pid, uptime, RSS), listeners, certificates expiring within 30 days and"
+        " the last reload's result. Exit 1 when the admin listener cannot be reached.",
+    )
+    status_.add_argument(
+        "--admin-address",
+        type=admin_address,
+        default=_DEFAULTS.admin_address,
+        metavar="HOST:PORT",
+        help="the admin listener to ask (default: %(default)s)",
+    )
     sub.add_parser("demo", help="run a self-contained demo (fsmfast demo --help)", add_help=False)
     return parser
 
@@ -308,6 +324,15 @@ def routes_or_explain(ns: argparse.Namespace) -> int:
         text = explain.explain(result.snapshot, ns.port, ns.host, ns.path, ns.method, ns.header, ns.query)
         sys.stdout.write(text)
     return EXIT_OK
+
+
+def status(address: str) -> int:
+    if not address:
+        print("fsmfast status: needs the admin listener's HOST:PORT (--admin-address)", file=sys.stderr)
+        return EXIT_USAGE
+    from fsmfast.admin.status import main as status_main
+
+    return status_main(*split_admin_address(address))
 
 
 def key_value(text: str) -> tuple[str, str]:

@@ -20,6 +20,8 @@ a Secret or ConfigMap, so a test can look for any of them (or their base64 bodie
 
 from __future__ import annotations
 
+import base64
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,3 +115,33 @@ def write_tls_config(dir: Path, ports: dict[str, int], upstream_port: int, short
     keys = [p.read_text() for p in (pki.ca_key, www.server_key, client[1], other.ca_key)]
     certs = [p.read_text() for p in (pki.ca_cert, www.server_cert, client[0], other.ca_cert)]
     return TlsConfig(config, pki, www, client, other, dict(ports), keys, certs)
+
+
+def _windows(text: str, size: int, step: int = 4) -> list[str]:
+    return [text[i : i + size] for i in range(0, max(1, len(text) - size + 1), step)]
+
+
+def _forms(pem: str, der_too: bool) -> list[str]:
+    """Pieces of ``pem`` as they could leak: its base64 body, the base64 of the whole PEM text (how a
+    Secret's data holds it), and with ``der_too`` the DER bytes as hex (either case) or as raw characters
+    (only for keys: a certificate's DER holds its serial number, which /config shows in hex on purpose)."""
+    body = "".join(line for line in pem.splitlines() if line and not line.startswith("-----"))
+    secret_data = base64.b64encode(pem.encode()).decode()
+    out = _windows(body, 16) + _windows(secret_data, 16)
+    if der_too:
+        der = base64.b64decode(body)
+        out += _windows(der.hex(), 24) + _windows(der.hex().upper(), 24)
+        out += [w for w in _windows(der.decode("latin-1"), 12) if w.isprintable()]
+    return out
+
+
+def leaks(text: str, config: TlsConfig) -> list[str]:
+    """What of ``config``'s keys and certificates appears in ``text`` as PEM, base64 or (keys) DER: a PEM
+    marker, a key-like field name, or a 16-character window of any of them. Empty when nothing leaked."""
+    found = [marker for marker in ("-----BEGIN", "-----END", "PRIVATE KEY", "CERTIFICATE-----") if marker in text]
+    found += re.findall(r'"[a-z_]*(?:pem|key|secret_data|private)[a-z_]*"\s*:', text)
+    for pem in config.keys:
+        found += [piece for piece in _forms(pem, der_too=True) if piece in text]
+    for pem in config.certs:
+        found += [piece for piece in _forms(pem, der_too=False) if piece in text]
+    return found

@@ -16,8 +16,9 @@ import msgspec
 from fsmfast.config import model as m
 from fsmfast.config.checks import check
 from fsmfast.config.decode import decode, describe
+from fsmfast.config.files import find_files
 from fsmfast.config.issues import CLUSTER_SCOPED, Issues, Where
-from fsmfast.config.sources import Document, documents, find_files, read
+from fsmfast.config.sources import Document, documents, read
 
 _GATEWAY_VERSIONS = ("v1", "v1beta1", "v1alpha2")
 

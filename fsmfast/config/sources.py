@@ -1,8 +1,7 @@
-"""Finding manifest files and splitting them into YAML documents."""
+"""Splitting manifest files into YAML documents (``files`` finds them)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,32 +51,6 @@ class Document(msgspec.Struct, frozen=True):
     duplicates: list[str] = []
 
 
-def find_files(path: str, issues: Issues) -> list[str]:
-    """The manifest files for ``path``: the file itself, or a directory's YAML files.
-
-    Names keep the user's spelling (relative stays relative) so messages point at what they typed.
-    """
-    if os.path.isdir(path):
-        try:
-            names = sorted(os.listdir(path))
-        except OSError as exc:
-            issues.error(Where(path, 0), "", f"cannot list directory: {exc.strerror}")
-            return []
-        files = [
-            os.path.join(path, name)
-            for name in names
-            if not name.startswith(".")
-            and not name.endswith("~")
-            and name.endswith((".yaml", ".yml"))
-            and os.path.isfile(os.path.join(path, name))
-        ]
-        if not files:
-            issues.error(Where(path, 0), "", "no *.yaml or *.yml files in this directory")
-        return files
-    if not os.path.exists(path):
-        issues.error(Where(path, 0), "", "no such file or directory")
-        return []
-    return [path]
 
 
 def read(file: str, issues: Issues) -> bytes | None:

@@ -21,7 +21,14 @@ accepted by the replacement.
     TERM  graceful stop: the master and the workers close their listening sockets at once (new
           connections are refused), and workers drain for up to ``graceful_timeout``.
     INT, QUIT  fast stop.
+    USR1  reopen the log files (after logrotate moved them) and have the workers do the same.
     CHLD  wake up and reap.
+
+The loop waits in a ``selectors`` poll rather than on the queue alone: on the signal wake-up
+pipe, on every worker's control channel (readiness, late acks), on the admin listener
+(``fsmfast.admin``) and, with ``--watch``, on the config directory's inotify descriptor. Each
+turn it also runs the watchdog (``fsmfast.master.watchdog``): a worker whose event loop stopped
+beating is aborted and replaced.
 
 A worker exiting with EXIT_WORKER_BOOT halts the master (after stopping the others) rather
 than respawning in a loop. A worker that does not read its push or ack it in time is killed
@@ -35,20 +42,26 @@ import gc
 import os
 import queue
 import select
+import selectors
 import signal
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from fsmfast import __version__, logs
+from fsmfast.admin.server import AdminServer
 from fsmfast.errors import EXIT_BIND, EXIT_CONFIG, EXIT_OK, EXIT_WORKER_BOOT
-from fsmfast.master import channel, forked_build, sockets
-from fsmfast.master.channel import FrameReader
+from fsmfast.master import channel, forked_build, procinfo, sockets, watchdog
+from fsmfast.master.channel import Ack, FrameReader
 from fsmfast.master.children import describe_exit, die_with_parent
+from fsmfast.master.notify import Notifier
 from fsmfast.master.pidfile import Pidfile, PidfileError
+from fsmfast.master.watch import Watcher
+from fsmfast.metrics.master import MasterMetrics
+from fsmfast.metrics.shm import StatsRegion
 from fsmfast.settings import Settings
 
 if TYPE_CHECKING:
@@ -67,7 +80,7 @@ FAST_STOP_TIMEOUT = 3.0
 FLAP_LIFETIME = 1.0
 MAX_RESPAWN_DELAY = 5.0
 
-SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGCHLD)
+SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1, signal.SIGCHLD)
 
 
 @dataclass
@@ -78,6 +91,21 @@ class Worker:
     reader: FrameReader
     born: float
     generation: int  # the generation it was forked with or last acked
+    region: StatsRegion
+    ready_at: float = 0.0  # when it said it serves (monotonic); 0 until then
+    aborted_at: float = 0.0  # when the watchdog sent SIGABRT
+    # Why the master killed it, for fsmfast_worker_restarts_total: "watchdog" or "unresponsive".
+    killed_for: str | None = None
+    ack: Ack | None = None  # the last ack it sent
+
+
+@dataclass
+class ReloadResult:
+    result: str  # "success" or "failure"
+    generation: int  # the one served afterwards
+    at: float  # epoch seconds
+    trigger: str  # "signal" or "watch"
+    error: str | None = None
 
 
 def run(settings: Settings) -> int:
@@ -104,6 +132,18 @@ class Arbiter:
         self.respawn_at = [0.0] * settings.workers
         self.worker_main: Callable[[WorkerBoot], NoReturn] | None = None
         self._old_handlers: dict[int, object] = {}
+        self.selector = selectors.DefaultSelector()
+        # Signals only queue (see _on_signal); this pipe wakes the select() they interrupt.
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
+        self.stats = MasterMetrics()  # what /metrics shows
+        self.admin: AdminServer | None = None
+        self.watcher: Watcher | None = None
+        self.notifier = Notifier.from_env()
+        self.started = time.time()
+        self.serving = False  # every worker was ready once: READY=1 was sent
+        self.last_reload: ReloadResult | None = None
+        self._dump: tuple[int, dict[str, Any]] | None = None  # (generation, /config) cached
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -115,6 +155,9 @@ class Arbiter:
             return self._start()
         finally:
             self._restore_signals()
+            self.selector.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
 
     def _start(self) -> int:
         first = self.first_build()
@@ -152,6 +195,12 @@ class Arbiter:
         self.ports = ports
         self.generation = 1
         self.snapshot_bytes = snapshot_bytes
+        self.stats.set_snapshot(snapshot_bytes)
+        if not self._start_admin():
+            return EXIT_BIND
+        if self.settings.watch:
+            self.watcher = Watcher(self.settings.config_path)
+            self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, self.watcher.on_readable)
         log.info("fsmfast %s master started; generation 1: %s", __version__, summary)
         if not ports:
             log.warning("the configuration has no listeners; nothing is served until a reload adds one")
@@ -168,12 +217,40 @@ class Arbiter:
             if self.halt_code is not None:
                 self.stop(graceful=True)
                 return self.halt_code
+            now = time.monotonic()
+            self.watch_workers(now)
+            if self.watcher is not None and self.watcher.due(now):
+                log.info("configuration files changed: reloading %s", self.settings.config_path)
+                self.reload(trigger="watch")
+            if self.admin is not None:
+                self.admin.expire(now)
             self.manage_workers()
+
+    def _start_admin(self) -> bool:
+        if not self.settings.admin_address:
+            return True
+        from fsmfast.admin import endpoints
+        from fsmfast.admin.server import AdminServer
+        from fsmfast.cli import split_admin_address
+
+        host, port = split_admin_address(self.settings.admin_address)
+        try:
+            self.admin = AdminServer(self.selector, host, port, endpoints.handler(self))
+        except sockets.BindError as e:
+            log.error("admin listener: %s (--admin-address sets another, an empty value turns it off)", e)
+            return False
+        log.info("admin listener on http://%s (/metrics /healthz /readyz /config /status)", self.admin.address)
+        return True
 
     def _cleanup(self) -> None:
         for w in self.workers.values():
             with contextlib.suppress(OSError):
                 w.channel.close()
+            w.region.close()
+        if self.admin is not None:
+            self.admin.close()
+        if self.watcher is not None:
+            self.watcher.close()
         sockets.close_slots(self.slots)
         if self.pidfile is not None:
             try:
@@ -205,8 +282,11 @@ class Arbiter:
     def _install_signals(self) -> None:
         for sig in SIGNALS:
             self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+        self._old_wakeup_fd = signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
 
     def _restore_signals(self) -> None:
+        with contextlib.suppress(ValueError):
+            signal.set_wakeup_fd(self._old_wakeup_fd)
         for sig, handler in self._old_handlers.items():
             with contextlib.suppress(OSError, ValueError, TypeError):
                 # Whatever signal() returned before, put back as it was (None for a C-level handler is refused).
@@ -219,6 +299,8 @@ class Arbiter:
 
     def _loop_timeout(self) -> float:
         timeout = 1.0
+        if self.watcher is not None:
+            timeout = min(timeout, self.watcher.timeout(time.monotonic()))
         live = {w.slot for w in self.workers.values()}
         now = time.monotonic()
         for slot in range(self.settings.workers):
@@ -227,10 +309,11 @@ class Arbiter:
         return timeout
 
     def wait_and_dispatch(self, timeout: float) -> None:
-        try:
-            batch = [self.signals.get(timeout=timeout)]
-        except queue.Empty:
-            return
+        """Wait up to ``timeout`` for a signal or a readable descriptor; handle what came."""
+        if self.signals.empty():
+            for key, _events in self.selector.select(timeout):
+                key.data()
+        batch = []
         while True:
             try:
                 batch.append(self.signals.get_nowait())
@@ -240,6 +323,11 @@ class Arbiter:
         for sig in dict.fromkeys(batch):
             name = signal.Signals(sig).name[3:].lower()
             getattr(self, f"handle_{name}")()
+
+    def _drain_wakeups(self) -> None:
+        with contextlib.suppress(BlockingIOError, InterruptedError):
+            while os.read(self._wake_r, 512):
+                pass
 
     def handle_hup(self) -> None:
         """SIGHUP: rebuild the configuration and push it to the workers."""
@@ -261,6 +349,14 @@ class Arbiter:
         log.info("received SIGQUIT: fast stop")
         self.stop_mode = "fast"
 
+    def handle_usr1(self) -> None:
+        """SIGUSR1: reopen the log files, then have every worker take the new ones."""
+        log.info("received SIGUSR1: reopening log files")
+        self.reopen_logs()
+
+    def reopen_logs(self) -> None:
+        """Reopen the log files (``fsmfast.master.logfiles``); with none configured, nothing to do."""
+
     def handle_chld(self) -> None:
         """SIGCHLD: nothing to do here; the loop reaps after every dispatch."""
 
@@ -277,6 +373,7 @@ class Arbiter:
     def spawn(self, slot: int) -> None:
         master_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         master_end.settimeout(PUSH_TIMEOUT)
+        region = StatsRegion()  # before the fork: the worker inherits the shared mapping
         # Signals stay blocked across the fork so none reaches the child's copy of the master's
         # handlers (it would vanish into the child's copy of the queue); the child resets the
         # handlers first, then unblocks, and anything pending gets the default action.
@@ -288,14 +385,18 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
             master_end.close()
             worker_end.close()
+            region.close()
             log.error("cannot fork worker %d: %s; retrying in 1s", slot, e.strerror)
             self.respawn_at[slot] = time.monotonic() + 1.0
             return
         if pid == 0:
-            self._worker_process(slot, worker_end, master_end, old_mask, master_pid)
+            self._worker_process(slot, worker_end, master_end, old_mask, master_pid, region)
         signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
         worker_end.close()
-        self.workers[pid] = Worker(slot, pid, master_end, FrameReader(), time.monotonic(), self.generation)
+        worker = Worker(slot, pid, master_end, FrameReader(), time.monotonic(), self.generation, region)
+        self.workers[pid] = worker
+        self.selector.register(master_end, selectors.EVENT_READ, lambda: self._on_channel(worker))
+        self.stats.worker_started(pid, slot, region)
         log.info("booted worker %d (pid %d), generation %d", slot, pid, self.generation)
 
     def _worker_process(
@@ -305,10 +406,12 @@ class Arbiter:
         master_end: socket.socket,
         mask: set[int | signal.Signals],
         master_pid: int,
+        region: StatsRegion,
     ) -> NoReturn:
         """The child side of the fork. Never returns into the master's code."""
         code = EXIT_WORKER_BOOT
         try:
+            self._close_in_child()
             for sig in SIGNALS:
                 signal.signal(sig, signal.SIG_DFL)
             # The worker ignores SIGHUP too; until it installs its own handlers a terminal
@@ -333,6 +436,7 @@ class Arbiter:
                 listeners=dict(self.slots[slot]),
                 snapshot=self.snapshot_bytes,
                 generation=self.generation,
+                region=region,
             )
             assert self.worker_main is not None
             self.worker_main(boot)
@@ -343,6 +447,23 @@ class Arbiter:
             log.exception("worker %d failed to boot: %s", slot, e)
         finally:
             os._exit(code)
+
+    def _close_in_child(self) -> None:
+        """Drop the master's own descriptors in a new worker: its selector, wake-up pipe, admin
+        listener and watches (a worker holding the admin port would keep it after the master died)."""
+        signal.set_wakeup_fd(-1)
+        if self.admin is not None:
+            self.admin.close_in_child()
+        if self.watcher is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.watcher.fileno())
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            os.close(self.selector.fileno())
+        for other in self.workers.values():
+            other.region.close()
 
     def reap(self) -> None:
         """Collect every dead child; schedule respawns or note a boot failure."""
@@ -356,13 +477,20 @@ class Arbiter:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue  # not ours (e.g. we are pid 1 in a container): reap quietly
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(worker.channel)
             with contextlib.suppress(OSError):
                 worker.channel.close()
             what = f"worker {worker.slot} (pid {pid}) {describe_exit(status)}"
             if self.stopping:
+                self.stats.worker_exited(pid, None)
+                worker.region.close()
                 clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
                 (log.info if clean else log.warning)("%s", what)
                 continue
+            # Its last published counts are folded into the totals (counters never go back).
+            self.stats.worker_exited(pid, worker.killed_for or ("signal" if os.WIFSIGNALED(status) else "exit"))
+            worker.region.close()
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_WORKER_BOOT:
                 log.error("%s: it failed to boot; stopping the master instead of respawning in a loop", what)
                 self.halt_code = EXIT_WORKER_BOOT
@@ -387,8 +515,23 @@ class Arbiter:
 
     # -- reload ----------------------------------------------------------------------------
 
-    def reload(self) -> None:
+    def reload(self, trigger: str = "signal") -> None:
         """Build generation G+1 and switch every worker to it; on any failure keep generation G."""
+        self.notifier.reloading()
+        try:
+            error = self._reload()
+        finally:
+            self.notifier.ready(self._status_line())
+        ok = error is None
+        self.last_reload = ReloadResult(
+            "success" if ok else "failure", self.generation, time.time(), trigger, error
+        )
+        self.stats.reload_result(ok, self.generation)
+        if ok:
+            self.stats.set_snapshot(self.snapshot_bytes)
+
+    def _reload(self) -> str | None:
+        """The reload itself; the reason it failed, or None."""
         old = self.generation
         generation = old + 1
         # Whatever goes wrong in the build (the child reports even a compiler bug), a reload
@@ -398,11 +541,11 @@ class Arbiter:
             log.error("reload failed, keeping generation %d:", old)
             for issue in result.errors:
                 log.error("  %s", issue)
-            return
+            return "; ".join(str(issue) for issue in result.errors)
         if result.unreadable or result.crash:
             why = f"cannot read {self.settings.config_path}: {result.unreadable}" if result.unreadable else result.crash
             log.error("reload failed, keeping generation %d: %s", old, why)
-            return
+            return why
         for warning in result.warnings:
             log.warning("%s", warning)
         ports = result.ports
@@ -414,7 +557,7 @@ class Arbiter:
             )
         except sockets.BindError as e:
             log.error("reload failed, keeping generation %d: %s", old, e)
-            return
+            return str(e)
         for slot, listeners in enumerate(fresh):
             self.slots[slot].update(listeners)
         self.generation = generation
@@ -438,6 +581,7 @@ class Arbiter:
                     generation,
                     PUSH_TIMEOUT,
                 )
+                worker.killed_for = "unresponsive"
                 self.kill_worker(worker, signal.SIGKILL)
             except OSError as e:
                 # Usually a worker that died and is not reaped yet; the loop respawns it.
@@ -458,6 +602,7 @@ class Arbiter:
         _freeze_heap()
         note = "" if acked == len(pending) else f" ({acked} of {len(pending)} workers acked)"
         log.info("reloaded: generation %d, %s%s", generation, result.summary, note)
+        return None
 
     def collect_acks(self, pending: dict[int, Worker], generation: int) -> int:
         """Wait up to ACK_TIMEOUT for each pending worker's ack; kill the silent ones."""
@@ -487,44 +632,178 @@ class Arbiter:
                 generation,
                 ACK_TIMEOUT,
             )
+            worker.killed_for = "unresponsive"
             self.kill_worker(worker, signal.SIGKILL)
         return acked
 
     def _read_ack(self, worker: Worker, generation: int) -> tuple[bool, bool]:
         """Read what the worker sent: (finished with this worker, it acked the generation)."""
+        alive = self._read_channel(worker)
+        ack = worker.ack
+        if ack is not None and ack.generation == generation:
+            if ack.ok:
+                return True, True
+            log.error(
+                "worker %d (pid %d) rejected generation %d and keeps generation %d: %s",
+                worker.slot,
+                worker.pid,
+                generation,
+                worker.generation,
+                ack.error,
+            )
+            return True, False
+        if not alive:
+            return True, False  # channel closed: the worker died; reaping reports it
+        return False, False
+
+    def _on_channel(self, worker: Worker) -> None:
+        """A worker's channel is readable outside a reload: readiness, or a late ack."""
+        if not self._read_channel(worker):
+            # The worker is dying; reaping reports it. Stop polling a closed channel meanwhile.
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(worker.channel)
+
+    def _read_channel(self, worker: Worker) -> bool:
+        """Take every message the worker sent; False once its channel is closed or unusable."""
         try:
             alive = channel.recv_into(worker.channel, worker.reader)
             messages = worker.reader.messages()
         except Exception as e:
             log.error("bad control frame from worker %d (pid %d): %s; killing it", worker.slot, worker.pid, e)
+            worker.killed_for = "unresponsive"
             self.kill_worker(worker, signal.SIGKILL)
-            return True, False
+            return False
         for msg, fds in messages:
             for fd in fds:
                 os.close(fd)
-            # Acks of an older generation arrive late after a timed-out reload: ignore them.
-            if isinstance(msg, channel.Ack) and msg.generation == generation:
-                if msg.ok:
-                    worker.generation = generation
-                    return True, True
+            if isinstance(msg, channel.Ack):
+                # Acks of an older generation arrive late after a timed-out reload: kept, not used.
+                worker.ack = msg
+                if msg.ok and msg.generation > worker.generation:
+                    worker.generation = msg.generation
+            elif isinstance(msg, channel.Ready):
+                worker.ready_at = time.monotonic()
+                worker.generation = max(worker.generation, msg.generation)
+                self._maybe_serving()
+        return alive
+
+    def _maybe_serving(self) -> None:
+        """Tell systemd READY=1 the first time every slot's worker serves."""
+        if self.serving or self.stopping:
+            return
+        if all(ok for _name, ok, _why in self.readiness()):
+            self.serving = True
+            log.info("serving: %s", self._status_line())
+            self.notifier.ready(self._status_line())
+
+    # -- watchdog --------------------------------------------------------------------------
+
+    def watch_workers(self, now: float) -> None:
+        """Abort, then kill, the workers whose event loop stopped beating (``watchdog``)."""
+        timeout = self.settings.worker_timeout
+        for worker in list(self.workers.values()):
+            verdict = watchdog.check(
+                now, worker.born, worker.ready_at, worker.region.heartbeat(), worker.aborted_at, timeout
+            )
+            if verdict is watchdog.Verdict.ABORT:
+                silent = watchdog.silence(now, worker.ready_at or worker.born, worker.region.heartbeat())
                 log.error(
-                    "worker %d (pid %d) rejected generation %d and keeps generation %d: %s",
+                    "worker %d (pid %d) has not answered for %.1fs (--worker-timeout %gs); aborting it"
+                    " (its stderr gets a traceback), then replacing it",
                     worker.slot,
                     worker.pid,
-                    generation,
-                    worker.generation,
-                    msg.error,
+                    silent,
+                    timeout,
                 )
-                return True, False
-        if not alive:
-            return True, False  # channel closed: the worker died; reaping reports it
-        return False, False
+                worker.killed_for = "watchdog"
+                worker.aborted_at = now
+                self.kill_worker(worker, signal.SIGABRT)
+            elif verdict is watchdog.Verdict.KILL:
+                log.error("worker %d (pid %d) did not end after SIGABRT; killing it", worker.slot, worker.pid)
+                worker.aborted_at = float("inf")  # once
+                self.kill_worker(worker, signal.SIGKILL)
+        if self.notifier.watchdog_interval() is not None:
+            self.notifier.watchdog()
+
+    # -- what the admin listener shows (fsmfast.admin.endpoints.AdminView) -------------------
+
+    def readiness(self) -> list[tuple[str, bool, str]]:
+        live = list(self.workers.values())
+        behind = [w for w in live if not w.ready_at or w.generation != self.generation]
+        return [
+            ("config", self.generation > 0, "no configuration is served yet"),
+            ("not-stopping", self.stop_mode is None and not self.stopping, "the gateway is stopping (draining)"),
+            (
+                "workers",
+                len(live) == self.settings.workers,
+                f"{len(live)} of {self.settings.workers} workers are up",
+            ),
+            (
+                "generation",
+                bool(live) and not behind,
+                f"{len(behind)} workers do not serve generation {self.generation} yet",
+            ),
+        ]
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        wall = time.time()
+        workers = []
+        for w in sorted(self.workers.values(), key=lambda w: w.slot):
+            workers.append(
+                {
+                    "slot": w.slot,
+                    "pid": w.pid,
+                    "generation": w.generation,
+                    "ready": bool(w.ready_at),
+                    "uptime_seconds": round(now - w.born, 3),
+                    "rss_bytes": procinfo.rss_bytes(w.pid),
+                }
+            )
+        reload = self.last_reload
+        ready = all(ok for _name, ok, _why in self.readiness())
+        return {
+            "version": __version__,
+            "pid": os.getpid(),
+            "state": "draining" if self.stop_mode or self.stopping else ("serving" if ready else "starting"),
+            "generation": self.generation,
+            "started": self.started,
+            "uptime_seconds": round(wall - self.started, 3),
+            "workers": workers,
+            "last_reload": None
+            if reload is None
+            else {
+                "result": reload.result,
+                "generation": reload.generation,
+                "at": reload.at,
+                "trigger": reload.trigger,
+                "error": reload.error,
+            },
+        }
+
+    def config(self) -> dict[str, Any] | None:
+        if not self.snapshot_bytes:
+            return None
+        if self._dump is None or self._dump[0] != self.generation:
+            from fsmfast import snapshot as snapmod
+            from fsmfast.admin.dump import config_json
+
+            self._dump = (self.generation, config_json(snapmod.decode(self.snapshot_bytes)))
+        return self._dump[1]
+
+    def metrics(self, accept: str | None) -> tuple[str, bytes]:
+        return self.stats.render(accept)
+
+    def _status_line(self) -> str:
+        ready = sum(1 for w in self.workers.values() if w.ready_at and w.generation == self.generation)
+        return f"generation {self.generation}, {ready}/{self.settings.workers} workers ready"
 
     # -- stop ------------------------------------------------------------------------------
 
     def stop(self, graceful: bool) -> None:
         """Stop every worker: SIGTERM and wait for the drain, or SIGQUIT; SIGKILL leftovers."""
         self.stopping = True
+        self.notifier.stopping()
         limit = self.settings.graceful_timeout + GRACE_EXTRA if graceful else FAST_STOP_TIMEOUT
         for worker in self.workers.values():
             self.kill_worker(worker, signal.SIGTERM if graceful else signal.SIGQUIT)
@@ -541,9 +820,9 @@ class Arbiter:
             remaining = deadline - time.monotonic()
             if not self.workers or remaining <= 0:
                 break
-            try:
-                sig = self.signals.get(timeout=min(remaining, 1.0))
-            except queue.Empty:
+            # The admin listener keeps answering while workers drain (/readyz says 503).
+            sig = self._wait_during_stop(min(remaining, 1.0))
+            if sig is None:
                 continue
             if graceful and sig in (signal.SIGINT, signal.SIGQUIT):
                 log.info("received %s during graceful stop: fast stop", signal.Signals(sig).name)
@@ -559,6 +838,22 @@ class Arbiter:
             while self.workers and time.monotonic() < end:
                 self.reap()
                 time.sleep(0.02)
+
+    def _wait_during_stop(self, timeout: float) -> int | None:
+        """Serve the selector for up to ``timeout``; the most urgent signal that came, if any."""
+        if self.signals.empty():
+            for key, _events in self.selector.select(timeout):
+                key.data()
+        if self.admin is not None:
+            self.admin.expire(time.monotonic())
+        got = None
+        while True:
+            try:
+                sig = self.signals.get_nowait()
+            except queue.Empty:
+                return got
+            if sig in (signal.SIGINT, signal.SIGQUIT) or got is None:
+                got = sig
 
     def _log_listening(self, port: int) -> None:
         where = sockets.format_address(self.settings.listen_address, port)

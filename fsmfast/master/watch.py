@@ -6,7 +6,7 @@ and a Kubernetes ConfigMap volume swaps a ``..data`` symlink so that no event ev
 file itself. A directory watch sees both: ``MOVED_TO gw.yaml``, or ``CREATE ..2024_x``,
 ``MOVED_TO ..data``, ``DELETE ..2024_w``. So every event on a watched directory only marks the
 configuration dirty, whatever its name; once no event came for ``SETTLE`` seconds the inputs
-are hashed (what the loader reads: ``fsmfast.config.sources.find_files``, followed through
+are hashed (what the loader reads: ``fsmfast.config.files.find_files``, followed through
 symlinks), and only a hash that differs from the one last handed out as due asks for a reload.
 A ``touch``, a save of the same bytes, or the editor's swap file changes nothing and reloads
 nothing; a burst of writes reloads once.
@@ -34,8 +34,8 @@ import struct
 import time
 from collections.abc import Callable
 
+from fsmfast.config.files import find_files
 from fsmfast.config.issues import Issues
-from fsmfast.config.sources import find_files
 
 log = logging.getLogger("fsmfast.master")
 

@@ -28,6 +28,7 @@ from pathlib import Path
 from bench import configs, deps, load, procs
 from bench.configs import UpstreamPorts
 from bench.scenarios import SCENARIOS, Case, Scenario
+from bench.scrape import Scraper
 from bench.systems import System, make
 
 
@@ -155,7 +156,9 @@ class Harness:
         up_cpu0, wrk_cpu0, (user0, sys0) = procs.cpu_seconds(up_pids), _children_cpu(), procs.cpu_times(pids)
         t0 = time.monotonic()
         sampler = procs.RssSampler(root) if root is not None else contextlib.nullcontext()
-        with sampler:
+        metrics_url = system.metrics_url
+        scraper = Scraper(metrics_url) if metrics_url is not None else None
+        with sampler, scraper or contextlib.nullcontext():
             res, _ = load.run_wrk(
                 self.wrk, url, script, self.opts.connections, self.opts.duration, self.opts.threads, cpus
             )
@@ -192,6 +195,11 @@ class Harness:
             # with much of it are noisy, whatever the medians say.
             "other_load_cores": round(max(0.0, busy1 - busy0 - ours) / wall, 2),
         }
+        if scraper is not None:
+            # Scrapes answered during the measured load (bench.scrape), and the size of the last one.
+            run["metrics_scrapes"] = scraper.scrapes
+            run["metrics_scrape_failures"] = scraper.failures
+            run["metrics_bytes"] = scraper.last_bytes
         if stub0 is not None and stub1 is not None:
             run["upstream_new_conns"] = stub1[0] - stub0[0] - 1  # minus the stub_status request's own
             run["upstream_requests"] = stub1[1] - stub0[1] - 1

@@ -57,6 +57,11 @@ class System:
     def root_pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
+    @property
+    def metrics_url(self) -> str | None:
+        """Where the benchmark scrapes metrics while it measures (bench.scrape), if the system has them."""
+        return None
+
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.stop()
@@ -90,8 +95,14 @@ class Fsmfast(System):
         env = child_env()
         env.pop("FSMFAST_WORKERS", None)
         argv = [sys.executable, "-m", "fsmfast", "run", "-c", str(dir), "--workers", "1", "--no-access-log"]
-        argv += ["--listen-address", "127.0.0.1"]
+        # The admin listener on, as in production: its /metrics is scraped while the load runs.
+        self.admin_port = free_port()
+        argv += ["--listen-address", "127.0.0.1", "--admin-address", f"127.0.0.1:{self.admin_port}"]
         self.proc = Proc("fsmfast", argv, dir, self.cpus, env=env, cwd=dir, wrapper=self.wrapper)
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.admin_port}/metrics" if self.proc is not None else None
 
 
 class Nginx(System):

@@ -147,7 +147,10 @@ def _reload(status: dict[str, Any], now: float) -> list[str]:
     last = status.get("last_reload")
     if not last:
         return ["last reload", "  none since the master started"]
-    line = f"  {last.get('result', '?')}, generation {last.get('generation', '?')}, {_when(last['at'], now)}"
+    # "generation" is the one served after the reload: the new one, or the one a failure kept.
+    result = last.get("result", "?")
+    served = "kept" if result == "failure" else "now serving"
+    line = f"  {result} {_when(last['at'], now)}, {served} generation {last.get('generation', '?')}"
     if last.get("trigger"):
         line += f", by {last['trigger']}"
     lines = ["last reload", line]

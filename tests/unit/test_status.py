@@ -100,7 +100,7 @@ certificates expiring within 30 days
   httpbin/edge                   upstream-client  CN=gateway          expires in 30d 0h, 2027-02-14T08:00:00Z
 
 last reload
-  failure, generation 3, 2027-01-15T07:58:30Z (1m 30s ago), by watch
+  failure 2027-01-15T07:58:30Z (1m 30s ago), kept generation 3, by watch
   error: all.yaml#4 Secret httpbin/www-cert: data.tls.key does not match
   error: second line
 """
@@ -129,7 +129,7 @@ def test_render_before_any_configuration_is_served() -> None:
 def test_a_successful_reload() -> None:
     last = {"result": "success", "generation": 4, "at": NOW - 3 * DAY, "error": None, "trigger": "signal"}
     assert st.render({**STATUS, "last_reload": last}, CONFIG, now=NOW).endswith(
-        "last reload\n  success, generation 4, 2027-01-12T08:00:00Z (3d 0h ago), by signal\n"
+        "last reload\n  success 2027-01-12T08:00:00Z (3d 0h ago), now serving generation 4, by signal\n"
     )
 
 

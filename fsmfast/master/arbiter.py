@@ -53,16 +53,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from fsmfast import __version__, logs
 from fsmfast.admin.server import AdminServer
-from fsmfast.errors import EXIT_BIND, EXIT_CONFIG, EXIT_OK, EXIT_WORKER_BOOT
-from fsmfast.master import channel, forked_build, procinfo, sockets, watchdog
+from fsmfast.errors import EXIT_BIND, EXIT_CONFIG, EXIT_OK, EXIT_USAGE, EXIT_WORKER_BOOT
+from fsmfast.master import channel, forked_build, logfiles, procinfo, sockets, watchdog
 from fsmfast.master.channel import Ack, FrameReader
 from fsmfast.master.children import describe_exit, die_with_parent
-from fsmfast.master.notify import Notifier
+from fsmfast.master.notify import Notifier, strip_env
 from fsmfast.master.pidfile import Pidfile, PidfileError
 from fsmfast.master.watch import Watcher
 from fsmfast.metrics.master import MasterMetrics
 from fsmfast.metrics.shm import StatsRegion
 from fsmfast.settings import Settings
+from fsmfast.worker import privileges
 
 if TYPE_CHECKING:
     from fsmfast.worker.boot import WorkerBoot
@@ -140,6 +141,8 @@ class Arbiter:
         self.admin: AdminServer | None = None
         self.watcher: Watcher | None = None
         self.notifier = Notifier.from_env()
+        self.ids: privileges.Ids | None = None  # --user/--group: what workers drop to
+        self.logfiles: logfiles.LogFiles | None = None
         self.started = time.time()
         self.serving = False  # every worker was ready once: READY=1 was sent
         self.last_reload: ReloadResult | None = None
@@ -160,6 +163,19 @@ class Arbiter:
             os.close(self._wake_w)
 
     def _start(self) -> int:
+        # Before the build, so that an unknown user fails at once, and the build's errors reach the error log.
+        try:
+            self.ids = privileges.resolve(self.settings.user, self.settings.group)
+            files = logfiles.LogFiles(
+                self.settings.access_log_path if self.settings.access_log else None,
+                self.settings.error_log_path,
+                self.ids,
+            )
+            files.open()
+        except (privileges.PrivilegeError, logfiles.LogFileError) as e:
+            log.error("%s", e)
+            return EXIT_USAGE
+        self.logfiles = files
         first = self.first_build()
         if first is None:
             return EXIT_CONFIG
@@ -199,8 +215,12 @@ class Arbiter:
         if not self._start_admin():
             return EXIT_BIND
         if self.settings.watch:
-            self.watcher = Watcher(self.settings.config_path)
-            self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, self.watcher.on_readable)
+            try:
+                self.watcher = Watcher(self.settings.config_path)
+            except OSError as e:
+                log.error("--watch: %s; the configuration reloads on SIGHUP only", e)
+            else:
+                self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, self.watcher.on_readable)
         log.info("fsmfast %s master started; generation 1: %s", __version__, summary)
         if not ports:
             log.warning("the configuration has no listeners; nothing is served until a reload adds one")
@@ -356,6 +376,18 @@ class Arbiter:
 
     def reopen_logs(self) -> None:
         """Reopen the log files (``fsmfast.master.logfiles``); with none configured, nothing to do."""
+        if self.logfiles is None:
+            return
+        kinds, fds = self.logfiles.reopen()
+        if not kinds:
+            return
+        msg = channel.Reopen(kinds=kinds)
+        for worker in list(self.workers.values()):
+            try:
+                channel.send(worker.channel, msg, fds)
+            except OSError as e:
+                # A worker that died meanwhile (its replacement inherits the new files), or one stuck.
+                log.warning("cannot hand the reopened logs to worker %d (pid %d): %s", worker.slot, worker.pid, e)
 
     def handle_chld(self) -> None:
         """SIGCHLD: nothing to do here; the loop reaps after every dispatch."""
@@ -427,6 +459,10 @@ class Arbiter:
                     for sock in listeners.values():
                         sock.close()
             logs.setup(f"worker {slot}")
+            strip_env()  # only the master speaks to systemd
+            logfiles.in_worker()
+            if self.ids is not None:
+                privileges.drop(self.ids, master_pid)
             from fsmfast.worker.boot import WorkerBoot
 
             boot = WorkerBoot(

@@ -30,7 +30,7 @@ import uvloop
 
 from fsmfast import snapshot as snapmod
 from fsmfast.errors import EXIT_OK, EXIT_WORKER_BOOT
-from fsmfast.master import channel
+from fsmfast.master import channel, logfiles
 from fsmfast.proxy.ports import connection_for
 from fsmfast.worker import malloc
 from fsmfast.worker.boot import WorkerBoot
@@ -132,6 +132,8 @@ class Worker:
         for msg, fds in self.reader.messages():
             if isinstance(msg, channel.Push):
                 self._on_push(msg, fds)
+            elif isinstance(msg, channel.Reopen):
+                logfiles.adopt(msg.kinds, fds, self.ctx.access_log)
 
     def _on_push(self, msg: channel.Push, fds: list[int]) -> None:
         for port, fd in zip(msg.fd_ports, fds, strict=False):

@@ -3,9 +3,10 @@
 The master opens the files (``O_APPEND``: every whole-line write of every process lands at the
 end, never over another's, and a truncation leaves no hole), creates them 0640 and, with
 ``--user``, chowns them to the worker user. The error log goes onto fd 2, so the master's and the
-workers' log lines and any traceback Python prints all go there; the access log gets an fd of its
-own (:func:`access_fd`), which the forked workers' ``AccessLog`` writes to. Without a path both
-stay stdout and stderr as before.
+workers' log lines and any traceback Python prints all go there. The access log gets an fd of its
+own in the master (:func:`access_fd`; the master's stdout stays what it was), and a forked worker
+moves it onto its fd 1 (:func:`in_worker`), where its ``AccessLog`` writes as it always did.
+Without a path both stay stdout and stderr as before.
 
 Rotation is nginx's: logrotate renames the file and sends SIGUSR1; the master opens the path
 again (a new file), puts it in place of its own fd with ``dup2`` and hands the new file to every
@@ -36,8 +37,7 @@ ERROR = "error"
 MODE = 0o640
 FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOCTTY | os.O_CLOEXEC
 
-# The fd the workers' access log writes to: stdout, or the file the master opened. Set in the master
-# before any fork; a worker inherits it with the fd itself.
+# The access log's fd: stdout, or the file the master opened (set before any fork, inherited with the fd).
 _access_fd = 1
 
 
@@ -46,8 +46,17 @@ class LogFileError(Exception):
 
 
 def access_fd() -> int:
-    """The fd a worker's ``AccessLog`` writes to."""
+    """The fd the access log is on in this process."""
     return _access_fd
+
+
+def in_worker() -> None:
+    """In a worker child, before its ``AccessLog`` exists: the access log file becomes its stdout."""
+    global _access_fd
+    if _access_fd != 1:
+        os.dup2(_access_fd, 1)
+        os.close(_access_fd)
+        _access_fd = 1
 
 
 class LogFiles:

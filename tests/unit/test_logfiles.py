@@ -187,3 +187,30 @@ def test_sink_reset_leaves_a_private_description(tmp_path: Path) -> None:
     finally:
         for f in (read, write, fd):
             os.close(f)
+
+
+def test_a_worker_writes_the_access_log_on_its_stdout(tmp_path: Path) -> None:
+    access = tmp_path / "access.log"
+
+    def body() -> object:
+        LogFiles(str(access), None).open()
+        master_fd = logfiles.access_fd()
+        # The fork of a worker.
+        pid = os.fork()
+        if pid == 0:
+            try:
+                logfiles.in_worker()
+                assert logfiles.access_fd() == 1
+                os.write(1, b"from the worker\n")
+                try:
+                    os.fstat(master_fd)
+                    os._exit(3)  # the master's number should be free in the worker
+                except OSError:
+                    os._exit(0)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    assert in_child(body) == 0
+    assert access.read_text() == "from the worker\n"

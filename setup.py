@@ -21,6 +21,7 @@ COMPILED_MODULES = (
     "fsmfast.proxy.downstream",
     "fsmfast.tls.link",
     "fsmfast.worker.context",
+    "fsmfast.metrics.counters",
 )
 
 

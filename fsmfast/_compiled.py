@@ -40,6 +40,7 @@ COMPILED = (
     "fsmfast.proxy.downstream",
     "fsmfast.tls.link",
     "fsmfast.worker.context",
+    "fsmfast.metrics.counters",
 )
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))

@@ -24,7 +24,7 @@ from fsmfast._compiled import COMPILED
 ROOT = Path(fsmfast.__file__).resolve().parent.parent
 DESCRIBED = (
     "compiled fsmfast._parser, tls._records, proxy.router, proxy.roles, pipeline.route, proxy.upstream, proxy.exchange,"
-    " proxy.downstream, tls.link, worker.context"
+    " proxy.downstream, tls.link, worker.context, metrics.counters"
 )
 
 
@@ -98,7 +98,7 @@ def _fields(pxd: Path) -> dict[str, tuple[str | None, set[str]]]:
         if m:
             current = out.setdefault(m.group(1), (m.group(2), set()))[1]
             continue
-        m = re.match(r"\s+cdef public \w[\w ]*? (\w+)$", line)
+        m = re.match(r"\s+cdef public \w[\w\[\]: ]*? (\w+)$", line)  # a memoryview too: long long[::1] codes
         if m and current is not None:
             current.add(m.group(1))
     return out

@@ -137,6 +137,7 @@ class ClientConnection(ClientSide):
         # Counted before it joins: room made at the limit never closes the newcomer itself.
         ctx.admission.opened(len(connections) + len(ctx.tunnels) + 1)
         connections.add(self)
+        ctx.stats.opened(self.port)
 
     def data_received(self, data: bytes) -> None:
         if self.closing or self.stop_reading:
@@ -299,6 +300,8 @@ class ClientConnection(ClientSide):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:  # once, whoever reports the loss (a WebSocket tunnel does too)
+            self.ctx.stats.closed(self.port)
         self.closing = True
         connections = self.ctx.connections
         connections.discard(self)

@@ -1,11 +1,14 @@
 # Compiled declarations for exchange.py (see upstream.pxd for why a .pxd and not a .pyx).
 cimport cython
+# time.monotonic() in exchange.py compiles to a C read of the clock (Cython's cpython.time).
+from cpython cimport time
 
 from fsmfast._parser cimport (
     ResponseHead, build_request_head, build_response_head, chunk, parse_response_head, relay_response_head,
 )
 from fsmfast.proxy.roles cimport ClientSide, UpstreamUser
 from fsmfast.proxy.upstream cimport BackendState, Pool, UpstreamConnection
+from fsmfast.metrics.counters cimport WorkerStats
 
 # The states and framings, imported from fsmfast.proxy.states and .headers as Python ints, held as C
 # ints here: comparing a C field with them then costs no boxing and no global lookup.
@@ -87,3 +90,5 @@ cdef class Exchange(UpstreamUser):
     cpdef bint detailed_errors(self) except -1
     cdef bint _client_stalled(self) except -1
     cpdef _finish(self)
+    @cython.locals(client=ClientSide, stats=WorkerStats)
+    cpdef _record(self)

@@ -200,10 +200,9 @@ class Exchange(UpstreamUser):
         self.expect_continue = expect_continue
         self.is_head = method == b"HEAD"
         self.state = QUEUED
-        ctx = client.ctx
-        # Precise only where it is shown (the access log's duration); the body timeout needs the
-        # coarse clock only (see Context.clock_upper), and a C call per request less.
-        self.started = time.monotonic() if ctx.access_log.enabled else ctx.clock_upper
+        # Where the request's duration starts (metrics, the access log). Compiled, this is a C read of
+        # the clock, not a Python call: exchange.pxd cimports Cython's cpython.time as ``time``.
+        self.started = time.monotonic()
         self.deadline = 0.0
         self.local = None
         self.rule = None
@@ -338,6 +337,7 @@ class Exchange(UpstreamUser):
         if CHECK_STATES:
             transition(self, self.state, "client_lost", DONE)
         self.state = DONE
+        self._record()
         if self.client.ctx.access_log.enabled:
             self._log()
 
@@ -717,6 +717,7 @@ class Exchange(UpstreamUser):
         self.state = DONE
         if self.timer is not None:
             self.timer.cancel()
+        self._record()
         if self.client.ctx.access_log.enabled:
             self._log()
         self.client.abort()
@@ -725,11 +726,22 @@ class Exchange(UpstreamUser):
         self.state = DONE
         if self.timer is not None:
             self.timer.cancel()
+        self._record()
         if self.client.ctx.access_log.enabled:
             self._log()
         if self.request_done or not self.keep_alive:
             self.client.exchange_finished(self)
         # else: request_complete() will call exchange_finished once the body has arrived.
+
+    def _record(self) -> None:
+        """Count this exchange in the worker's metrics (fsmfast.metrics.counters): once, as it ends
+        (_finish, _abort_client, client_lost; a WebSocket handshake when its 101 goes out), whether
+        or not the access log is on."""
+        client = self.client
+        stats = client.ctx.stats
+        stats.request(client.port, self.rule, self.backend, self.status, self.started)
+        if self.reason is not None:
+            stats.ended(self.backend.name if self.backend is not None else "", self.reason)
 
     def _log(self) -> None:
         ctx = self.client.ctx

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fsmfast.codec import normalize_host
 from fsmfast.proxy.downstream import ClientConnection
-from fsmfast.tls.listener import ListenerRuntime, PortTLS, client_subject, handshake_of
+from fsmfast.tls.listener import ListenerRuntime, PortTLS, client_subject, failure_reason, handshake_of
 
 if TYPE_CHECKING:
     from fsmfast.proxy.exchange import Exchange
@@ -49,6 +49,11 @@ class HTTPSConnection(ClientConnection):
         if subject:
             info["client_cert"] = subject
         self.tls_log = info
+
+    def tls_failed(self, exc: BaseException) -> None:
+        """The TLS handshake failed (the link tells; fsmfast.tls.link): counted, as the connection
+        never got to HTTP."""
+        self.ctx.stats.tls_failed(self.port, failure_reason(exc))
 
     def admit(self, ex: Exchange, host: bytes) -> bool:
         # Called by ClientConnection._route for a Host this connection has not admitted yet, and for

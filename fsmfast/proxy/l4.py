@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fsmfast.snapshot import L4Route
 from fsmfast.tls import clienthello
-from fsmfast.tls.listener import client_subject, handshake_of, most_specific
+from fsmfast.tls.listener import client_subject, failure_reason, handshake_of, most_specific
 
 if TYPE_CHECKING:
     from fsmfast.proxy.ports import PortRuntime
@@ -180,6 +180,7 @@ class Tunnel(asyncio.Protocol):
         ctx = self.ctx
         ctx.tunnels.add(self)
         ctx.admission.opened(len(ctx.connections) + len(ctx.tunnels))  # the worker's connection limit
+        ctx.stats.opened(self.port.port)
         if self.mode == PASSTHROUGH:
             self.hello_deadline = ctx.clock + ctx.settings.header_timeout
         elif self.mode == TERMINATE:
@@ -291,6 +292,8 @@ class Tunnel(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         ctx = self.ctx
+        if self.transport is not None:
+            ctx.stats.closed(self.port.port)
         ctx.tunnels.discard(self)
         ctx.admission.closed(len(ctx.connections) + len(ctx.tunnels))
         up = self.up
@@ -302,7 +305,13 @@ class Tunnel(asyncio.Protocol):
         self.transport = None
         if exc is not None and self.reason is None:
             self.reason = "downstream_disconnect"
+        if self.reason is not None:
+            ctx.stats.ended(self.backend or "", self.reason)  # counted when an upstream failed
         self._log()
+
+    def tls_failed(self, exc: BaseException) -> None:
+        """The TLS handshake of a terminating listener failed (the link tells; fsmfast.tls.link)."""
+        self.ctx.stats.tls_failed(self.port.port, failure_reason(exc))
 
     def pause_writing(self) -> None:
         up = self.up

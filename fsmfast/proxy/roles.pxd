@@ -1,5 +1,6 @@
 # Compiled declarations for roles.py: the C shape of the three roles (see the module docstring). The
 # classes that play them derive from these, so a call through a role is a C vtable call, not a lookup.
+from fsmfast.metrics.counters cimport WorkerStats
 from fsmfast.proxy.router cimport Router
 
 
@@ -25,6 +26,7 @@ cdef class WorkerState:
     cdef public double clock_upper
     cdef public double response_window
     cdef public object _tick_handle
+    cdef public WorkerStats stats
 
 
 cdef class ClientSide:

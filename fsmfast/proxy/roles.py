@@ -1,7 +1,7 @@
 """The roles the proxy core's classes play for each other, declared where none of them lives.
 
 - ``WorkerState``: what a connection reads of its worker (``fsmfast.worker.context.Context``):
-  the clock, the response window, the live router, the settings, the access log.
+  the clock, the response window, the live router, the settings, the access log, the metrics.
 - ``ClientSide``: what an exchange needs from the client connection it answers
   (``fsmfast.proxy.downstream.ClientConnection``): where to write, when to flush, how to pause.
 - ``UpstreamUser``: what a pool and an upstream connection (``fsmfast.proxy.upstream``) need
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import asyncio
 
+    from fsmfast.metrics.counters import WorkerStats
     from fsmfast.proxy.accesslog import AccessLog
     from fsmfast.proxy.downstream import ClientConnection
     from fsmfast.proxy.exchange import Exchange
@@ -61,6 +62,7 @@ class WorkerState:
     clock_upper: float
     response_window: float
     _tick_handle: asyncio.TimerHandle | None
+    stats: WorkerStats  # what the request path counts (fsmfast.metrics.counters)
 
 
 class ClientSide:

@@ -63,6 +63,7 @@ def open_tunnel(
     if states.CHECK_STATES:
         states.transition(ex, ex.state, "upgrade", DONE)
     ex.state = DONE
+    ex._record()  # the request is answered (101): counted now, its duration the handshake's, not the tunnel's
     if ex.plan is not None:
         headers = ex.plan.response(headers)  # ResponseHeaderModifier: the 101 is the route's response
     client.out.append(build_response_head(True, 101, reason, headers, FRAME_NONE, True)[:-2] + UPGRADE_WEBSOCKET)

@@ -19,6 +19,7 @@ cdef class TLSLink:
     cdef public bint closing
     cdef public Records direct
     cdef public object error
+    cdef public object failed
     cdef public object loop
     cdef public object raw
     cdef public object ready
@@ -32,6 +33,7 @@ cdef class TLSLink:
     cdef _handshake(self)
     cdef _send_queued(self)
     cdef _handshake_failed(self, exc)
+    cdef _tell_failed(self, exc)
     cdef _cancel_timer(self)
     cdef _wake(self, exc)
     cdef _peer_closed(self)

@@ -62,7 +62,8 @@ def direct_unavailable() -> str | None:
 class TLSLink:
     """One TLS connection. ``open`` makes its SSLObject once the TCP connection exists (a
     server's SNI callback wants to know the peer); ``ready``, if given, learns how the handshake
-    ended; ``handshake_timeout`` (seconds, or None) bounds it."""
+    ended; ``failed``, if given, is called with the error of a failed handshake, once (a listener
+    counts it); ``handshake_timeout`` (seconds, or None) bounds it."""
 
     __slots__ = (
         "_incoming",
@@ -74,6 +75,7 @@ class TLSLink:
         "closing",
         "direct",
         "error",
+        "failed",
         "loop",
         "raw",
         "ready",
@@ -89,9 +91,11 @@ class TLSLink:
         open: Callable[[asyncio.BaseTransport], Opened],
         handshake_timeout: float | None,
         ready: asyncio.Future[None] | None = None,
+        failed: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.loop = loop
         self.app = app
+        self.failed = failed
         self._open: Callable[[asyncio.BaseTransport], Opened] | None = open
         self._timeout = handshake_timeout
         self._timer: asyncio.TimerHandle | None = None
@@ -161,7 +165,10 @@ class TLSLink:
         self.closing = True
         self.raw = None
         if was == HANDSHAKE:
-            self._wake(self.error or exc or ConnectionResetError("connection closed during the TLS handshake"))
+            error = self.error or exc or ConnectionResetError("connection closed during the TLS handshake")
+            if self.error is None:
+                self._tell_failed(error)  # reset mid-handshake: no EOF came first
+            self._wake(error)
             return
         app = self.app
         if app is not None:
@@ -304,6 +311,7 @@ class TLSLink:
         if _direct is not None and type(self.records) is _direct.Records:
             self.direct = self.records
         self.state = OPEN
+        self.failed = None
         self.app.connection_made(self)
         self._wake(None)
         # The peer's first records may have come with its last handshake flight (a client's
@@ -318,11 +326,18 @@ class TLSLink:
 
     def _handshake_failed(self, exc: BaseException) -> None:
         self._cancel_timer()
+        if self.error is None:
+            self._tell_failed(exc)
         self.error = exc
         self.closing = True
         self._wake(exc)
         if self.raw is not None:
             self.raw.close()  # close, not abort: the alert just written still goes out
+
+    def _tell_failed(self, exc: BaseException) -> None:
+        failed, self.failed = self.failed, None  # once
+        if failed is not None:
+            failed(exc)
 
     def _handshake_timed_out(self) -> None:
         self._timer = None

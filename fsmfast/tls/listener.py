@@ -109,15 +109,34 @@ NOT_TLS = frozenset(
 )
 
 
+# OpenSSL's reasons for a client that sent no certificate where the port requires one.
+NO_CLIENT_CERTIFICATE = frozenset(("PEER_DID_NOT_RETURN_A_CERTIFICATE", "TLSV13_ALERT_CERTIFICATE_REQUIRED"))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why a listener's handshake failed, as one of the few values of the ``reason`` label of
+    fsmfast_tls_handshake_errors_total (fsmfast.metrics.blob.TLS_FAILURES), whatever OpenSSL's text."""
+    if isinstance(exc, ssl.SSLError):
+        if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+            return "closed"
+        if isinstance(exc, ssl.SSLCertVerificationError) or exc.reason in NO_CLIENT_CERTIFICATE:
+            return "client_certificate"
+        if exc.reason in NOT_TLS:
+            return "not_tls"
+        return "protocol"  # versions, ciphers, an alert from the client (our certificate, say)
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError):
+        return "closed"  # reset or closed mid-handshake (TCP health checks and scanners included)
+    return "other"
+
+
 def _log_refusal(hs: Handshake | None, exc: ssl.SSLError) -> None:
     if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
         return  # the client went away (a TCP health check, a scanner): nothing to explain
     who = f"{hs.peer} on port {hs.port.port}" if hs is not None else "a client"
     sni = f" (SNI {hs.server_name})" if hs is not None and hs.server_name else " (no SNI)"
-    if isinstance(exc, ssl.SSLCertVerificationError) or exc.reason in (
-        "PEER_DID_NOT_RETURN_A_CERTIFICATE",
-        "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-    ):
+    if isinstance(exc, ssl.SSLCertVerificationError) or exc.reason in NO_CLIENT_CERTIFICATE:
         # A client's own mistake, but one an operator setting up mutual TLS looks for: info.
         why = _describe(exc)
         log.info("TLS handshake with %s%s refused: client certificate: %s", who, sni, why)
@@ -356,10 +375,11 @@ class PortTLS:
             return self.default
         return self.owner(server_name) or self.default
 
-    def handshake(self, loop: asyncio.AbstractEventLoop, app: object) -> asyncio.BaseProtocol:
-        """The protocol for a new connection: TLS (server side) wrapped around ``app``."""
+    def handshake(self, loop: asyncio.AbstractEventLoop, app: Any) -> asyncio.BaseProtocol:
+        """The protocol for a new connection: TLS (server side) wrapped around ``app``, whose
+        ``tls_failed(exc)`` hears of a failed handshake (it counts it)."""
         # TLSLink implements asyncio.Protocol's methods but, a cdef class when compiled, cannot subclass it.
-        return TLSLink(loop, app, self._open, HANDSHAKE_TIMEOUT)  # type: ignore[return-value]
+        return TLSLink(loop, app, self._open, HANDSHAKE_TIMEOUT, failed=app.tls_failed)  # type: ignore[return-value]
 
     def _open(self, transport: asyncio.BaseTransport) -> Opened:
         # Tagged before the first handshake step, so the SNI callback and the refusal log know

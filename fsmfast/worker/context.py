@@ -18,6 +18,8 @@ import termios
 import time
 from typing import TYPE_CHECKING
 
+from fsmfast.metrics.counters import WorkerStats
+from fsmfast.metrics.publish import Publisher
 from fsmfast.proxy import ports as port_runtime
 from fsmfast.proxy.accesslog import AccessLog
 from fsmfast.proxy.options import RuleOptions, rule_options
@@ -31,6 +33,7 @@ from fsmfast.tls.listener import Contexts
 from fsmfast.worker.admission import Admission
 
 if TYPE_CHECKING:
+    from fsmfast.metrics.shm import StatsRegion
     from fsmfast.proxy.downstream import ClientConnection
     from fsmfast.proxy.l4 import Tunnel
     from fsmfast.proxy.ports import PortRuntime
@@ -43,7 +46,9 @@ PoolKey = tuple[str, int, UpstreamTLS | None]
 
 
 class Context(WorkerState):
-    def __init__(self, loop: asyncio.AbstractEventLoop, settings: Settings, index: int) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, settings: Settings, index: int, region: StatsRegion | None = None
+    ) -> None:
         self.loop = loop
         self.settings = settings
         self.index = index
@@ -76,6 +81,10 @@ class Context(WorkerState):
         self.clock_upper = self.clock + TICK
         self.response_window = settings.response_timeout + TICK
         self._tick_handle: asyncio.TimerHandle | None = None
+        # What the request path counts, and the tick's heartbeat and publishing of it into the
+        # region the master shares with this worker (None: counted, not published).
+        self.stats = WorkerStats()
+        self.publisher = Publisher(region, self.stats)
 
     def apply(self, snapshot: Snapshot) -> None:
         pools: dict[PoolKey, Pool] = {}
@@ -101,16 +110,19 @@ class Context(WorkerState):
         self.router = router
         self.ports = ports
         self.generation = snapshot.generation
+        self.stats.forget()  # the counts stay; the old snapshot's rules and backends go
 
     # -- timers ---------------------------------------------------------------------
 
     def start_ticking(self) -> None:
         self._tick_handle = self.loop.call_later(TICK, self._tick)
+        self.publisher.tick(time.monotonic())  # the first heartbeat: the loop is about to run
 
     def _tick(self) -> None:
         self._tick_handle = self.loop.call_later(TICK, self._tick)
         now = self.clock = time.monotonic()
         self.clock_upper = now + TICK
+        self.publisher.tick(now)  # heartbeat; counts, when they changed
         settings = self.settings
         admission = self.admission
         count = len(self.connections) + len(self.tunnels)
@@ -177,6 +189,7 @@ class Context(WorkerState):
         if self._tick_handle is not None:
             self._tick_handle.cancel()
             self._tick_handle = None
+            self.publisher.publish(time.monotonic())  # the last counts, for the master's retired totals
 
     def busy(self) -> int:
         # An open L4 tunnel counts until the tick has closed it (draining) and it flushed.

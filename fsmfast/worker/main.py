@@ -43,7 +43,7 @@ class Worker:
     def __init__(self, boot: WorkerBoot, loop: asyncio.AbstractEventLoop) -> None:
         self.boot = boot
         self.loop = loop
-        self.ctx = Context(loop, boot.settings, boot.index)
+        self.ctx = Context(loop, boot.settings, boot.index, boot.region)
         self.ctx.admission.pause = self.pause_accepting
         self.ctx.admission.resume = self.resume_accepting
         self.sockets: dict[int, socket.socket] = dict(boot.listeners)
@@ -204,6 +204,7 @@ class Worker:
         self.loop.call_later(0.05, self._check_drained)
 
     def quit(self) -> None:
+        self.ctx.stop_ticking()  # publishes the last counts
         self.ctx.access_log.flush()
         os._exit(EXIT_OK)
 

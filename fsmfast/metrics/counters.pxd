@@ -15,12 +15,14 @@ cpdef Py_ssize_t bucket(double seconds) noexcept
 cdef class Series:
     cdef public tuple labels
     cdef public long long[::1] codes
+    cdef public list seen
     cdef public dict other
     cdef public long long[::1] buckets
     cdef public double seconds
 
     @cython.locals(index=Py_ssize_t)
     cpdef add(self, int status, double seconds)
+    @cython.locals(i=Py_ssize_t, n=cython.longlong, seen=list, buckets=list)
     cpdef counts(self)
 
 

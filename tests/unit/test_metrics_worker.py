@@ -19,6 +19,7 @@ import pytest
 from fsmfast.metrics import blob
 from fsmfast.metrics.blob import BOUNDS, UPSTREAM_REASONS, WorkerCounts
 from fsmfast.metrics.counters import WorkerStats, bucket
+from fsmfast.metrics.publish import EVERY
 from fsmfast.metrics.shm import StatsRegion
 from fsmfast.proxy import exchange
 from fsmfast.proxy.states import TRANSITIONS
@@ -246,6 +247,8 @@ def test_the_tick_beats_and_publishes_what_changed(region: StatsRegion) -> None:
         ctx.stats.request(8000, None, None, 404, time.monotonic())
         ctx._tick()
         assert region.heartbeat() >= first
+        assert requests(blob.decode(region.read() or b"")) == {}  # published at most once a second
+        ctx.publisher.tick(time.monotonic() + EVERY)
         assert requests(blob.decode(region.read() or b"")) == {("8000", "", "", 404): 1}
         ctx.stats.request(8000, None, None, 404, time.monotonic())
         ctx.stop_ticking()  # the last counts go out as the worker stops
@@ -254,18 +257,23 @@ def test_the_tick_beats_and_publishes_what_changed(region: StatsRegion) -> None:
         loop.close()
 
 
-def test_an_unchanged_worker_publishes_once_a_second(region: StatsRegion) -> None:
+def test_changes_are_published_at_most_once_a_second_and_no_change_is_not(region: StatsRegion) -> None:
     loop = asyncio.new_event_loop()
     try:
         ctx = Context(loop, Settings(config_path="", access_log=False), 0, region)
         publisher = ctx.publisher
-        publisher.tick(100.0)
-        published = region.read()
+        publisher.tick(100.0)  # the first: published at once
+        assert blob.decode(region.read() or b"") == WorkerCounts()
         region.publish(b"marker")  # overwritten only by the next publish
+        ctx.stats.request(80, None, None, 200, time.monotonic())
         publisher.tick(100.0 + TICK)
         assert region.read() == b"marker"
-        publisher.tick(101.0)
-        assert region.read() == published
+        assert region.heartbeat() == 100.0 + TICK  # the heartbeat is every tick's
+        publisher.tick(100.0 + EVERY)
+        assert requests(blob.decode(region.read() or b"")) == {("80", "", "", 200): 1}
+        region.publish(b"marker")
+        publisher.tick(100.0 + 3 * EVERY)  # nothing counted since
+        assert region.read() == b"marker"
     finally:
         loop.close()
 

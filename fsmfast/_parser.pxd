@@ -41,13 +41,16 @@ cdef class ResponseHead:
 cpdef long long parse_content_length(object value) except? -2
 cpdef frozenset connection_tokens(object headers)
 cpdef bytes build_request_head(
-    object method, object target, object headers, object client_ip, object proto, object host, long long framing
+    object method, object target, object headers, object client_ip, object proto, object host, long long framing,
+    object rid_prefix, unsigned long long rid
 )
 cpdef bytes build_response_head(
     bint http11, long long status, object reason, object headers, long long framing, bint keep_alive
 )
 cpdef list chunk(object data)
 cpdef bint valid_host(object value)
+cpdef bint valid_request_id(object value)
+cpdef bint valid_traceparent(object value)
 cpdef tuple scan_request(object headers, Py_ssize_t max_field)
 cpdef Py_ssize_t scan_request_line(object data) except? -2
 cpdef tuple normalize_target(object target)

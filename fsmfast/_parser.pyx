@@ -75,6 +75,28 @@ cdef extern from *:
     FSM_LIT(S_CHUNKED, "Transfer-Encoding: chunked\\r\\n")
     FSM_LIT(S_CLOSE, "Connection: close\\r\\n")
     FSM_LIT(S_KEEPALIVE, "Connection: keep-alive\\r\\n")
+    FSM_LIT(S_RID, "X-Request-Id: ")
+    /* Two lowercase hex digits per byte value: 00 01 ... ff. */
+    #define FSM_H16(h) h "0" h "1" h "2" h "3" h "4" h "5" h "6" h "7" h "8" h "9" h "a" h "b" h "c" h "d" h "e" h "f"
+    static const char fsm_hex2[513] = FSM_H16("0") FSM_H16("1") FSM_H16("2") FSM_H16("3") FSM_H16("4")
+        FSM_H16("5") FSM_H16("6") FSM_H16("7") FSM_H16("8") FSM_H16("9") FSM_H16("a") FSM_H16("b")
+        FSM_H16("c") FSM_H16("d") FSM_H16("e") FSM_H16("f");
+    static inline void fsm_hex8(char* p, uint32_t v) {
+        memcpy(p, fsm_hex2 + 2 * (v >> 24), 2);
+        memcpy(p + 2, fsm_hex2 + 2 * ((v >> 16) & 0xFF), 2);
+        memcpy(p + 4, fsm_hex2 + 2 * ((v >> 8) & 0xFF), 2);
+        memcpy(p + 6, fsm_hex2 + 2 * (v & 0xFF), 2);
+    }
+    /* The 16 lowercase hex digits of v, a byte at a time from a table. A count of requests stays
+       below 2**32 for months: its upper half is then eight zeros, one store. */
+    static inline char* fsm_hex16(char* p, unsigned long long v) {
+        if (v >> 32)
+            fsm_hex8(p, (uint32_t)(v >> 32));
+        else
+            memcpy(p, "00000000", 8);
+        fsm_hex8(p + 8, (uint32_t)v);
+        return p + 16;
+    }
     """
     const int FSMFAST_DEBUG  # -DFSMFAST_DEBUG=1 turns on the invariant checks
     const char* S_HTTP11_REQ
@@ -87,6 +109,8 @@ cdef extern from *:
     const char* S_CHUNKED
     const char* S_CLOSE
     const char* S_KEEPALIVE
+    const char* S_RID
+    char* fsm_hex16(char* p, unsigned long long v) noexcept nogil
     enum:
         S_HTTP11_REQ_LEN
         S_HTTP11_LEN
@@ -98,6 +122,7 @@ cdef extern from *:
         S_CHUNKED_LEN
         S_CLOSE_LEN
         S_KEEPALIVE_LEN
+        S_RID_LEN
 
 # FRAME_NONE, FRAME_CHUNKED, FRAME_CLOSE: the cpdef enum in _parser.pxd.
 
@@ -113,7 +138,7 @@ HOP_BY_HOP = frozenset(
         b"content-length",
     }
 )
-GATEWAY_OWNED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"host"})
+GATEWAY_OWNED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"host", b"x-request-id"})
 
 cdef object _DIGITS = frozenset(b"0123456789")
 cdef bytes _CRLF = b"\r\n"
@@ -129,6 +154,9 @@ cdef enum:
     F_HOST = 32
     F_LISTED = 64  # named by a Connection token
     F_KEEP = 128  # written out
+    F_RID = 256  # X-Request-Id
+    F_TRACEPARENT = 512
+    F_TRACESTATE = 1024
     MAX_TOKENS = 16
 
 # Hdr and HdrBuf: _parser.pxd.
@@ -205,7 +233,13 @@ cdef int _classify(const char* s, Py_ssize_t n) noexcept nogil:
     if n == 10:
         if c == b'c':
             return F_HOP | F_CONN if _ieq(s, b"connection", 10) else 0
+        if c == b't':
+            return F_TRACESTATE if _ieq(s, b"tracestate", 10) else 0
         return F_HOP if c == b'k' and _ieq(s, b"keep-alive", 10) else 0
+    if n == 11:
+        return F_TRACEPARENT if c == b't' and _ieq(s, b"traceparent", 11) else 0
+    if n == 12:
+        return F_RID if c == b'x' and _ieq(s, b"x-request-id", 12) else 0
     if n == 14:
         return F_HOP if _ieq(s, b"content-length", 14) else 0
     if n == 15:
@@ -505,20 +539,23 @@ cpdef bytes build_request_head(
     object proto,
     object host,
     long long framing,
+    object rid_prefix,
+    unsigned long long rid,
 ):
     """The HTTP/1.1 request head sent upstream, ending with the blank line.
 
     ``host`` is the client's Host value (for X-Forwarded-Host); ``framing`` is FRAME_NONE,
-    FRAME_CHUNKED or a Content-Length.
+    FRAME_CHUNKED or a Content-Length. ``rid``: see the pure twin (0 keeps the client's
+    X-Request-Id; else ``rid_prefix`` and ``rid`` in hex are the id sent).
     """
     cdef HdrBuf b
     cdef Hdr* h
     cdef list lst
-    cdef Py_ssize_t i, size, ndigits = 0, nhost = 0
+    cdef Py_ssize_t i, size, ndigits = 0, nhost = 0, nprefix = 0
     cdef char digits[24]
     cdef bytes out
     cdef char* p
-    cdef int f
+    cdef int f, seen = 0, drop = F_HOP | F_EXPECT | F_OWNED_SET
     _need_bytes(method, "method")
     _need_bytes(target, "target")
     _need_bytes(client_ip, "client_ip")
@@ -526,6 +563,11 @@ cpdef bytes build_request_head(
     if host is not None:
         _need_bytes(host, "host")
         nhost = PyBytes_GET_SIZE(host)
+    if rid:
+        if not PyBytes_Check(rid_prefix):
+            _need_bytes(rid_prefix, "rid_prefix")
+        nprefix = PyBytes_GET_SIZE(rid_prefix)
+        drop |= F_RID  # the gateway's id replaces the client's
     _buf_init(&b)
     try:
         lst = _prepare(headers, &b, False)
@@ -534,19 +576,24 @@ cpdef bytes build_request_head(
         for i in range(b.n):
             h = &b.h[i]
             f = h.flags
+            seen |= f
             if f & F_XFF:
                 size += h.vlen + 2  # "value, "
-            elif f & (F_HOP | F_EXPECT | F_OWNED_SET):
+            elif f & drop:
                 pass
-            elif f & F_LISTED and not f & F_HOST:  # Connection cannot remove Host
+            elif f & F_LISTED and not f & (F_HOST | F_RID):  # Connection cannot remove Host or the id
                 pass
             else:
                 h.flags = f | F_KEEP
                 size += h.nlen + h.vlen + 4
+        if seen & F_TRACEPARENT:
+            size -= _untrace(&b)
         size += S_XFF_LEN + PyBytes_GET_SIZE(client_ip) + 2
         size += S_XFP_LEN + PyBytes_GET_SIZE(proto) + 2
         if nhost:
             size += S_XFH_LEN + nhost + 2
+        if rid:
+            size += S_RID_LEN + nprefix + 16 + 2
         size += _framing_size(framing, digits, &ndigits) + 2
 
         out = PyBytes_FromStringAndSize(NULL, size)
@@ -571,12 +618,87 @@ cpdef bytes build_request_head(
             p = _put(p, S_XFH, S_XFH_LEN)
             p = _put(p, PyBytes_AS_STRING(host), nhost)
             p = _put(p, b"\r\n", 2)
+        if rid:
+            p = _put(p, S_RID, S_RID_LEN)
+            if nprefix == 16:  # a worker's prefix: a copy of known size, inlined
+                p = _put(p, PyBytes_AS_STRING(rid_prefix), 16)
+            else:
+                p = _put(p, PyBytes_AS_STRING(rid_prefix), nprefix)
+            p = fsm_hex16(p, rid)
+            p = _put(p, b"\r\n", 2)
         p = _put_framing(p, framing, digits, ndigits)
         p = _put(p, b"\r\n", 2)
         _check_filled(out, p)
     finally:
         _buf_free(&b)
     return out
+
+
+cdef Py_ssize_t _untrace(HdrBuf* b) noexcept nogil:
+    """Unless the head has exactly one traceparent and it is valid, takes F_KEEP off every traceparent
+    and tracestate; returns how many bytes fewer the head has then."""
+    cdef Py_ssize_t i, found = 0, removed = 0
+    cdef Hdr* parent = NULL
+    cdef Hdr* h
+    for i in range(b.n):
+        if b.h[i].flags & F_TRACEPARENT:
+            found += 1
+            parent = &b.h[i]
+    if found == 1 and _traceparent_ok(parent.value, parent.vlen):
+        return 0
+    for i in range(b.n):
+        h = &b.h[i]
+        if h.flags & (F_TRACEPARENT | F_TRACESTATE) and h.flags & F_KEEP:
+            h.flags &= ~F_KEEP
+            removed += h.nlen + h.vlen + 4
+    return removed
+
+
+cdef unsigned char _RIDCHAR[256]  # X-Request-Id characters (see the pure twin)
+cdef unsigned char _LCHEX[256]  # lowercase hex digits
+for _c in range(256):
+    _RIDCHAR[_c] = (48 <= _c <= 57) or (65 <= _c <= 90) or (97 <= _c <= 122) or _c in b"._:+/=-"
+    _LCHEX[_c] = (48 <= _c <= 57) or (97 <= _c <= 102)
+
+
+cdef inline bint _request_id_ok(const char* s, Py_ssize_t n) noexcept nogil:
+    return 0 < n <= 128 and _all_in(_RIDCHAR, s, 0, n)
+
+
+cdef inline bint _zeros(const char* s, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(n):
+        if s[i] != 48:
+            return False
+    return True
+
+
+cdef bint _traceparent_ok(const char* v, Py_ssize_t n) noexcept nogil:
+    """valid_traceparent over n bytes at v: 00-<32>-<16>-<2> lowercase hex, more after a "-" only
+    above version 00, never version ff, trace-id and parent-id not all zeros."""
+    v = _strip_ows(v, &n)
+    if n < 55 or v[2] != 45 or v[35] != 45 or v[52] != 45:  # "-"
+        return False
+    if not (_all_in(_LCHEX, v, 0, 2) and _all_in(_LCHEX, v, 3, 35) and _all_in(_LCHEX, v, 36, 52)
+            and _all_in(_LCHEX, v, 53, 55)):
+        return False
+    if v[0] == 102 and v[1] == 102:  # version ff
+        return False
+    if n > 55 and (v[55] != 45 or (v[0] == 48 and v[1] == 48)):
+        return False
+    return not _zeros(v + 3, 32) and not _zeros(v + 36, 16)
+
+
+cpdef bint valid_request_id(object value):
+    """See ``fsmfast.codec.http1.valid_request_id``."""
+    _need_bytes(value, "value")
+    return _request_id_ok(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
+
+
+cpdef bint valid_traceparent(object value):
+    """See ``fsmfast.codec.http1.valid_traceparent``."""
+    _need_bytes(value, "value")
+    return _traceparent_ok(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))
 
 
 cpdef bytes build_response_head(
@@ -739,6 +861,8 @@ cpdef tuple scan_request(object headers, Py_ssize_t max_field):
     cdef const char* s
     cdef const char* v
     cdef long long cl, content_length = -1
+    cdef Py_ssize_t ids = 0
+    cdef PyObject* request_id = NULL  # borrowed from lst: no reference counting per request
     host = None
     te = None
     expect = None
@@ -751,30 +875,46 @@ cpdef tuple scan_request(object headers, Py_ssize_t max_field):
         vn = PyBytes_GET_SIZE(value)
         s = PyBytes_AS_STRING(name)
         if n + vn > max_field:
-            return host, content_length, te, expect, upgrade, (431, f"a header field exceeds {max_field} bytes")
+            return host, content_length, te, expect, upgrade, (431, f"a header field exceeds {max_field} bytes"), None
         if n == 4 and _ieq(s, b"host", 4):
             if host is not None:
-                return host, content_length, te, expect, upgrade, (400, "more than one Host header")
+                return host, content_length, te, expect, upgrade, (400, "more than one Host header"), None
             if not _host_ok(PyBytes_AS_STRING(value), vn):
-                return host, content_length, te, expect, upgrade, (400, "invalid Host header")
+                return host, content_length, te, expect, upgrade, (400, "invalid Host header"), None
             host = value
         elif n == 14 and _ieq(s, b"content-length", 14):
             v = _strip_ows(PyBytes_AS_STRING(value), &vn)
             cl = _digits(v, vn)
             if cl < 0:
-                return host, content_length, te, expect, upgrade, (400, "invalid Content-Length")
+                return host, content_length, te, expect, upgrade, (400, "invalid Content-Length"), None
             if content_length >= 0 and cl != content_length:
-                return host, content_length, te, expect, upgrade, (400, "conflicting Content-Length headers")
+                return host, content_length, te, expect, upgrade, (400, "conflicting Content-Length headers"), None
             content_length = cl
         elif n == 17 and _ieq(s, b"transfer-encoding", 17):
             if te is not None:
-                return host, content_length, te, expect, upgrade, (400, "more than one Transfer-Encoding header")
+                return host, content_length, te, expect, upgrade, (400, "more than one Transfer-Encoding header"), None
             te = value
         elif n == 6 and _ieq(s, b"expect", 6):
             expect = value
         elif n == 7 and upgrade is None and _ieq(s, b"upgrade", 7):
             upgrade = value
-    return host, content_length, te, expect, upgrade, None
+        elif n == 12 and _ieq(s, b"x-request-id", 12):
+            ids += 1
+            request_id = <PyObject*>value
+    if request_id == NULL:
+        return host, content_length, te, expect, upgrade, None, None
+    return host, content_length, te, expect, upgrade, None, _kept_id(<bytes>request_id, ids)
+
+
+cdef object _kept_id(bytes value, Py_ssize_t count):
+    """scan_request's request_id from the value of the last of count X-Request-Id headers."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(value)
+    cdef const char* s = _strip_ows(PyBytes_AS_STRING(value), &n)
+    if count != 1 or not _request_id_ok(s, n):
+        return None
+    if n == PyBytes_GET_SIZE(value):
+        return value
+    return PyBytes_FromStringAndSize(s, n)
 
 
 cpdef Py_ssize_t scan_request_line(object data) except? -2:

@@ -49,6 +49,8 @@ scan_request_line = impl.scan_request_line
 read_request_head = impl.read_request_head
 read_response_head = impl.read_response_head
 valid_host = impl.valid_host
+valid_request_id = impl.valid_request_id
+valid_traceparent = impl.valid_traceparent
 
 __all__ = [
     "FRAME_CHUNKED",
@@ -75,4 +77,6 @@ __all__ = [
     "scan_request_line",
     "scan_response_head",
     "valid_host",
+    "valid_request_id",
+    "valid_traceparent",
 ]

@@ -14,6 +14,12 @@ Rules (RFC 9110 §7.6.1, RFC 9112 §6-7):
   appended. X-Forwarded-Proto and X-Forwarded-Host are set (replaced), not appended: they
   describe this hop's client side, which only the gateway knows.
 - Host is forwarded as the client sent it; header order and duplicates are preserved.
+- X-Request-Id: one valid client value (``scan_request`` decides) is forwarded as it came;
+  otherwise every client X-Request-Id is dropped and the gateway's own id is sent. Connection
+  cannot remove it, so the upstream always sees the id the access log shows.
+- traceparent (W3C Trace Context): one valid value passes byte for byte; an invalid one, or
+  more than one, is dropped together with tracestate, as the spec asks of a participant that
+  cannot parse traceparent (it must not trust tracestate then).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ __all__ = [
     "scan_request_line",
     "scan_response_head",
     "valid_host",
+    "valid_request_id",
+    "valid_traceparent",
 ]
 
 # Framing of the message being written. The compiled twin has the same values as a C enum in
@@ -67,7 +75,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Headers the gateway sets on requests; a client cannot remove them through Connection.
-GATEWAY_OWNED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"host"})
+GATEWAY_OWNED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"host", b"x-request-id"})
 
 _DIGITS = frozenset(b"0123456789")
 
@@ -99,10 +107,10 @@ def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
 
 def scan_request(
     headers: list[tuple[bytes, bytes]], max_field: int
-) -> tuple[bytes | None, int, bytes | None, bytes | None, bytes | None, tuple[int, str] | None]:
+) -> tuple[bytes | None, int, bytes | None, bytes | None, bytes | None, tuple[int, str] | None, bytes | None]:
     """The fields of a request head that decide framing and routing, in one pass.
 
-    Returns ``(host, content_length, transfer_encoding, expect, upgrade, problem)``:
+    Returns ``(host, content_length, transfer_encoding, expect, upgrade, problem, request_id)``:
     ``content_length`` is -1 when absent; ``upgrade`` is the first Upgrade value; ``problem``
     is None or ``(status, why)`` for a request that must be refused: 431 for a field longer
     than ``max_field`` (name plus value), 400 for a second Host, a Host that is not a host
@@ -110,39 +118,81 @@ def scan_request(
     Content-Length, a second Transfer-Encoding. Identical duplicate Content-Length values are
     accepted, as RFC 9112 §6.3 allows (llhttp refuses them first); spaces and tabs around a
     Content-Length are not part of its value (RFC 9110 §5.5), the readers leave trailing ones.
+
+    ``request_id`` is the client's X-Request-Id when it sent exactly one and it is valid
+    (``valid_request_id``, spaces and tabs around it not counted), else None: the gateway then
+    makes one (and ``build_request_head`` drops the client's). None with a problem.
     """
     host: bytes | None = None
     content_length = -1
     te: bytes | None = None
     expect: bytes | None = None
     upgrade: bytes | None = None
+    request_id: bytes | None = None
+    ids = 0
     for name, value in headers:
         n = len(name)
         if n + len(value) > max_field:
-            return host, content_length, te, expect, upgrade, (431, f"a header field exceeds {max_field} bytes")
+            return host, content_length, te, expect, upgrade, (431, f"a header field exceeds {max_field} bytes"), None
         if n == 4 and name.lower() == b"host":
             if host is not None:
-                return host, content_length, te, expect, upgrade, (400, "more than one Host header")
+                return host, content_length, te, expect, upgrade, (400, "more than one Host header"), None
             ok = _HOSTS_SEEN.get(value)  # valid_host's memo, read inline: this runs per request
             if not (valid_host(value) if ok is None else ok):
-                return host, content_length, te, expect, upgrade, (400, "invalid Host header")
+                return host, content_length, te, expect, upgrade, (400, "invalid Host header"), None
             host = value
         elif n == 14 and name.lower() == b"content-length":
             cl = parse_content_length(value.strip(b" \t"))
             if cl < 0:
-                return host, content_length, te, expect, upgrade, (400, "invalid Content-Length")
+                return host, content_length, te, expect, upgrade, (400, "invalid Content-Length"), None
             if content_length >= 0 and cl != content_length:
-                return host, content_length, te, expect, upgrade, (400, "conflicting Content-Length headers")
+                return host, content_length, te, expect, upgrade, (400, "conflicting Content-Length headers"), None
             content_length = cl
         elif n == 17 and name.lower() == b"transfer-encoding":
             if te is not None:
-                return host, content_length, te, expect, upgrade, (400, "more than one Transfer-Encoding header")
+                return host, content_length, te, expect, upgrade, (400, "more than one Transfer-Encoding header"), None
             te = value
         elif n == 6 and name.lower() == b"expect":
             expect = value
         elif n == 7 and upgrade is None and name.lower() == b"upgrade":
             upgrade = value
-    return host, content_length, te, expect, upgrade, None
+        elif n == 12 and name.lower() == b"x-request-id":
+            ids += 1
+            request_id = value
+    if request_id is not None:
+        # Two ids are one too many: which would the upstream read? The gateway's replaces both.
+        request_id = request_id.strip(b" \t")
+        if ids != 1 or not valid_request_id(request_id):
+            request_id = None
+    return host, content_length, te, expect, upgrade, None, request_id
+
+
+# X-Request-Id characters: what ids in the wild use (UUIDs, hex, base64 and base64url, Heroku's
+# and AWS's ``Root=1-...`` style minus ``;``), and nothing a log line or a shell would read
+# specially: no spaces, quotes, ``;``, ``,`` or ``\``.
+_REQUEST_ID_CHAR = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:+/=-")
+_REQUEST_ID_MAX = 128
+
+
+def valid_request_id(value: bytes) -> bool:
+    """A client's X-Request-Id the gateway keeps: 1 to 128 characters of ``[A-Za-z0-9._:+/=-]``."""
+    return 0 < len(value) <= _REQUEST_ID_MAX and _REQUEST_ID_CHAR.issuperset(value)
+
+
+# W3C Trace Context traceparent: version-traceid-parentid-flags in lowercase hex; a version above
+# 00 may carry more after another "-" (the spec: parse the fields it knows, ignore the rest).
+_TRACEPARENT = _re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}(-.*)?", _re.S)
+
+
+def valid_traceparent(value: bytes) -> bool:
+    """A traceparent the gateway passes on (spaces and tabs around it not counted): version ``ff``
+    is invalid, version ``00`` is exactly 55 characters, and an all-zero trace-id or parent-id
+    means the header is to be ignored."""
+    m = _TRACEPARENT.fullmatch(value.strip(b" \t"))
+    if m is None:
+        return False
+    version, trace_id, parent_id, more = m.groups()
+    return version != b"ff" and (more is None or version != b"00") and trace_id != b"0" * 32 and parent_id != b"0" * 16
 
 
 # valid_host as one pattern: a name (letters, digits, "-", ".", "_") or an "[IPv6]" literal, then
@@ -474,13 +524,25 @@ def build_request_head(
     proto: bytes,
     host: bytes,
     framing: int,
+    rid_prefix: bytes,
+    rid: int,
 ) -> bytes:
     """The HTTP/1.1 request head sent upstream, ending with the blank line.
 
     ``host`` is the client's Host value (for X-Forwarded-Host); ``framing`` is FRAME_NONE,
     FRAME_CHUNKED or a Content-Length.
+
+    ``rid`` 0 forwards the client's X-Request-Id as it came (``scan_request`` found one valid
+    one). Otherwise the gateway made the id: the client's X-Request-Id headers are dropped and
+    ``X-Request-Id: <rid_prefix><rid as 16 lowercase hex digits>`` is sent; ``rid`` is an
+    unsigned 64-bit number. A traceparent passes unless ``valid_traceparent`` refuses it or there
+    are several; then every traceparent and tracestate is dropped.
     """
+    if not 0 <= rid < 1 << 64:
+        raise OverflowError("rid is not an unsigned 64-bit number")
     listed = connection_tokens(headers)
+    parents = [value for name, value in headers if len(name) == 11 and name.lower() == b"traceparent"]
+    untraced = bool(parents) and (len(parents) > 1 or not valid_traceparent(parents[0]))
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     xff: list[bytes] = []
     for name, value in headers:
@@ -492,7 +554,11 @@ def build_request_head(
             continue
         if lname == b"x-forwarded-proto" or lname == b"x-forwarded-host":
             continue
+        if rid and lname == b"x-request-id":
+            continue
         if lname in listed and lname not in GATEWAY_OWNED:
+            continue
+        if untraced and (lname == b"traceparent" or lname == b"tracestate"):
             continue
         out += (name, b": ", value, b"\r\n")
     xff.append(client_ip)
@@ -500,6 +566,8 @@ def build_request_head(
     out += (b"X-Forwarded-Proto: ", proto, b"\r\n")
     if host:
         out += (b"X-Forwarded-Host: ", host, b"\r\n")
+    if rid:
+        out += (b"X-Request-Id: ", rid_prefix, b"%016x" % rid, b"\r\n")
     out.append(_framing_line(framing))
     out.append(b"\r\n")
     return b"".join(out)

@@ -396,7 +396,7 @@ class ClientConnection(ClientSide):
         """
         if len(target) > self.max_request_line:
             raise RejectRequest(414, f"request-target exceeds {self.max_request_line} bytes", "uri_too_long")
-        host, content_length, te, expect, upgrade, problem = scan_request(headers, self.max_field_size)
+        host, content_length, te, expect, upgrade, problem, request_id = scan_request(headers, self.max_field_size)
         if problem is not None:
             status, text = problem
             raise RejectRequest(status, text, "bad_request" if status == 400 else "header_too_large")
@@ -442,7 +442,9 @@ class ClientConnection(ClientSide):
                 raise RejectRequest(400, "Upgrade request with a body", "bad_request")
             tunnel = True
         keep_alive = keep_alive and not self.ctx.draining
-        ex = Exchange.start(self, method, target, http11, headers, host, framing, keep_alive, expect_continue)
+        ex = Exchange.start(
+            self, method, target, http11, headers, host, framing, keep_alive, expect_continue, request_id
+        )
         self._route(ex, host, path)
         if (tunnel or framing != FRAME_NONE) and self.ctx.rule_options and ex.rule is not None:
             self._rule_options(ex, upgrade if tunnel else None)
@@ -711,7 +713,7 @@ class ClientConnection(ClientSide):
                 pass
         elif not method or method.translate(None, _TCHARS):
             method = b"-"  # the first word of a line that is no request line: not a method
-        refused = Exchange.start(self, method, self._url or b"-", True, [], b"", FRAME_NONE, False, False)
+        refused = Exchange.start(self, method, self._url or b"-", True, [], b"", FRAME_NONE, False, False, None)
         refused.request_done = True
         refused.set_local(status, text, code)
         self._parsing = None

@@ -17,6 +17,11 @@ cdef long long FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 # Whether transitions are checked against the table (fsmfast.proxy.states): a C flag, so an
 # unchecked build pays one C `if` per transition.
 cdef bint CHECK_STATES
+# The request ids this worker makes (see exchange.py): C globals, so that numbering a request is a C
+# increment; seed_request_ids sets them.
+cdef str RID_TEXT
+cdef bytes RID_PREFIX
+cdef unsigned long long RID_SEQ
 
 
 # deadline, is_head and upgrade are UpstreamUser's: the upstream connection reads them in C.
@@ -42,9 +47,11 @@ cdef class Exchange(UpstreamUser):
     cdef public object reason
     cdef public long long req_framing
     cdef public bint request_done
+    cdef public object request_id
     cdef public long long resp_framing
     cdef public bint retried
     cdef public bint reused
+    cdef public unsigned long long rid
     cdef public object rule
     cdef public double started
     cdef public int state
@@ -57,7 +64,7 @@ cdef class Exchange(UpstreamUser):
     @staticmethod
     @cython.locals(self=Exchange)
     cdef Exchange start(ClientSide client, bytes method, bytes target, bint http11, list headers, bytes host,
-                        long long req_framing, bint keep_alive, bint expect_continue)
+                        long long req_framing, bint keep_alive, bint expect_continue, object request_id)
     cpdef set_local(self, int status, str text, str code, bytes location=*)
     @cython.locals(pool=Pool)
     cpdef activate(self)

@@ -46,6 +46,7 @@ text is chosen where the error is produced, so the request path pays nothing for
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, cast
 
@@ -93,6 +94,27 @@ PENDING_LIMIT = 256 * 1024
 CLIENT_STALL = 1.0
 LAST_CHUNK = b"0\r\n\r\n"
 
+# Request ids the gateway makes (a client's valid X-Request-Id is kept instead): 32 lowercase hex
+# digits, this worker's random 64-bit prefix then its count of ids made, as nginx's counter-based
+# $request_id. Unique across workers and restarts by the prefix, drawn when a worker starts
+# (seed_request_ids); the count makes them unique within the worker. An exchange holds only its
+# number (``rid``): the id's bytes are written by build_request_head into the head it builds anyway,
+# and its text is made only for the access log.
+RID_TEXT = "0" * 16
+RID_PREFIX = RID_TEXT.encode()
+RID_SEQ = 0
+
+
+def seed_request_ids(prefix: int) -> None:
+    """Start this process's request ids over from a new 64-bit prefix (a worker, once it is forked)."""
+    global RID_TEXT, RID_PREFIX, RID_SEQ
+    RID_TEXT = f"{prefix & 0xFFFFFFFFFFFFFFFF:016x}"
+    RID_PREFIX = RID_TEXT.encode()
+    RID_SEQ = 0
+
+
+seed_request_ids(int.from_bytes(os.urandom(8), "big"))
+
 
 def check_states(on: bool) -> None:
     """Check every transition against fsmfast.proxy.states.TRANSITIONS (debug builds, tests).
@@ -127,9 +149,11 @@ class Exchange(UpstreamUser):
         "reason",
         "req_framing",
         "request_done",
+        "request_id",
         "resp_framing",
         "retried",
         "reused",
+        "rid",
         "rule",
         "started",
         "state",
@@ -173,6 +197,8 @@ class Exchange(UpstreamUser):
     body_bytes: int
     reason: str | None
     body_room: int
+    request_id: bytes | None  # the client's X-Request-Id when valid (scan_request), else None
+    rid: int  # with request_id None: the number of the id this worker made for the request
 
     @staticmethod
     def start(
@@ -185,9 +211,12 @@ class Exchange(UpstreamUser):
         req_framing: int,
         keep_alive: bool,
         expect_continue: bool,
+        request_id: bytes | None,
     ) -> Exchange:
         """A new exchange: the one constructor. A static method rather than ``__init__``: compiled,
-        it is a C call with C arguments, where a constructor call parses nine arguments per request."""
+        it is a C call with C arguments, where a constructor call parses ten arguments per request.
+        ``request_id``: the client's valid X-Request-Id, or None for one made here."""
+        global RID_SEQ
         self = Exchange.__new__(Exchange)
         self.client = client
         self.method = method
@@ -198,6 +227,12 @@ class Exchange(UpstreamUser):
         self.req_framing = req_framing
         self.keep_alive = keep_alive
         self.expect_continue = expect_continue
+        self.request_id = request_id
+        if request_id is None:
+            RID_SEQ += 1
+            self.rid = RID_SEQ
+        else:
+            self.rid = 0
         self.is_head = method == b"HEAD"
         self.state = QUEUED
         # Where the request's duration starts (metrics, the access log). Compiled, this is a C read of
@@ -232,6 +267,18 @@ class Exchange(UpstreamUser):
         self.body_room = -1
         self.upgrade = None
         return self
+
+    # -- the request id -------------------------------------------------------------------
+
+    def request_id_text(self) -> str:
+        """The request's id as the access log shows it (and the upstream received it)."""
+        if self.request_id is not None:
+            return self.request_id.decode("latin-1")
+        return f"{RID_TEXT}{self.rid:016x}"
+
+    def request_id_args(self) -> tuple[bytes, int]:
+        """``build_request_head``'s ``rid_prefix`` and ``rid`` for a copy of this request (a mirror)."""
+        return RID_PREFIX, self.rid
 
     # -- decisions made when the head is parsed ---------------------------------------
 
@@ -378,6 +425,8 @@ class Exchange(UpstreamUser):
             self.client.scheme,
             self.host,
             self.req_framing,
+            RID_PREFIX,
+            self.rid,
         )
         if self.upgrade is not None:
             head = head[:-2] + UPGRADE_WEBSOCKET
@@ -763,6 +812,7 @@ class Exchange(UpstreamUser):
                 "backend": pool.backend_name if pool is not None else getattr(self.backend, "name", None),
                 "upstream": pool.address if pool is not None and self.reason != "no_healthy_upstream" else None,
                 "reason": self.reason,
+                "request_id": self.request_id_text(),
                 # Only on TLS connections: sni, tls (version), client_cert (subject). ClientConnection's,
                 # not the role's: read by name (a cast would cost a call per logged request).
                 **(getattr(self.client, "tls_log", None) or {}),

@@ -1,10 +1,10 @@
 """RequestMirror: fire-and-forget copies of requests to another backend, bounded per worker.
 
 What is mirrored: the request head exactly as the chosen backend receives it (after the
-request filters, X-Forwarded-* included), and the body when the whole body is at most
-``MAX_BODY`` bytes; it is buffered and sent with a Content-Length once the client has sent
-all of it. A request with a larger body is not mirrored at all (a cut body would be another
-request). The mirror's response is read and dropped.
+request filters, X-Forwarded-* and X-Request-Id included: a copy has its original's id), and the
+body when the whole body is at most ``MAX_BODY`` bytes; it is buffered and sent with a
+Content-Length once the client has sent all of it. A request with a larger body is not mirrored
+at all (a cut body would be another request). The mirror's response is read and dropped.
 
 A mirror never slows or fails the request it copies: it starts without waiting for it, has
 its own connection from the backend's pool, and every failure (no endpoint, refused,
@@ -48,15 +48,20 @@ def inflight() -> int:
 
 
 class MirrorRequest(UpstreamUser):
-    __slots__ = ("body", "conn", "done", "framing", "head_args", "pool", "size", "timer")
+    __slots__ = ("body", "conn", "done", "framing", "head_args", "id_args", "pool", "size", "timer")
 
     def __init__(
-        self, pool: Pool, head_args: tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes, bytes, bytes], framing: int
+        self,
+        pool: Pool,
+        head_args: tuple[bytes, bytes, list[tuple[bytes, bytes]], bytes, bytes, bytes],
+        framing: int,
+        id_args: tuple[bytes, int],
     ) -> None:
         global _inflight
         _inflight += 1
         self.pool = pool
-        self.head_args = head_args  # build_request_head arguments but the framing
+        self.head_args = head_args  # build_request_head arguments before the framing
+        self.id_args = id_args  # ... and after it: the request id of the exchange copied
         self.framing = framing  # FRAME_NONE, or the body is buffered and sent with its length
         self.body: list[bytes] = []
         self.size = 0
@@ -99,7 +104,7 @@ class MirrorRequest(UpstreamUser):
         conn.got_bytes = False
         self.conn = conn
         framing = self.size if self.framing != FRAME_NONE else FRAME_NONE
-        head = build_request_head(*self.head_args, framing)
+        head = build_request_head(*self.head_args, framing, *self.id_args)
         if conn.transport is None:
             self.finish(None)
             return
@@ -186,6 +191,7 @@ def start(ex: Exchange, plan: RequestPlan, targets: tuple[MirrorTarget, ...]) ->
         headers, target = plan.request(headers, target)
     client = ex.client
     args = (ex.method, target, headers, client.client_ip, client.scheme, ex.host)
+    id_args = ex.request_id_args()
     for t in targets:
         if _inflight >= MAX_INFLIGHT or (t.percent < 100.0 and random.random() * 100.0 >= t.percent):
             continue
@@ -193,7 +199,7 @@ def start(ex: Exchange, plan: RequestPlan, targets: tuple[MirrorTarget, ...]) ->
         if pool is None:
             continue
         framing = FRAME_NONE if ex.req_framing == FRAME_NONE else 0
-        mirror = MirrorRequest(pool, args, framing)
+        mirror = MirrorRequest(pool, args, framing, id_args)
         if ex.request_done:
             mirror.send()
         else:

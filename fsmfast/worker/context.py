@@ -22,6 +22,7 @@ from fsmfast.metrics.counters import WorkerStats
 from fsmfast.metrics.publish import Publisher
 from fsmfast.proxy import ports as port_runtime
 from fsmfast.proxy.accesslog import AccessLog
+from fsmfast.proxy.exchange import seed_request_ids
 from fsmfast.proxy.options import RuleOptions, rule_options
 from fsmfast.proxy.roles import WorkerState
 from fsmfast.proxy.router import Router
@@ -71,6 +72,8 @@ class Context(WorkerState):
         self.tls_contexts = Contexts()
         self.tunnels: set[Tunnel] = set()
         self.access_log = AccessLog(loop, enabled=settings.access_log)
+        # This worker's request ids: a prefix of its own, drawn after the fork (fsmfast.proxy.exchange).
+        seed_request_ids(int.from_bytes(os.urandom(8), "big"))
         self.draining = False
         # A coarse clock, advanced by the tick: deadlines are set on every upstream read, and
         # a C call per read for sub-tick precision buys nothing. The extra TICK in the window

@@ -202,7 +202,7 @@ header_values = st.sampled_from(
 def test_rewritten_head_has_exactly_the_gateways_framing(headers: list[tuple[bytes, bytes]], framing: int) -> None:
     """Whatever framing headers the client sent, the head the gateway writes carries exactly
     the framing it decided on, once (the header rewriter alone, both twins via fsmfast.codec)."""
-    head = build_request_head(b"POST", b"/x", headers, b"127.0.0.1", b"http", b"h.test", framing)
+    head = build_request_head(b"POST", b"/x", headers, b"127.0.0.1", b"http", b"h.test", framing, b"", 0)
     seen: list[tuple[bytes, bytes]] = []
 
     class Collect:

@@ -88,6 +88,7 @@ def exchange(framing: int = FRAME_NONE) -> Any:
         client=client,
         req_framing=framing,
         request_done=framing == FRAME_NONE,
+        request_id_args=lambda: (b"0123456789abcdef", 0x2A),  # its request id, 0123456789abcdef000000000000002a
     )
 
 
@@ -114,6 +115,8 @@ def test_a_request_without_body_is_sent_at_once_and_its_answer_dropped(pool: Poo
     head = b"".join(conn.transport.written)
     assert head.startswith(b"GET /a?b=1 HTTP/1.1\r\nHost: h.test\r\n")
     assert b"Connection" not in head and b"X-Forwarded-For: 192.0.2.1\r\n" in head
+    # The copy carries the request id of the request it copies.
+    assert b"\r\nX-Request-Id: 0123456789abcdef000000000000002a\r\n" in head
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n"
     m.response_head(200, 7, False, head, 0, len(head) - 4, True)
     m.response_body(b"ignored")

@@ -51,15 +51,27 @@ def request_head(
     proto: bytes = b"http",
     host: bytes = b"",
     framing: int = FRAME_NONE,
+    rid: int = 0,
 ) -> bytes:
-    return impl.build_request_head(b"GET", b"/p?q=1", headers, client_ip, proto, host, framing)  # type: ignore[no-any-return]
+    return impl.build_request_head(  # type: ignore[no-any-return]
+        b"GET", b"/p?q=1", headers, client_ip, proto, host, framing, PREFIX, rid
+    )
+
+
+PREFIX = b"0123456789abcdef"  # a worker's request-id prefix
 
 
 def expected_request(
-    kept: Headers, xff: bytes = b"10.0.0.9", proto: bytes = b"http", host: bytes = b"", framing: bytes = b""
+    kept: Headers,
+    xff: bytes = b"10.0.0.9",
+    proto: bytes = b"http",
+    host: bytes = b"",
+    framing: bytes = b"",
+    request_id: bytes = b"",
 ) -> bytes:
     lines = b"".join(n + b": " + v + b"\r\n" for n, v in kept)
     xfh = b"X-Forwarded-Host: " + host + b"\r\n" if host else b""
+    xfh += b"X-Request-Id: " + request_id + b"\r\n" if request_id else b""
     return (
         b"GET /p?q=1 HTTP/1.1\r\n"
         + lines
@@ -95,6 +107,8 @@ PUBLIC = [
     "scan_response_head",
     "relay_response_head",
     "valid_host",
+    "valid_request_id",
+    "valid_traceparent",
     "scan_request_line",
     "read_request_head",
     "read_response_head",
@@ -449,9 +463,9 @@ def test_bad_headers_raise(impl: ModuleType, headers: object, error: type[Except
 @pytest.mark.parametrize("bad", [None, "GET"])
 def test_bad_scalars_raise(impl: ModuleType, bad: object) -> None:
     with pytest.raises(TypeError):
-        impl.build_request_head(bad, b"/", [], b"1", b"http", b"", FRAME_NONE)
+        impl.build_request_head(bad, b"/", [], b"1", b"http", b"", FRAME_NONE, PREFIX, 0)
     with pytest.raises(TypeError):
-        impl.build_request_head(b"GET", b"/", [], bad, b"http", b"", FRAME_NONE)
+        impl.build_request_head(b"GET", b"/", [], bad, b"http", b"", FRAME_NONE, PREFIX, 0)
     with pytest.raises(TypeError):
         impl.build_response_head(True, 200, bad, [], FRAME_NONE, True)
 
@@ -465,7 +479,7 @@ def test_extension_wants_bytes_pairs(headers: list[object]) -> None:
     """Stricter than the spec, which half-accepts some of these by accident of b"".join."""
     for call in (
         lambda: cython_impl.connection_tokens(headers),
-        lambda: cython_impl.build_request_head(b"GET", b"/", headers, b"1", b"http", b"", FRAME_NONE),
+        lambda: cython_impl.build_request_head(b"GET", b"/", headers, b"1", b"http", b"", FRAME_NONE, PREFIX, 0),
         lambda: cython_impl.build_response_head(True, 200, b"OK", headers, FRAME_NONE, True),
     ):
         with pytest.raises(TypeError):
@@ -483,10 +497,133 @@ def test_header_iterables_and_list_items(impl: ModuleType) -> None:
 
 TCHAR = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 VCHAR = "".join(chr(c) for c in range(0x21, 0x7F))
+# --- X-Request-Id and W3C traceparent ------------------------------------------------------------
+
+TRACEPARENT = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"  # the W3C spec's example
+TRACESTATE = (b"tracestate", b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7")
+
+
+@pytest.mark.parametrize(
+    ("rid", "text"),
+    [
+        (1, b"0000000000000001"),
+        (0x2A, b"000000000000002a"),
+        (0x0123456789ABCDEF, b"0123456789abcdef"),
+        (0xA0B1C2D3E4F56789, b"a0b1c2d3e4f56789"),
+        (2**64 - 1, b"ffffffffffffffff"),
+    ],
+)
+def test_generated_request_id_replaces_the_clients(impl: ModuleType, rid: int, text: bytes) -> None:
+    headers = [(b"X-Request-Id", b"not valid"), ACCEPT, (b"x-request-id", b"second")]
+    assert request_head(impl, headers, rid=rid) == expected_request([ACCEPT], request_id=PREFIX + text)
+
+
+def test_the_clients_request_id_is_kept_where_it_was(impl: ModuleType) -> None:
+    headers = [(b"x-REQUEST-id", b"abc-123 "), ACCEPT]
+    assert request_head(impl, headers) == expected_request(headers)
+
+
+def test_connection_cannot_strip_the_request_id(impl: ModuleType) -> None:
+    headers = [(b"Connection", b"X-Request-Id"), (b"X-Request-Id", b"abc"), ACCEPT]
+    assert request_head(impl, headers) == expected_request([(b"X-Request-Id", b"abc"), ACCEPT])
+    assert request_head(impl, headers, rid=7) == expected_request([ACCEPT], request_id=PREFIX + b"%016x" % 7)
+
+
+def test_request_id_argument_errors(impl: ModuleType) -> None:
+    for bad in (-1, 2**64):
+        with pytest.raises(OverflowError):
+            request_head(impl, [], rid=bad)
+    with pytest.raises(TypeError):
+        impl.build_request_head(b"GET", b"/", [], b"1", b"http", b"", FRAME_NONE, "0123", 5)
+    # No id to send: the prefix is not looked at.
+    assert impl.build_request_head(b"GET", b"/", [], b"1", b"http", b"", FRAME_NONE, None, 0) == (
+        b"GET / HTTP/1.1\r\nX-Forwarded-For: 1\r\nX-Forwarded-Proto: http\r\n\r\n"
+    )
+    # Any prefix (a worker's has 16 hex digits), and ids past 2**32.
+    assert impl.build_request_head(b"GET", b"/", [], b"1", b"http", b"", FRAME_NONE, b"ab", 2**32 + 10) == (
+        b"GET / HTTP/1.1\r\nX-Forwarded-For: 1\r\nX-Forwarded-Proto: http\r\nX-Request-Id: ab000000010000000a\r\n\r\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (b"a", True),
+        (b"0123456789abcdef0123456789abcdef", True),
+        (b"Root=1-5759e988-bd862e3fe1be46a994272793", True),
+        (b"AbC.-_x", True),
+        (b"a:b+c/d=e.f-G9", True),
+        (b"x" * 128, True),
+        (b"x" * 129, False),
+        (b"", False),
+        (b" a", False),
+        (b"a,b", False),
+        (b"a;b", False),
+        (b"a\\b", False),
+        (b"\xe9", False),
+        (b"a\x00", False),
+    ],
+)
+def test_valid_request_id(impl: ModuleType, value: bytes, ok: bool) -> None:
+    assert impl.valid_request_id(value) is ok
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        (TRACEPARENT, True),
+        (b" \t" + TRACEPARENT + b" ", True),
+        (b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", True),
+        (b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-ff", True),
+        # A later version: the known fields, then anything after a "-".
+        (b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-03", True),
+        (b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-the-future-holds", True),
+        (b"cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01.more", False),
+        (b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-", False),
+        (b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", False),
+        (b"00-00000000000000000000000000000000-00f067aa0ba902b7-01", False),
+        (b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", False),
+        (b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", False),
+        (b"0G-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", False),
+        (b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", False),
+        (b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1", False),
+        (b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", False),
+        (b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x", False),
+        (b"", False),
+    ],
+)
+def test_valid_traceparent(impl: ModuleType, value: bytes, ok: bool) -> None:
+    assert impl.valid_traceparent(value) is ok
+
+
+def test_valid_traceparent_passes_byte_for_byte(impl: ModuleType) -> None:
+    headers = [(b"TraceParent", TRACEPARENT + b" "), ACCEPT, TRACESTATE]
+    assert request_head(impl, headers, rid=1) == expected_request(headers, request_id=PREFIX + b"%016x" % 1)
+
+
+@pytest.mark.parametrize(
+    "parents",
+    [
+        [b"00-00000000000000000000000000000000-00f067aa0ba902b7-01"],
+        [TRACEPARENT[:-1]],
+        [TRACEPARENT, TRACEPARENT],  # two: which one?
+    ],
+)
+def test_invalid_traceparent_goes_with_tracestate(impl: ModuleType, parents: list[bytes]) -> None:
+    headers = [TRACESTATE, *[(b"traceparent", v) for v in parents], ACCEPT, (b"TraceState", b"b=1")]
+    assert request_head(impl, headers) == expected_request([ACCEPT])
+
+
+def test_tracestate_alone_passes(impl: ModuleType) -> None:
+    headers = [TRACESTATE, ACCEPT]
+    assert request_head(impl, headers) == expected_request(headers)
+
+
 SPECIAL = sorted(
     pure.HOP_BY_HOP
     | pure.GATEWAY_OWNED
     | {b"expect", b"tf", b"hosts", b"connectio", b"keep_alive", b"x-forwarded-fox", b"x-a", b"x-b"}
+    | {b"traceparent", b"tracestate", b"x-request-ids", b"traceparents"}
 )
 
 
@@ -497,7 +634,24 @@ def random_case(name: bytes, bits: int) -> bytes:
 tokens = st.text(TCHAR, min_size=1, max_size=12).map(str.encode)
 known_names = st.builds(random_case, st.sampled_from(SPECIAL), st.integers(0, 2**60))
 names = st.one_of(known_names, tokens)
-values = st.text(VCHAR + " \t", max_size=30).map(str.encode)
+# traceparent-shaped values: valid ones, and ones a byte or a length away from valid.
+_HEXLC = "0123456789abcdef"
+traceparent_values = st.builds(
+    lambda version, trace, parent, flags, more, cut, junk: (
+        (b"%s-%s-%s-%s" % (version, trace, parent, flags) + more)[: cut if cut >= 0 else None] + junk
+    ),
+    st.sampled_from([b"00", b"01", b"cc", b"ff", b"0A", b"x0"]),
+    st.one_of(st.just(b"0" * 32), st.text(_HEXLC, min_size=32, max_size=32).map(str.encode)),
+    st.one_of(st.just(b"0" * 16), st.text(_HEXLC, min_size=16, max_size=16).map(str.encode)),
+    st.text(_HEXLC + "G", min_size=2, max_size=2).map(str.encode),
+    st.sampled_from([b"", b"-", b"-x", b".x"]),
+    st.one_of(st.just(-1), st.integers(0, 60)),
+    st.sampled_from([b"", b" ", b"\t", b"A"]),
+)
+request_id_values = st.one_of(
+    st.text("abcXYZ019._:+/=-", min_size=0, max_size=130).map(str.encode), st.sampled_from([b"a b", b"a_b"])
+)
+values = st.one_of(st.text(VCHAR + " \t", max_size=30).map(str.encode), traceparent_values, request_id_values)
 ows = st.sampled_from([b"", b" ", b"\t", b" \t "])
 connection_values = st.lists(st.tuples(ows, st.one_of(names, st.just(b"")), ows), max_size=20).map(
     lambda items: b",".join(a + t + b for a, t, b in items)
@@ -512,6 +666,7 @@ client_ips = st.sampled_from([b"127.0.0.1", b"10.1.2.3", b"::1", b"2001:db8::7",
 protos = st.sampled_from([b"http", b"https"])
 hosts = st.one_of(st.just(b""), st.text(TCHAR + ".:", min_size=1, max_size=20).map(str.encode))
 framings = st.one_of(st.sampled_from([FRAME_NONE, FRAME_CHUNKED, FRAME_CLOSE]), st.integers(0, 2**63 - 1))
+rids = st.one_of(st.just(0), st.integers(1, 2**64 - 1))
 # Arbitrary bytes too, for the twin comparison only: commas, non-ASCII, empty names.
 any_connection_values = st.lists(st.tuples(ows, st.one_of(names, st.binary(max_size=8)), ows), max_size=20).map(
     lambda items: b",".join(a + t + b for a, t, b in items)
@@ -548,12 +703,27 @@ def test_twin_connection_tokens(headers: Headers) -> None:
 
 @needs_extension
 @PROPERTY
-@given(methods, targets, any_header_lists, client_ips, protos, hosts, framings)
+@given(methods, targets, any_header_lists, client_ips, protos, hosts, framings, rids)
 def test_twin_request_head(
-    method: bytes, target: bytes, headers: Headers, client_ip: bytes, proto: bytes, host: bytes, framing: int
+    method: bytes,
+    target: bytes,
+    headers: Headers,
+    client_ip: bytes,
+    proto: bytes,
+    host: bytes,
+    framing: int,
+    rid: int,
 ) -> None:
-    args = (method, target, headers, client_ip, proto, host, framing)
+    args = (method, target, headers, client_ip, proto, host, framing, PREFIX, rid)
     assert cython_impl.build_request_head(*args) == pure.build_request_head(*args)
+
+
+@needs_extension
+@PROPERTY
+@given(st.one_of(traceparent_values, st.binary(max_size=60)), st.one_of(request_id_values, st.binary(max_size=8)))
+def test_twin_validators(traceparent: bytes, request_id: bytes) -> None:
+    assert cython_impl.valid_traceparent(traceparent) is pure.valid_traceparent(traceparent)
+    assert cython_impl.valid_request_id(request_id) is pure.valid_request_id(request_id)
 
 
 @needs_extension
@@ -616,6 +786,7 @@ class Collect:
     protos,
     hosts,
     st.one_of(st.sampled_from([FRAME_NONE, FRAME_CHUNKED, FRAME_CLOSE]), st.integers(0, 3000)),
+    rids,
 )
 def test_request_head_parses_back(
     mod: ModuleType,
@@ -626,9 +797,10 @@ def test_request_head_parses_back(
     proto: bytes,
     host: bytes,
     framing: int,
+    rid: int,
 ) -> None:
     headers = [(n, v.strip(b" \t")) for n, v in raw]  # llhttp trims the whitespace around a value
-    head = mod.build_request_head(method, target, headers, client_ip, proto, host, framing)
+    head = mod.build_request_head(method, target, headers, client_ip, proto, host, framing, PREFIX, rid)
 
     seen = Collect()
     parser = httptools.HttpRequestParser(seen)
@@ -640,13 +812,22 @@ def test_request_head_parses_back(
     # Expected, restated independently of either implementation.
     listed = {t.strip(b" \t").lower() for n, v in headers if n.lower() == b"connection" for t in v.split(b",")}
     dropped = pure.HOP_BY_HOP | {b"expect", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+    if rid:
+        dropped |= {b"x-request-id"}
+    parents = [v for n, v in headers if n.lower() == b"traceparent"]
+    if parents and (len(parents) > 1 or not pure.valid_traceparent(parents[0])):
+        dropped |= {b"traceparent", b"tracestate"}
     forwarded = [
-        (n, v) for n, v in headers if n.lower() not in dropped and (n.lower() == b"host" or n.lower() not in listed)
+        (n, v)
+        for n, v in headers
+        if n.lower() not in dropped and (n.lower() in (b"host", b"x-request-id") or n.lower() not in listed)
     ]
     xff = b", ".join([v for n, v in headers if n.lower() == b"x-forwarded-for"] + [client_ip])
     added = [(b"X-Forwarded-For", xff.strip(b" \t")), (b"X-Forwarded-Proto", proto)]
     if host:
         added.append((b"X-Forwarded-Host", host))
+    if rid:
+        added.append((b"X-Request-Id", PREFIX + b"%016x" % rid))
     if framing >= 0:
         added.append((b"Content-Length", b"%d" % framing))
     elif framing == FRAME_CHUNKED:
@@ -674,37 +855,54 @@ def test_request_head_parses_back(
 @pytest.mark.parametrize(
     ("headers", "expected"),
     [
-        ([(b"Host", b"a"), (b"Content-Length", b"5")], (b"a", 5, None, None, None, None)),
-        ([(b"HOST", b"a"), (b"host", b"b")], (b"a", -1, None, None, None, (400, "more than one Host header"))),
-        ([(b"content-length", b"5"), (b"Content-Length", b"5")], (None, 5, None, None, None, None)),
+        ([(b"Host", b"a"), (b"Content-Length", b"5")], (b"a", 5, None, None, None, None, None)),
+        ([(b"HOST", b"a"), (b"host", b"b")], (b"a", -1, None, None, None, (400, "more than one Host header"), None)),
+        ([(b"content-length", b"5"), (b"Content-Length", b"5")], (None, 5, None, None, None, None, None)),
         (
             [(b"content-length", b"5"), (b"Content-Length", b"6")],
-            (None, 5, None, None, None, (400, "conflicting Content-Length headers")),
+            (None, 5, None, None, None, (400, "conflicting Content-Length headers"), None),
         ),
-        ([(b"content-length", b"+5")], (None, -1, None, None, None, (400, "invalid Content-Length"))),
+        ([(b"content-length", b"+5")], (None, -1, None, None, None, (400, "invalid Content-Length"), None)),
         # Spaces and tabs around the value are not part of it (RFC 9110 §5.5); inside it they are.
-        ([(b"Content-Length", b"5  \t")], (None, 5, None, None, None, None)),
-        ([(b"Content-Length", b" \t5 ")], (None, 5, None, None, None, None)),
-        ([(b"Content-Length", b"5 5")], (None, -1, None, None, None, (400, "invalid Content-Length"))),
-        ([(b"Content-Length", b"  ")], (None, -1, None, None, None, (400, "invalid Content-Length"))),
-        ([(b"Host", b"")], (None, -1, None, None, None, (400, "invalid Host header"))),
-        ([(b"Host", b"a:0")], (None, -1, None, None, None, (400, "invalid Host header"))),
+        ([(b"Content-Length", b"5  \t")], (None, 5, None, None, None, None, None)),
+        ([(b"Content-Length", b" \t5 ")], (None, 5, None, None, None, None, None)),
+        ([(b"Content-Length", b"5 5")], (None, -1, None, None, None, (400, "invalid Content-Length"), None)),
+        ([(b"Content-Length", b"  ")], (None, -1, None, None, None, (400, "invalid Content-Length"), None)),
+        ([(b"Host", b"")], (None, -1, None, None, None, (400, "invalid Host header"), None)),
+        ([(b"Host", b"a:0")], (None, -1, None, None, None, (400, "invalid Host header"), None)),
         (
             [(b"Transfer-Encoding", b"chunked"), (b"EXPECT", b"100-continue")],
-            (None, -1, b"chunked", b"100-continue", None, None),
+            (None, -1, b"chunked", b"100-continue", None, None, None),
         ),
         (
             [(b"Transfer-Encoding", b"a"), (b"transfer-encoding", b"chunked")],
-            (None, -1, b"a", None, None, (400, "more than one Transfer-Encoding header")),
+            (None, -1, b"a", None, None, (400, "more than one Transfer-Encoding header"), None),
         ),
-        ([(b"Upgrade", b"websocket"), (b"upgrade", b"h2c")], (None, -1, None, None, b"websocket", None)),
-        ([(b"Host", b"a b")], (None, -1, None, None, None, (400, "invalid Host header"))),
+        ([(b"Upgrade", b"websocket"), (b"upgrade", b"h2c")], (None, -1, None, None, b"websocket", None, None)),
+        ([(b"Host", b"a b")], (None, -1, None, None, None, (400, "invalid Host header"), None)),
         (
             [(b"Host", b"a"), (b"X-Big", b"v" * 96)],
-            (b"a", -1, None, None, None, (431, "a header field exceeds 100 bytes")),
+            (b"a", -1, None, None, None, (431, "a header field exceeds 100 bytes"), None),
         ),
-        ([(b"X-Big", b"v" * 95)], (None, -1, None, None, None, None)),
-        ([], (None, -1, None, None, None, None)),
+        ([(b"X-Big", b"v" * 95)], (None, -1, None, None, None, None, None)),
+        ([], (None, -1, None, None, None, None, None)),
+        # X-Request-Id: one valid value is the request's id (spaces and tabs around it not counted).
+        ([(b"X-Request-Id", b"abc-123")], (None, -1, None, None, None, None, b"abc-123")),
+        ([(b"x-request-id", b" a.b:c+d/e=f-G \t")], (None, -1, None, None, None, None, b"a.b:c+d/e=f-G")),
+        ([(b"X-REQUEST-ID", b"r" * 80)], (None, -1, None, None, None, None, b"r" * 80)),
+        ([(b"X-Request-Id", b"r?")], (None, -1, None, None, None, None, None)),
+        ([(b"X-Request-Id", b"")], (None, -1, None, None, None, None, None)),
+        ([(b"X-Request-Id", b"a b")], (None, -1, None, None, None, None, None)),
+        ([(b"X-Request-Id", b'a"b')], (None, -1, None, None, None, None, None)),
+        ([(b"X-Request-Id", b"a_b")], (None, -1, None, None, None, None, b"a_b")),
+        ([(b"X-Request-Id", b"caf\xc3\xa9")], (None, -1, None, None, None, None, None)),
+        # Two are one too many, even when equal: the gateway's own replaces them.
+        ([(b"X-Request-Id", b"a"), (b"X-Request-Id", b"a")], (None, -1, None, None, None, None, None)),
+        ([(b"X-Request-Ids", b"a"), (b"X-Request-I", b"b")], (None, -1, None, None, None, None, None)),
+        (
+            [(b"X-Request-Id", b"abc"), (b"Content-Length", b"x")],
+            (None, -1, None, None, None, (400, "invalid Content-Length"), None),
+        ),
     ],
 )
 def test_scan_request(impl: ModuleType, headers: Headers, expected: tuple[object, ...]) -> None:

@@ -816,5 +816,6 @@ class Exchange(UpstreamUser):
                 # Only on TLS connections: sni, tls (version), client_cert (subject). ClientConnection's,
                 # not the role's: read by name (a cast would cost a call per logged request).
                 **(getattr(self.client, "tls_log", None) or {}),
-            }
+            },
+            self.headers,  # the combined format's Referer and User-Agent, looked up only there
         )

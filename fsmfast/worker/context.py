@@ -71,7 +71,7 @@ class Context(WorkerState):
         self.ports: dict[int, PortRuntime] = {}
         self.tls_contexts = Contexts()
         self.tunnels: set[Tunnel] = set()
-        self.access_log = AccessLog(loop, enabled=settings.access_log)
+        self.access_log = AccessLog(loop, enabled=settings.access_log, fmt=settings.access_log_format)
         # This worker's request ids: a prefix of its own, drawn after the fork (fsmfast.proxy.exchange).
         seed_request_ids(int.from_bytes(os.urandom(8), "big"))
         self.draining = False

@@ -8,13 +8,16 @@ the case is about pipelining); its sibling ``.json`` says what must happen:
 - ``close``: the gateway closes the connection after them (``true`` for every refusal);
 - ``upstream``: every request that may reach an upstream, in order, as
   ``{"upstream": name, "target": ..., "host": ..., "body_length": n, "headers": {name: value},
-  "absent": [names]}`` (only ``upstream`` and ``target`` are required); ``[]`` means nothing
+  "matching": {name: regex}, "absent": [names]}`` (only ``upstream`` and ``target`` are required;
+  a ``matching`` header appears once, its value a full match of the regex); ``[]`` means nothing
   may reach any upstream;
 - ``note``: why, and what nginx/HAProxy do;
 - ``split``: byte offsets where the client pauses, so that the gateway reads the pieces
   separately (a head split across reads goes to llhttp, not the one-read plain reader);
 - ``access_log``: the access-log entries the connection leaves, in order, each as the fields
-  that must have exactly these values (``{"method": "-", "status": 400}``).
+  that must have exactly these values (``{"method": "-", "status": 400}``); a value may instead be
+  ``{"matching": regex}`` (a full match), or ``{"upstream_header": [i, name]}``: the value the
+  case's ``i``-th upstream request had for that header (the request id the upstream saw).
 
 The gateway (``corpus`` fixture) serves three hosts on one port: ``corpus.test`` (``/admin``
 to upstream ``admin``, everything else to ``main``), ``limit.test`` (annotation
@@ -24,6 +27,7 @@ to upstream ``admin``, everything else to ``main``), ``limit.test`` (annotation
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -129,6 +133,9 @@ def _check_request(name: str, req: Request, want: dict[str, Any]) -> None:
         assert req.body_len == want["body_length"], req
     for header, value in want.get("headers", {}).items():
         assert req.header_all(header) == [value], (header, req.headers)
+    for header, pattern in want.get("matching", {}).items():
+        got = req.header_all(header)
+        assert len(got) == 1 and re.fullmatch(pattern, got[0]), (header, pattern, req.headers)
     for header in want.get("absent", []):
         assert req.header(header) is None, (header, req.headers)
     framing = [k.lower() for k, _ in req.headers if k.lower() in ("content-length", "transfer-encoding")]
@@ -164,7 +171,16 @@ def test_request(corpus: Corpus, case: str) -> None:
         entries = corpus.gw.access_log(logged + len(spec["access_log"]))[logged:]
         assert len(entries) == len(spec["access_log"]), f"{case}: access log {entries}"
         for entry, want_entry in zip(entries, spec["access_log"], strict=True):
-            assert {k: entry.get(k) for k in want_entry} == want_entry, f"{case}: access log {entry}"
+            for key, want_value in want_entry.items():
+                got_value = entry.get(key)
+                if isinstance(want_value, dict) and "matching" in want_value:
+                    ok = isinstance(got_value, str) and re.fullmatch(want_value["matching"], got_value) is not None
+                elif isinstance(want_value, dict) and "upstream_header" in want_value:
+                    index, header = want_value["upstream_header"]
+                    ok = [got_value] == seen[index][1].header_all(header)
+                else:
+                    ok = got_value == want_value
+                assert ok, f"{case}: access log {key}={got_value!r}, want {want_value!r}: {entry}"
 
 
 def _settled_log_length(gw: Gateway) -> int:

@@ -328,3 +328,6 @@ def test_idle_tunnel_is_closed_and_logged(env: Env) -> None:
         lambda: next((e for e in env.gw.access_log() if e.get("path") == "/chat?idle"), None), 5, "the tunnel's log"
     )
     assert entry["status"] == 101 and entry["reason"] == "tunnel_idle_timeout"
+    # The tunnel's line carries the request id its handshake took to the upstream.
+    head = next(h for h in env.up.heads if h.startswith("GET /chat?idle "))
+    assert f"\r\nX-Request-Id: {entry['request_id']}\r\n" in head + "\r\n", head

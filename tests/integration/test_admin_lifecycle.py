@@ -103,7 +103,7 @@ def test_health_and_readiness_through_start_reload_and_graceful_stop(tmp_path: P
         slow.start()
         time.sleep(0.5)
         os.kill(gw.pid, signal.SIGTERM)
-        code, body = wait_for(lambda: (r := admin(gw, "/readyz"))[0] == 503 and r or None, 5, "readyz 503")
+        _code, body = wait_for(lambda: ((r := admin(gw, "/readyz"))[0] == 503 and r) or None, 5, "readyz 503")
         assert b"stopping" in body
         assert admin(gw, "/healthz")[0] == 200  # the master itself is fine
         assert json.loads(admin(gw, "/status")[1])["state"] == "draining"
@@ -141,7 +141,7 @@ def test_the_watchdog_replaces_a_hung_worker(tmp_path: Path, upstream: int) -> N
         assert sorted(gw.worker_pids()) == before
         hung = before[0]
         os.kill(hung, signal.SIGSTOP)
-        wait_for(lambda: hung not in gw.worker_pids() and len(gw.worker_pids()) == 2 or None, 15, "a replacement")
+        wait_for(lambda: (hung not in gw.worker_pids() and len(gw.worker_pids()) == 2) or None, 15, "a replacement")
         text = gw.stderr_text()
         assert f"(pid {hung}) has not answered for" in text and "aborting it" in text
         wait_for(lambda: admin(gw, "/readyz")[0] == 200 or None, 10, "readyz 200 again")

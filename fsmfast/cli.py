@@ -140,13 +140,6 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--user", metavar="USER", help="workers drop to this user (name or uid) before they serve")
     run.add_argument("--group", metavar="GROUP", help="workers drop to this group (default: the user's primary group)")
     run.add_argument(
-        "--worker-timeout",
-        type=positive_float,
-        default=_DEFAULTS.worker_timeout,
-        metavar="S",
-        help="a worker whose event loop does not beat for this long is killed and replaced (default: %(default)gs)",
-    )
-    run.add_argument(
         "--detailed-errors",
         action="store_true",
         help="error bodies name the namespace, Service and endpoint address that failed (default: only the logs"
@@ -166,6 +159,7 @@ def make_parser() -> argparse.ArgumentParser:
         ("--header-timeout", "header_timeout", "a client must send its request head within this; else 408"),
         ("--pool-idle-timeout", "pool_idle_timeout", "idle upstream keep-alive connections are closed after this"),
         ("--body-timeout", "body_timeout", "a request body that stops arriving for this long gets 408"),
+        ("--worker-timeout", "worker_timeout", "a worker whose event loop does not beat for this long is replaced"),
     )
     for flag, field, text in timeouts:
         run.add_argument(

@@ -23,14 +23,24 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from fsmfast import logs
 from fsmfast.master import sockets
+
+log = logs.get_logger("admin")
 
 HEAD_LIMIT = 8192
 READ_TIMEOUT = 5.0
 WRITE_TIMEOUT = 10.0
 MAX_CLIENTS = 64
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
 
 
 class Request(msgspec.Struct, frozen=True):
@@ -136,7 +146,12 @@ class AdminServer:
         if request.method not in ("GET", "HEAD"):
             response = Response(405, b"only GET and HEAD\n", headers=(("Allow", "GET, HEAD"),))
         else:
-            response = self.handler(request)
+            try:
+                response = self.handler(request)
+            except Exception as exc:
+                # An admin page must never take the master down with it.
+                log.exception("admin listener: %s %s failed: %s", request.method, request.path, exc)
+                response = Response(500, b"internal error; see the gateway's error log\n")
         self._answer(client, response, head_only=request.method == "HEAD")
 
     def _answer(self, client: _Client, response: Response, head_only: bool) -> None:

@@ -21,6 +21,7 @@ class View:
     def __init__(self) -> None:
         self.checks = [("config", True, ""), ("workers", True, "")]
         self.accepts: list[str | None] = []
+        self.broken = False
 
     def readiness(self) -> list[tuple[str, bool, str]]:
         return self.checks
@@ -29,6 +30,8 @@ class View:
         return {"generation": 3, "workers": []}
 
     def config(self) -> dict[str, Any] | None:
+        if self.broken:
+            raise RuntimeError("a dump that fails")
         return {"generation": 3}
 
     def metrics(self, accept: str | None) -> tuple[str, bytes]:
@@ -142,3 +145,11 @@ def test_parse_head() -> None:
     assert req.query == {"verbose": [""], "x": ["1"]}
     assert parse_head(b"GET readyz HTTP/1.1") is None
     assert parse_head(b"GET / HTTP/1.1\r\nbad header") is None
+
+
+def test_a_failing_page_is_500_and_the_server_lives_on(served: tuple[AdminServer, View]) -> None:
+    server, view = served
+    view.broken = True
+    status, _, body = get(server, "/config")
+    assert status == 500 and b"error log" in body
+    assert get(server, "/healthz")[0] == 200

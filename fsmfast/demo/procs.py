@@ -11,6 +11,7 @@ Rules every helper here keeps, so a failure never hangs the demo, a test or a be
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import random
@@ -300,6 +301,18 @@ class Gateway(ChildProcess):
         """The master's pid."""
         assert self.proc is not None, "gateway not started"
         return self.proc.pid
+
+    def admin(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """GET ``path`` from the admin listener on a connection of its own: (status, body). Any status is
+        returned, not raised (a 503 from /readyz is an answer); OSError when nothing answers."""
+        assert self.admin_port, "no admin listener chosen by start()"
+        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
 
     def reload(self, expect: str = "reloaded", timeout: float = 10.0) -> str:
         """Send SIGHUP to the master and wait until stderr gains a new line containing ``expect``.

@@ -20,10 +20,12 @@ serves ``render`` on the admin listener's GET /metrics. Single-threaded: the mas
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import resource
 import time
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -208,11 +210,7 @@ class MasterMetrics:
             "counter",
             "Requests and TCP connections an upstream failed, by backend and the access log's reason code.",
         )
-        errors = dict(totals.upstream_errors)
-        for backend in self.backends:
-            for reason in UPSTREAM_REASONS:
-                errors.setdefault((backend, reason), 0)
-        for (backend, reason), n in sorted(errors.items()):
+        for backend, reason, n in _with_zeros(totals.upstream_errors, self.backends, UPSTREAM_REASONS):
             upstream.add(n, backend=backend, reason=reason)
         connections = Family(
             "fsmfast_downstream_connections", "gauge", "Client connections open now, by listener port."
@@ -232,11 +230,7 @@ class MasterMetrics:
             "counter",
             "TLS handshakes that failed on a terminating listener port, by reason.",
         )
-        failures = dict(totals.tls_errors)
-        for listener in self.tls_listeners:
-            for reason in TLS_FAILURES:
-                failures.setdefault((listener, reason), 0)
-        for (listener, reason), n in sorted(failures.items(), key=lambda item: (_port_key(item[0][0]), item[0][1])):
+        for listener, reason, n in _with_zeros(totals.tls_errors, self.tls_listeners, TLS_FAILURES, _port_key):
             tls.add(n, listener=listener, reason=reason)
         return [requests, durations, upstream, connections, accepted, tls]
 
@@ -304,6 +298,19 @@ def _port_key(listener: str) -> tuple[int, str]:
 
 def _port_order(item: tuple[str, int]) -> tuple[int, str]:
     return _port_key(item[0])
+
+
+def _with_zeros(
+    counted: dict[tuple[str, str], int],
+    known: Iterable[str],
+    reasons: Iterable[str],
+    order: Callable[[str], tuple[int, str]] = lambda label: (0, label),
+) -> list[tuple[str, str, int]]:
+    """``counted`` plus a 0 for every (known label, reason) pair not counted yet, sorted by ``order`` of the
+    first label, then reason: every series exists from the first scrape, so its first failure is an increase
+    Prometheus sees rather than a series appearing at 1."""
+    filled = dict.fromkeys(itertools.product(known, reasons), 0) | counted
+    return sorted(((a, b, n) for (a, b), n in filled.items()), key=lambda t: (order(t[0]), t[1]))
 
 
 _boot_time: float | None = None

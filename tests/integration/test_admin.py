@@ -9,7 +9,6 @@ status`` must print it for a person, the soon-expiring certificate included, the
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -35,17 +34,8 @@ class Setup:
     tls: TlsConfig
     upstream_port: int
 
-    def get(self, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.gw.admin_port, timeout=5)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
-
     def config(self) -> dict[str, Any]:
-        status, body = self.get("/config")
+        status, body = self.gw.admin("/config")
         assert status == 200, body
         return dict(json.loads(body))
 
@@ -61,7 +51,7 @@ class Setup:
 
 def _serving(setup: Setup, generation: int) -> bool:
     try:
-        code, body = setup.get("/status")
+        code, body = setup.gw.admin("/status")
     except OSError:
         return False
     if code != 200:
@@ -138,7 +128,7 @@ def test_config_describes_the_served_generation(setup: Setup) -> None:
 
 
 def test_no_secret_material_in_the_raw_body(setup: Setup) -> None:
-    status, body = setup.get("/config")
+    status, body = setup.gw.admin("/config")
     assert status == 200
     assert leaks(body.decode(), setup.tls) == []
 

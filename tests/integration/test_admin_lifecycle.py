@@ -7,7 +7,6 @@ test_admin.py; /metrics sums in test_metrics.py and test_prometheus.py.)
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import signal
@@ -25,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from fsmfast.errors import EXIT_BIND
+from tests.integration.test_prefork import get
 from tests.support import manifests
 from tests.support.procs import Gateway, child_env, free_port, wait_for
 
@@ -60,18 +60,8 @@ def upstream() -> Iterator[int]:
         server.server_close()
 
 
-def admin(gw: Gateway, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", gw.admin_port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def status_json(gw: Gateway) -> dict[str, Any]:
-    code, body = admin(gw, "/status")
+    code, body = gw.admin("/status")
     assert code == 200
     result: dict[str, Any] = json.loads(body)
     return result
@@ -82,8 +72,8 @@ def test_health_and_readiness_through_start_reload_and_graceful_stop(tmp_path: P
     config = manifests.one_route(tmp_path / "gw.yaml", port, upstream)
     gw = Gateway(config, [port], workers=2, args=["--graceful-timeout", "10"]).start()
     try:
-        assert admin(gw, "/healthz") == (200, b"ok\n")
-        wait_for(lambda: admin(gw, "/readyz")[0] == 200 or None, 10, "readyz 200 once both workers serve")
+        assert gw.admin("/healthz") == (200, b"ok\n")
+        wait_for(lambda: gw.admin("/readyz")[0] == 200 or None, 10, "readyz 200 once both workers serve")
         status = status_json(gw)
         assert status["state"] == "serving" and status["generation"] == 1 and status["last_reload"] is None
         assert sorted(w["slot"] for w in status["workers"]) == [0, 1]
@@ -91,7 +81,7 @@ def test_health_and_readiness_through_start_reload_and_graceful_stop(tmp_path: P
         assert sorted(w["pid"] for w in status["workers"]) == sorted(gw.worker_pids())
 
         gw.reload()
-        wait_for(lambda: admin(gw, "/readyz")[0] == 200 or None, 10, "readyz 200 on generation 2")
+        wait_for(lambda: gw.admin("/readyz")[0] == 200 or None, 10, "readyz 200 on generation 2")
         status = status_json(gw)
         assert status["generation"] == 2
         assert status["last_reload"]["result"] == "success" and status["last_reload"]["trigger"] == "signal"
@@ -99,14 +89,14 @@ def test_health_and_readiness_through_start_reload_and_graceful_stop(tmp_path: P
 
         # A request in flight keeps the workers draining after SIGTERM; meanwhile /readyz says so.
         done: list[int] = []
-        slow = threading.Thread(target=lambda: done.append(_get(port, "/slow?s=2")), daemon=True)
+        slow = threading.Thread(target=lambda: done.append(get(port, "/slow?s=2", timeout=10)), daemon=True)
         slow.start()
         time.sleep(0.5)
         os.kill(gw.pid, signal.SIGTERM)
-        _code, body = wait_for(lambda: ((r := admin(gw, "/readyz"))[0] == 503 and r) or None, 5, "readyz 503")
+        _code, body = wait_for(lambda: ((r := gw.admin("/readyz"))[0] == 503 and r) or None, 5, "readyz 503")
         assert b"stopping" in body
-        assert admin(gw, "/healthz")[0] == 200  # the master itself is fine
-        assert json.loads(admin(gw, "/status")[1])["state"] == "draining"
+        assert gw.admin("/healthz")[0] == 200  # the master itself is fine
+        assert json.loads(gw.admin("/status")[1])["state"] == "draining"
         slow.join(10)
         assert done == [200]
         assert gw.proc is not None and gw.proc.wait(15) == 0
@@ -118,7 +108,7 @@ def test_a_failed_reload_is_in_status(tmp_path: Path, upstream: int) -> None:
     port = free_port()
     config = manifests.one_route(tmp_path / "gw.yaml", port, upstream)
     with Gateway(config, [port]) as gw:
-        wait_for(lambda: admin(gw, "/readyz")[0] == 200 or None, 10, "readyz 200")
+        wait_for(lambda: gw.admin("/readyz")[0] == 200 or None, 10, "readyz 200")
         text = config.read_text()
         assert "{name: svc, port: 80}" in text
         config.write_text(text.replace("{name: svc, port: 80}", "{name: svc}"))
@@ -127,14 +117,14 @@ def test_a_failed_reload_is_in_status(tmp_path: Path, upstream: int) -> None:
         assert status["generation"] == 1
         reload = status["last_reload"]
         assert reload["result"] == "failure" and reload["generation"] == 1 and "port" in reload["error"]
-        assert _get(port, "/") == 200  # the old generation serves
+        assert get(port, "/") == 200  # the old generation serves
 
 
 def test_the_watchdog_replaces_a_hung_worker(tmp_path: Path, upstream: int) -> None:
     port = free_port()
     config = manifests.one_route(tmp_path / "gw.yaml", port, upstream)
     with Gateway(config, [port], workers=2, args=["--worker-timeout", "1"]) as gw:
-        wait_for(lambda: admin(gw, "/readyz")[0] == 200 or None, 10, "readyz 200")
+        wait_for(lambda: gw.admin("/readyz")[0] == 200 or None, 10, "readyz 200")
         # Twice the timeout and more, beating: nobody is replaced.
         before = sorted(gw.worker_pids())
         time.sleep(2.5)
@@ -144,10 +134,10 @@ def test_the_watchdog_replaces_a_hung_worker(tmp_path: Path, upstream: int) -> N
         wait_for(lambda: (hung not in gw.worker_pids() and len(gw.worker_pids()) == 2) or None, 15, "a replacement")
         text = gw.stderr_text()
         assert f"(pid {hung}) has not answered for" in text and "aborting it" in text
-        wait_for(lambda: admin(gw, "/readyz")[0] == 200 or None, 10, "readyz 200 again")
-        _, body = admin(gw, "/metrics")
+        wait_for(lambda: gw.admin("/readyz")[0] == 200 or None, 10, "readyz 200 again")
+        _, body = gw.admin("/metrics")
         assert 'fsmfast_worker_restarts_total{reason="watchdog"} 1' in body.decode()
-        assert _get(port, "/") == 200
+        assert get(port, "/") == 200
 
 
 def test_admin_port_taken_or_off(tmp_path: Path, upstream: int) -> None:
@@ -168,7 +158,7 @@ def test_admin_port_taken_or_off(tmp_path: Path, upstream: int) -> None:
     finally:
         holder.close()
     with Gateway(config, [port], args=["--admin-address", ""]) as gw:
-        assert _get(port, "/") == 200
+        assert get(port, "/") == 200
         assert "admin listener" not in gw.stderr_text()
         assert listening_ports(gw.pid) == {port}
     with Gateway(config, [port]) as gw:
@@ -200,14 +190,3 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(1)
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _get(port: int, path: str) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        resp.read()
-        return resp.status
-    finally:
-        conn.close()

@@ -43,35 +43,6 @@ GONE = f"{NS}/gone:80"
 HOST = "www.example.com"
 
 
-def _config(http_port: int, tls_port: int, up_port: int, dead_port: int, secret: str) -> str:
-    gateway = (
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
-        f"metadata: {{name: gw, namespace: {NS}}}\n"
-        "spec:\n  gatewayClassName: fsmfast\n  listeners:\n"
-        f"  - {{name: http, protocol: HTTP, port: {http_port}}}\n"
-        f"  - {{name: https, protocol: HTTPS, port: {tls_port}, tls: {{certificateRefs: [{{name: www-cert}}]}}}}\n"
-    )
-
-    def route(name: str, prefix: str, svc: str) -> str:
-        return (
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
-            f"metadata: {{name: {name}, namespace: {NS}}}\n"
-            "spec: {parentRefs: [{name: gw}], rules: [{matches: [{path: {type: PathPrefix, "
-            f"value: {prefix}}}}}], backendRefs: [{{name: {svc}, port: 80}}]}}]}}\n"
-        )
-
-    return manifests.documents(
-        gateway,
-        secret,
-        manifests.service("up", 80, up_port, namespace=NS),
-        manifests.endpoint_slice("up", up_port, namespace=NS),
-        manifests.service("gone", 80, dead_port, namespace=NS),
-        manifests.endpoint_slice("gone", dead_port, namespace=NS),
-        route("ok", "/ok", "up"),
-        route("dead", "/dead", "gone"),
-    )
-
-
 @dataclass
 class Setup:
     gw: Gateway
@@ -148,15 +119,9 @@ class Setup:
             raise AssertionError(f"sent {expected}, scraped {self.requests(self.exposition())}") from None
 
 
-def _scrape(gw: Gateway) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin_port}/metrics", timeout=5) as resp:
-        return str(resp.read().decode())
-
-
 def _ready(gw: Gateway) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin_port}/readyz", timeout=2) as resp:
-            return bool(resp.status == 200)
+        return gw.admin("/readyz", timeout=2)[0] == 200
     except OSError:
         return False
 
@@ -166,15 +131,25 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     tmp = tmp_path_factory.mktemp("metrics")
     ca = pki.blog_pki(tmp / "ca")
     www = pki.short_lived(tmp / "www", ca, HOST, days=10, sans=("IP:127.0.0.1",))
-    secret = manifests.tls_secret("www-cert", www.server_cert, www.server_key, namespace=NS)
     http_port, tls_port, dead_port = free_port(), free_port(), free_port()
     with Upstream("metrics", echo_all=True) as up:
-        config = tmp / "gw.yaml"
-        config.write_text(_config(http_port, tls_port, up.port, dead_port, secret))
+        config = manifests.live_and_dead(
+            tmp / "gw.yaml",
+            namespace=NS,
+            http_port=http_port,
+            https_port=tls_port,
+            cert_secret="www-cert",
+            cert=www.server_cert,
+            key=www.server_key,
+            live=("/ok", "up", up.port),
+            dead=("/dead", "gone", dead_port),
+        )
         with Gateway(config, [http_port, tls_port], workers=2, args=["--no-access-log"]) as gw:
             wait_for(lambda: _ready(gw), 30, "the admin listener's /readyz 200")
             time.sleep(1.0 + 0.5)  # what the workers counted so far is published (once a second)
-            yield Setup(gw, http_port, tls_port, ca.ca_cert, parse_text(_scrape(gw)))
+            code, body = gw.admin("/metrics")
+            assert code == 200, body
+            yield Setup(gw, http_port, tls_port, ca.ca_cert, parse_text(body.decode()))
 
 
 def _sample(scrape: Exposition, name: str, **labels: str) -> float:

@@ -30,7 +30,6 @@ import socket
 import ssl
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -75,35 +74,6 @@ ISSUE_METRICS: dict[str, set[str]] = {
 
 
 # -- the gateway, its upstream and Prometheus --------------------------------------------------------------
-
-
-def config_yaml(http_port: int, tls_port: int, up_port: int, dead_port: int, secret: str) -> str:
-    gateway = (
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
-        f"metadata: {{name: gw, namespace: {NS}}}\n"
-        "spec:\n  gatewayClassName: fsmfast\n  listeners:\n"
-        f"  - {{name: http, protocol: HTTP, port: {http_port}}}\n"
-        f"  - {{name: https, protocol: HTTPS, port: {tls_port}, tls: {{certificateRefs: [{{name: soon-cert}}]}}}}\n"
-    )
-
-    def route(name: str, prefix: str, svc: str) -> str:
-        return (
-            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
-            f"metadata: {{name: {name}, namespace: {NS}}}\n"
-            "spec: {parentRefs: [{name: gw}], rules: [{matches: [{path: {type: PathPrefix, "
-            f"value: {prefix}}}}}], backendRefs: [{{name: {svc}, port: 80}}]}}]}}\n"
-        )
-
-    return manifests.documents(
-        gateway,
-        secret,
-        manifests.service("up", 80, up_port, namespace=NS),
-        manifests.endpoint_slice("up", up_port, namespace=NS),
-        manifests.service("dead", 80, dead_port, namespace=NS),
-        manifests.endpoint_slice("dead", dead_port, namespace=NS),
-        route("ok", "/status", "up"),
-        route("broken", "/dead", "dead"),
-    )
 
 
 @dataclass
@@ -153,15 +123,6 @@ class Stack:
     def exposition(self) -> Exposition:
         return parse_text(self.scrape()[1])
 
-    def admin_status(self, path: str) -> int:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.gw.admin_port}{path}", timeout=5) as resp:
-                return int(resp.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
-        except OSError:
-            return 0
-
     def expect_request_sums(self, timeout: float = 10.0) -> None:
         """Prometheus's ``sum by (code)`` of the request counter equals what this module sent."""
         expected = {frozenset({("code", code)}): float(n) for code, n in self.sent.items()}
@@ -182,13 +143,21 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("prometheus")
     ca = pki.blog_pki(tmp / "ca")
     soon = pki.short_lived(tmp / "soon", ca, "metrics.example.com", days=10)
-    secret = manifests.tls_secret("soon-cert", soon.server_cert, soon.server_key, namespace=NS)
     http_port, tls_port, dead_port = free_port(), free_port(), free_port()
     with Upstream("metrics") as up:
-        config = tmp / "gw.yaml"
-        config.write_text(config_yaml(http_port, tls_port, up.port, dead_port, secret))
+        config = manifests.live_and_dead(
+            tmp / "gw.yaml",
+            namespace=NS,
+            http_port=http_port,
+            https_port=tls_port,
+            cert_secret="soon-cert",
+            cert=soon.server_cert,
+            key=soon.server_key,
+            live=("/status", "up", up.port),
+            dead=("/dead", "dead", dead_port),
+        )
         with Gateway(config, [http_port, tls_port], workers=2) as gw:
-            wait_for(lambda: admin_ready(gw), 20, "the admin listener's /readyz 200")
+            wait_for(lambda: admin_status(gw, "/readyz") == 200, 20, "the admin listener's /readyz 200")
             with Prometheus([f"127.0.0.1:{gw.admin_port}"], rule_files=[RULES], job=JOB) as prom:
                 prom.wait_for_target_up()
                 yield Stack(gw, prom, http_port, tls_port, config)
@@ -215,12 +184,12 @@ def worker_holding(gw: Gateway, server_port: int, client_port: int) -> int:
     return holders[0]
 
 
-def admin_ready(gw: Gateway) -> bool:
+def admin_status(gw: Gateway, path: str) -> int:
+    """The admin listener's status for GET ``path``; 0 while nothing answers (a worker or master starting)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{gw.admin_port}/readyz", timeout=2) as resp:
-            return bool(resp.status == 200)
+        return gw.admin(path, timeout=2)[0]
     except OSError:
-        return False
+        return 0
 
 
 # -- expressions of the dashboard and the rules ----------------------------------------------------------
@@ -461,7 +430,7 @@ def test_exact_sums_across_a_worker_kill(stack: Stack) -> None:
         assert len(stack.gw.worker_pids()) == 2
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: len(p := stack.gw.worker_pids()) == 2 and victim not in p, 10, "a new worker")
-        wait_for(lambda: stack.admin_status("/readyz") == 200, 10, "/readyz 200 after the respawn")
+        wait_for(lambda: admin_status(stack.gw, "/readyz") == 200, 10, "/readyz 200 after the respawn")
         stack.send("/status/200", 4, 200)
         stack.send("/nowhere", 2, 404)
         stack.send("/dead", 2, 502)
@@ -519,7 +488,7 @@ def test_reloads_are_counted_and_a_failed_one_alerts(stack: Stack) -> None:
     stack.gw.reload()
     wait_for(lambda: not stack.prom.vector(alert), 10, "FsmfastConfigReloadFailing resolved")
     assert value(generation) == gen0 + 2
-    wait_for(lambda: stack.admin_status("/readyz") == 200, 10, "/readyz 200 after the reloads")
+    wait_for(lambda: admin_status(stack.gw, "/readyz") == 200, 10, "/readyz 200 after the reloads")
     stack.send("/nowhere", 1, 404)
     stack.expect_request_sums()
     stack.expect_no_resets()

@@ -121,3 +121,41 @@ def one_route(path: Path, port: int, upstream_port: int, namespace: str = NAMESP
     svc = service("svc", 80, upstream_port, namespace=namespace)
     path.write_text(documents(gateway, svc, endpoint_slice("svc", upstream_port, namespace=namespace), route))
     return path
+
+
+def live_and_dead(
+    path: Path,
+    *,
+    namespace: str,
+    http_port: int,
+    https_port: int,
+    cert_secret: str,
+    cert: Path | str,
+    key: Path | str,
+    live: tuple[str, str, int],
+    dead: tuple[str, str, int],
+) -> Path:
+    """Writes to ``path`` Gateway ``gw`` with an HTTP listener ``http`` on ``http_port`` and an HTTPS listener
+    ``https`` on ``https_port`` terminating with the TLS Secret ``cert_secret`` (``cert``, ``key``), and two
+    HTTPRoutes for every host: ``ok`` and ``dead``, each ``(path prefix, service, endpoint port)`` with the
+    Service on port 80. ``dead`` is meant for a port nothing listens on (502s, upstream errors); returns ``path``."""
+    gateway = (
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
+        f"metadata: {{name: gw, namespace: {namespace}}}\n"
+        "spec:\n  gatewayClassName: fsmfast\n  listeners:\n"
+        f"  - {{name: http, protocol: HTTP, port: {http_port}}}\n"
+        f"  - {{name: https, protocol: HTTPS, port: {https_port}, "
+        f"tls: {{certificateRefs: [{{name: {cert_secret}}}]}}}}\n"
+    )
+    docs = [gateway, tls_secret(cert_secret, cert, key, namespace=namespace)]
+    for name, (prefix, svc, port) in (("ok", live), ("dead", dead)):
+        docs += [
+            service(svc, 80, port, namespace=namespace),
+            endpoint_slice(svc, port, namespace=namespace),
+            "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
+            f"metadata: {{name: {name}, namespace: {namespace}}}\n"
+            "spec: {parentRefs: [{name: gw}], rules: [{matches: [{path: {type: PathPrefix, "
+            f"value: {prefix}}}}}], backendRefs: [{{name: {svc}, port: 80}}]}}]}}\n",
+        ]
+    path.write_text(documents(*docs))
+    return path

@@ -15,8 +15,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,14 +114,6 @@ def notify(tmp_path: Path) -> Iterator[Listener]:
     listener.sock.close()
 
 
-def readyz(admin_port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-
-
 def environ(pid: int) -> list[str]:
     with open(f"/proc/{pid}/environ", "rb") as f:
         return [e.decode(errors="replace") for e in f.read().split(b"\0") if e]
@@ -138,7 +128,7 @@ def test_notify_ready_reload_stop(tmp_path: Path, notify: Listener) -> None:
         with gw:
             ready = notify.until("READY")[-1]
             # Sent once every worker serves generation 1: /readyz agrees, and a request is answered at once.
-            assert readyz(gw.admin_port) == 200
+            assert gw.admin("/readyz")[0] == 200
             with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
                 s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
                 assert s.recv(12).startswith(b"HTTP/1.1 200")

@@ -27,10 +27,9 @@ def served_by(port: int) -> str:
         return str(json.loads(resp.read())["upstream"])
 
 
-def reload_failures(admin_port: int) -> float:
+def reload_failures(gw: Gateway) -> float:
     """fsmfast_config_reloads_total{result="failure"}, summed over its other labels; 0 when not exported yet."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
+    text = gw.admin("/metrics")[1].decode()
     total = 0.0
     for line in text.splitlines():
         m = re.match(r"fsmfast_config_reloads_total\{([^}]*)\} (\S+)", line)
@@ -61,13 +60,13 @@ def test_watch_follows_edits_and_survives_a_broken_one(tmp_path: Path) -> None:
             assert "SIGHUP" not in log
             assert re.search(r"reloaded: generation 2\b", log), log
 
-            before = reload_failures(gw.admin_port)
+            before = reload_failures(gw)
             offset = len(gw.stderr_text())
             good = gw_file.read_text()
             save(gw_file, good.replace("kind: HTTPRoute", "kind: HTTPRoute\nspec: {parentRefs: [{name: 7"))
             wait_for(lambda: "reload failed" in gw.stderr_text()[offset:], 10, "the broken edit to be refused")
             assert "YAML syntax error" in gw.stderr_text()[offset:]
-            wait_for(lambda: reload_failures(gw.admin_port) == before + 1, 5, "the failure to be counted")
+            wait_for(lambda: reload_failures(gw) == before + 1, 5, "the failure to be counted")
             assert served_by(port) == "b"  # generation 2 still serves
 
             # Fixing the file reloads again; saving the same bytes once more does not.

@@ -39,6 +39,8 @@ def _extensions() -> list[Extension]:
     # The HTTP/1 codec's compiled twin (fsmfast/codec/http1.py is the spec); TLS records through the
     # OpenSSL of Python's own _ssl, found at run time: nothing to link. Keep in step with _compiled.EXTENSIONS.
     records = Extension("fsmfast.tls._records", ["fsmfast/tls/_records.pyx"], extra_compile_args=["-O2"])
+    # The shared-state atomics (GCC __atomic builtins on the arena's words); twin fsmfast/shared/atomic.py.
+    atomic = Extension("fsmfast.shared._atomic", ["fsmfast/shared/_atomic.pyx"], extra_compile_args=["-O2"])
     # The proxy core: plain .py modules (their own pure-Python twins) compiled with the C types of
     # the .pxd next to each; fsmfast/_compiled.py loads the .py instead under FSMFAST_NO_EXTENSIONS.
     core = [Extension(name, [name.replace(".", "/") + ".py"], extra_compile_args=["-O2"]) for name in COMPILED_MODULES]
@@ -47,7 +49,7 @@ def _extensions() -> list[Extension]:
     options = {"language_level": 3, "annotate": annotate, "force": annotate}
     # The .py annotations are for readers and type checkers; only the .pxd types are compiled in (with
     # annotation typing on, `x: int` would mean a Python int where the .pxd says a C int).
-    return cythonize([parser, records], **options) + cythonize(
+    return cythonize([parser, records, atomic], **options) + cythonize(
         core, compiler_directives={"annotation_typing": False}, **options
     )
 

@@ -5,7 +5,8 @@ both off:
 
 - extensions written in Cython with a pure-Python twin (``EXTENSIONS``: the HTTP/1 codec
   ``fsmfast._parser``, twin ``fsmfast.codec.http1``; the TLS record layer ``fsmfast.tls._records``,
-  twin ``fsmfast.tls.records``). Their users ask ``extension(name)`` and fall back to the twin on
+  twin ``fsmfast.tls.records``; the shared-state atomics ``fsmfast.shared._atomic``, twin
+  ``fsmfast.shared.atomic``). Their users ask ``extension(name)`` and fall back to the twin on
   None (``fsmfast.codec``, ``fsmfast.tls.link``);
 - modules Cython compiles from their own ``.py`` with a ``.pxd`` beside it (``COMPILED``): the
   built extension shadows the ``.py``, and ``fsmfast/__init__.py`` installs ``prefer_sources``'
@@ -28,7 +29,11 @@ from types import ModuleType
 EXTENSIONS_OFF = os.environ.get("FSMFAST_NO_EXTENSIONS", "") not in ("", "0")
 
 # Cython extensions with a pure-Python twin, and what describe() calls them; keep in step with setup.py.
-EXTENSIONS = {"fsmfast._parser": "fsmfast._parser", "fsmfast.tls._records": "tls._records"}
+EXTENSIONS = {
+    "fsmfast._parser": "fsmfast._parser",
+    "fsmfast.tls._records": "tls._records",
+    "fsmfast.shared._atomic": "shared._atomic",
+}
 
 # Keep in step with setup.py.
 COMPILED = (
@@ -86,9 +91,11 @@ def extension(name: str) -> ModuleType | None:
 def describe() -> str:
     """What runs compiled in this process, for reports and test headers."""
     from fsmfast import codec
+    from fsmfast.shared import arena
     from fsmfast.tls.link import direct_unavailable
 
     parts = [EXTENSIONS["fsmfast._parser"]] if codec.USING_EXTENSION else []
     parts += [EXTENSIONS["fsmfast.tls._records"]] if direct_unavailable() is None else []
+    parts += [EXTENSIONS["fsmfast.shared._atomic"]] if arena.USING_EXTENSION else []
     parts += [n.removeprefix("fsmfast.") for n in compiled_modules()]
     return f"compiled {', '.join(parts)}" if parts else "pure-Python twins"

@@ -134,6 +134,7 @@ def test_wheel_is_manylinux_and_carries_only_what_runs(installed: Installed) -> 
     names = zipfile.ZipFile(installed.wheel).namelist()
     assert [n for n in names if n.startswith("fsmfast/_parser.") and n.endswith(".so")], names
     assert [n for n in names if n.startswith("fsmfast/tls/_records.") and n.endswith(".so")], names
+    assert [n for n in names if n.startswith("fsmfast/shared/_atomic.") and n.endswith(".so")], names
     assert "fsmfast/_parser.pyi" in names and "fsmfast/py.typed" in names, names
     for core in (name.removeprefix("fsmfast.").replace(".", "/") for name in COMPILED):
         # Compiled, and its source kept: the .py is the pure-Python twin FSMFAST_NO_EXTENSIONS=1 runs.

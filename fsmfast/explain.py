@@ -19,6 +19,7 @@ from fsmfast.config.duration import format_duration
 from fsmfast.pipeline import route
 from fsmfast.pipeline import target as target_stage
 from fsmfast.pipeline.decision import Choice, LocalReply, Redirect
+from fsmfast.policytext import policy_lines
 from fsmfast.proxy.conditions import RequestView
 from fsmfast.proxy.filters import RequestPlan
 from fsmfast.proxy.router import HostTable, Router, RouteRule, VHost, normalize_host
@@ -336,6 +337,7 @@ def explain(
         return "\n".join(lines) + "\n"
     lines.append("backends")
     lines += _backend_lines(winner, raw_method, raw_headers, raw_target)
+    lines += policy_lines(rule, [c.backend for c in winner.choices if c.backend is not None])
     if all(c.backend is None for c in winner.choices):
         lines.append(f"result     {NO} no usable backend → 500")
     else:

@@ -74,12 +74,100 @@ class UpstreamTLS(msgspec.Struct, frozen=True, gc=False):
     client_cert_secret: str | None = None  # namespace/name
 
 
+# --- resilience policies (issue 19): inputs only, the data plane does not read them yet ---------
+#
+# ``policy`` names where each setting came from ("RetryPolicy ns/name", "HTTPRoute ns/name
+# spec.rules[0].retry") for ``fsmfast explain`` and /config. Defaults are already applied.
+# Precedence, for one request: the rule's own ``retry``/``session_persistence`` (Gateway API,
+# on ``Rule``) beats the backend's RetryPolicy / BackendLBPolicy; BackendLBPolicy's session
+# persistence beats SessionStickyPolicy. All are recorded; the data plane picks by that order.
+
+
+class LoadBalancing(msgspec.Struct, frozen=True, gc=False):
+    policy: str
+    type: Literal["RoundRobinLoadBalancer", "HashingLoadBalancer", "LeastConnectionLoadBalancer"]
+
+
+class HealthMatch(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    status_codes: tuple[int, ...] = ()
+    body: str | None = None  # a substring of the response body
+    headers: tuple[HeaderValue, ...] = ()  # exact values
+
+
+class HealthCheck(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Active check every ``interval`` seconds: HTTP GET ``path`` (any of ``matches`` passes),
+    or a TCP connect when ``path`` is None; out after ``max_fails`` failures."""
+
+    policy: str
+    interval: int
+    max_fails: int
+    fail_timeout: int | None = None
+    path: str | None = None
+    matches: tuple[HealthMatch, ...] = ()
+
+
+class Retry(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """``on``: "5xx" (500-599) or exact status codes as text. ``attempts`` and ``backoff``
+    (seconds) None: the route left them to the implementation."""
+
+    policy: str
+    on: tuple[str, ...]
+    attempts: int | None = None
+    backoff: float | None = None
+
+
+class CircuitBreaker(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    policy: str
+    min_request_amount: int
+    stat_time_window: int
+    degraded_time_window: int
+    degraded_status_code: int = 503
+    slow_time_threshold: float | None = None
+    slow_amount_threshold: int | None = None
+    slow_ratio_threshold: float | None = None
+    error_amount_threshold: int | None = None
+    error_ratio_threshold: float | None = None
+    degraded_response_content: str | None = None
+
+
+class StickyCookie(msgspec.Struct, frozen=True, gc=False):
+    """FSM SessionStickyPolicy."""
+
+    policy: str
+    cookie_name: str
+    expires: int
+
+
+class Persistence(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Gateway API sessionPersistence (HTTPRoute rule or BackendLBPolicy); timeouts in seconds."""
+
+    policy: str
+    type: Literal["Cookie", "Header"] = "Cookie"
+    session_name: str | None = None
+    absolute_timeout: float | None = None
+    idle_timeout: float | None = None
+    lifetime_type: Literal["Permanent", "Session"] = "Session"
+
+
+class BackendPolicies(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """The resilience policies that apply to one Service port (one winner per kind)."""
+
+    lb: LoadBalancing | None = None
+    health: HealthCheck | None = None
+    retry: Retry | None = None
+    circuit: CircuitBreaker | None = None
+    sticky: StickyCookie | None = None
+    session: Persistence | None = None  # BackendLBPolicy
+
+
 class Backend(msgspec.Struct, frozen=True, gc=False):
     """A Service port as an upstream: ``namespace/name:port``."""
 
     name: str
     endpoints: tuple[Endpoint, ...]
     tls: UpstreamTLS | None = None
+    # Not ``policies``: the router reads that name as the backend's hook tuple (fsmfast.pipeline.hooks).
+    resilience: BackendPolicies | None = None
 
 
 # --- HTTPRoute filters and timeouts, resolved (see fsmfast.proxy.filters for run time) ---------
@@ -211,6 +299,10 @@ class Rule(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     # request bodies larger than this get 413; a WebSocket handshake may be tunnelled.
     max_body_size: int | None = None
     websocket: bool = False
+    # Gateway API rules[].retry and rules[].sessionPersistence (issue 19; not applied yet). They
+    # win over the backend's RetryPolicy / BackendLBPolicy / SessionStickyPolicy.
+    retry: Retry | None = None
+    session_persistence: Persistence | None = None
 
 
 class VirtualHost(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):

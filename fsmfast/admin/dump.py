@@ -24,7 +24,8 @@ from typing import Any
 import msgspec
 
 from fsmfast.explain import backends_text, conditions_text, filters_text, path_text
-from fsmfast.snapshot import Backend, BackendRef, L4Route, Listener, Rule, Snapshot, UpstreamTLS
+from fsmfast.policytext import backend_policy_texts
+from fsmfast.snapshot import Backend, BackendPolicies, BackendRef, L4Route, Listener, Rule, Snapshot, UpstreamTLS
 from fsmfast.tls.certs import rfc3339
 from fsmfast.tls.inventory import CertInfo, certificates, client_ca_users
 
@@ -152,7 +153,27 @@ def _backend(key: str, backend: Backend, certs: _Certs) -> dict[str, Any]:
         "name": backend.name,
         "endpoints": [f"{e.host}:{e.port}" for e in backend.endpoints],
         "tls": _upstream_tls(key, backend.tls, certs) if backend.tls is not None else None,
+        # Issue 19's policies (accepted, not applied by the data plane yet); [] when none.
+        "policies": _resilience(backend.resilience) if backend.resilience is not None else [],
     }
+
+
+def _resilience(policies: BackendPolicies) -> list[dict[str, Any]]:
+    """One entry per policy kind set on a backend: its source, settings and words."""
+    settings = {
+        "load balancing": policies.lb,
+        "health check": policies.health,
+        "retry": policies.retry,
+        "circuit breaking": policies.circuit,
+        "sticky session": policies.sticky,
+        "session persistence": policies.session,
+    }
+    out = []
+    for kind, source, text in backend_policy_texts(policies):
+        fields = msgspec.json.decode(msgspec.json.encode(settings[kind]))  # plain lists, as served
+        fields.pop("policy", None)
+        out.append({"kind": kind, "policy": source, "settings": fields, "text": text, "applied": False})
+    return out
 
 
 def _policies(snapshot: Snapshot) -> list[dict[str, Any]]:

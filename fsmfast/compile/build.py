@@ -16,6 +16,7 @@ from collections import defaultdict
 
 import msgspec
 
+from fsmfast.compile import resilience
 from fsmfast.compile import rules as rulemod
 from fsmfast.compile.attach import Attachment, ListenerRef, attach, http_listeners
 from fsmfast.compile.endpoints import resolve
@@ -66,6 +67,7 @@ class _Compiler:
         self.issues = issues
         self.index = Index(manifests)
         self.tls = TLSPolicies(self.index, issues)
+        self.resilience = resilience.Resilience(self.index, issues)
         self.used: dict[str, tuple[m.Service, m.ServicePort]] = {}
         self._entries: dict[str, list[tuple[Precedence, Rule]]] = {}
         self.attached_routes: set[str] = set()
@@ -142,6 +144,8 @@ class _Compiler:
         out = []
         for i, rule in enumerate(route.spec.rules):
             backends, filters, timeouts = self._rule_action(route, i, rule)
+            retry = resilience.route_retry(route, i, rule)
+            persistence = resilience.route_persistence(route, i, rule)
             for j, match in enumerate(rule.matches):
                 path = rulemod.path_match(match.path)
                 entry = Rule(
@@ -153,6 +157,8 @@ class _Compiler:
                     query=rulemod.query_matches(match),
                     filters=filters,
                     timeouts=timeouts,
+                    retry=retry,
+                    session_persistence=persistence,
                 )
                 out.append((match_precedence(route, i, j, match, path.value), entry))
         return out
@@ -217,7 +223,12 @@ class _Compiler:
             i = svc.spec.ports.index(sp)
             why = resolved.problem or f"service {svc.key} port {sp.port} has no ready endpoints"
             self.issues.warn(Where.of(svc), f"spec.ports[{i}]", f"{why}; requests to {key} get 503")
-        return Backend(name=key, endpoints=resolved.endpoints, tls=self.tls.for_port(svc, sp))
+        return Backend(
+            name=key,
+            endpoints=resolved.endpoints,
+            tls=self.tls.for_port(svc, sp),
+            resilience=self.resilience.for_port(svc, sp),
+        )
 
 
 def _summary(snapshot: Snapshot, manifests: m.Manifests, routes: int) -> str:
@@ -227,6 +238,17 @@ def _summary(snapshot: Snapshot, manifests: m.Manifests, routes: int) -> str:
         listeners += f" ({'port' if len(ports) == 1 else 'ports'} {', '.join(ports)})"
     policies = len(manifests.upstream_tls_policies) + len(manifests.backend_tls_policies)
     policies += len(manifests.gateway_tls_policies)
+    policies += sum(
+        len(getattr(manifests, bucket))
+        for bucket in (
+            "retry_policies",
+            "health_check_policies",
+            "circuit_breaking_policies",
+            "session_sticky_policies",
+            "load_balancer_policies",
+            "backend_lb_policies",
+        )
+    )
     return (
         f"ok: {listeners}, {_plural(routes, 'route')}, {_plural(len(manifests.services), 'service')}, "
         f"{_plural(policies, 'policy', 'policies')} "

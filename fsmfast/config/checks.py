@@ -12,7 +12,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
-from fsmfast.config import httproute, listenerchecks
+from fsmfast.config import httproute, listenerchecks, policies
 from fsmfast.config.hostnames import hostname_problem
 from fsmfast.config.issues import Issues, Where
 from fsmfast.config.model import (
@@ -246,6 +246,13 @@ CHECKS: dict[str, Callable[[Any, Issues], Object | None]] = {
     "TLSRoute": lambda obj, issues: listenerchecks.check_tlsroute(Checker(obj, issues), obj),
     "TCPRoute": lambda obj, issues: listenerchecks.check_tcproute(Checker(obj, issues), obj),
     "GatewayTLSPolicy": lambda obj, issues: listenerchecks.check_gateway_tls_policy(Checker(obj, issues), obj),
+    # FSM's service-level resilience policies and BackendLBPolicy: fsmfast.config.policies.
+    **{
+        kind: lambda obj, issues: policies.check_service_policy(Checker(obj, issues), obj)
+        for kind in ("RetryPolicy", "HealthCheckPolicy", "CircuitBreakingPolicy", "SessionStickyPolicy")
+    },
+    "LoadBalancerPolicy": lambda obj, issues: policies.check_service_policy(Checker(obj, issues), obj),
+    "BackendLBPolicy": lambda obj, issues: policies.check_backend_lb_policy(Checker(obj, issues), obj),
 }
 
 

@@ -115,6 +115,8 @@ class Decoder:
             return self._union(raw, t, path)
         if isinstance(t, mi.IntType):
             return self._int(raw, t, path)
+        if isinstance(t, mi.FloatType):
+            return self._float(raw, t, path)
         if isinstance(t, mi.StrType):
             if isinstance(raw, str):
                 return raw
@@ -152,6 +154,21 @@ class Decoder:
                 self.error(path, f"must be at most {t.le}, got {raw}")
             return BAD
         return raw
+
+    def _float(self, raw: object, t: mi.FloatType, path: str) -> float | _Bad:
+        # YAML writes 2 for 2.0: an integer is a number too (FSM's float32 seconds and ratios).
+        if not isinstance(raw, (int, float)) or isinstance(raw, bool):
+            self.error(path, f"expected a number, got {describe(raw)}")
+            return BAD
+        if (t.ge is not None and raw < t.ge) or (t.le is not None and raw > t.le):
+            if t.ge is not None and t.le is not None:
+                self.error(path, f"must be between {t.ge:g} and {t.le:g}, got {raw:g}")
+            elif t.ge is not None:
+                self.error(path, f"must be at least {t.ge:g}, got {raw:g}")
+            else:
+                self.error(path, f"must be at most {t.le:g}, got {raw:g}")
+            return BAD
+        return float(raw)
 
     def _list(self, raw: object, t: mi.ListType, path: str) -> list[Any] | _Bad:
         if not isinstance(raw, list):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from msgspec.structs import replace
 
+from fsmfast.config import policies
 from fsmfast.config.duration import parse_duration
 from fsmfast.config.model import (
     HTTPHeaderFilter,
@@ -133,9 +134,11 @@ def _rule(c: Checker, path: str, rule: HTTPRouteRule) -> HTTPRouteRule:
     if rule.timeouts is not None:
         _timeouts(c, f"{path}.timeouts", rule.timeouts.request, rule.timeouts.backend_request)
     if rule.retry is not None:
-        c.warn(f"{path}.retry", "retry is not applied yet")
+        policies.check_retry(c, f"{path}.retry", rule.retry)
+        c.warn(f"{path}.retry", policies.not_applied("retries are"))
     if rule.session_persistence is not None:
-        c.warn(f"{path}.sessionPersistence", "session persistence is not applied yet")
+        policies.check_session_persistence(c, f"{path}.sessionPersistence", rule.session_persistence)
+        c.warn(f"{path}.sessionPersistence", policies.not_applied("session persistence is"))
     return replace(rule, matches=matches, filters=filters, backend_refs=refs)
 
 

@@ -44,6 +44,14 @@ KINDS: dict[str, Kind] = {
     "EndpointSlice": Kind(m.EndpointSlice, "discovery.k8s.io", ("v1",), "endpoint_slices"),
     "UpstreamTLSPolicy": Kind(m.UpstreamTLSPolicy, "gateway.flomesh.io", ("v1alpha1",), "upstream_tls_policies"),
     "GatewayTLSPolicy": Kind(m.GatewayTLSPolicy, "gateway.flomesh.io", ("v1alpha1",), "gateway_tls_policies"),
+    "RetryPolicy": Kind(m.RetryPolicy, "gateway.flomesh.io", ("v1alpha1",), "retry_policies"),
+    "HealthCheckPolicy": Kind(m.HealthCheckPolicy, "gateway.flomesh.io", ("v1alpha1",), "health_check_policies"),
+    "CircuitBreakingPolicy": Kind(
+        m.CircuitBreakingPolicy, "gateway.flomesh.io", ("v1alpha1",), "circuit_breaking_policies"
+    ),
+    "SessionStickyPolicy": Kind(m.SessionStickyPolicy, "gateway.flomesh.io", ("v1alpha1",), "session_sticky_policies"),
+    "LoadBalancerPolicy": Kind(m.LoadBalancerPolicy, "gateway.flomesh.io", ("v1alpha1",), "load_balancer_policies"),
+    "BackendLBPolicy": Kind(m.BackendLBPolicy, m.GATEWAY_GROUP, ("v1alpha2",), "backend_lb_policies"),
     "TLSRoute": Kind(m.TLSRoute, m.GATEWAY_GROUP, ("v1", "v1alpha3", "v1alpha2"), "tls_routes"),
     "TCPRoute": Kind(m.TCPRoute, m.GATEWAY_GROUP, ("v1alpha2",), "tcp_routes"),
 }

@@ -298,8 +298,8 @@ class HTTPRouteRule(Spec, frozen=True, kw_only=True):
     filters: list[HTTPRouteFilter] = []
     backend_refs: list[HTTPBackendRef] = []
     timeouts: HTTPRouteTimeouts | None = None
-    retry: Any = None
-    session_persistence: Any = None
+    retry: HTTPRouteRetry | None = None
+    session_persistence: SessionPersistence | None = None
 
 
 class HTTPRouteSpec(Spec, frozen=True, kw_only=True):
@@ -600,6 +600,168 @@ class GatewayTLSPolicy(Object, frozen=True, kw_only=True):
     spec: GatewayTLSPolicySpec
 
 
+# --- Flomesh service-level resilience policies (issue 19) -----------------------------------
+#
+# Every config field is optional here, None meaning "not written": FSM merges ``ports[].config``
+# over the spec-level ``config`` field by field, and only then applies the CRD defaults
+# (fsmfast.config.policies.effective_*). The defaults are the CRD's, listed in that module.
+
+Seconds = Annotated[int, msgspec.Meta(ge=1)]
+Ratio = Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+
+
+class RetryConfig(Spec, frozen=True, kw_only=True):
+    retry_on: list[str] | None = None
+    num_retries: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    backoff_base_interval: Annotated[float, msgspec.Meta(ge=0.001)] | None = None
+
+
+class HealthCheckHeader(Spec, frozen=True, kw_only=True):
+    name: str
+    value: str
+
+
+class HealthCheckMatch(Spec, frozen=True, kw_only=True):
+    status_codes: list[Annotated[int, msgspec.Meta(ge=100, le=599)]] = []
+    body: str | None = None
+    headers: list[HealthCheckHeader] = []
+
+
+class HealthCheckConfig(Spec, frozen=True, kw_only=True):
+    interval: Seconds | None = None
+    max_fails: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    fail_timeout: Seconds | None = None
+    path: str | None = None
+    matches: list[HealthCheckMatch] | None = None
+
+
+class CircuitBreakingConfig(Spec, frozen=True, kw_only=True):
+    min_request_amount: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    stat_time_window: Seconds | None = None
+    slow_time_threshold: Annotated[float, msgspec.Meta(ge=0.0001)] | None = None
+    slow_amount_threshold: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    slow_ratio_threshold: Ratio | None = None
+    error_amount_threshold: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    error_ratio_threshold: Ratio | None = None
+    degraded_time_window: Seconds | None = None
+    degraded_status_code: Annotated[int, msgspec.Meta(ge=1, le=10000)] | None = None
+    degraded_response_content: str | None = None
+
+
+class SessionStickyConfig(Spec, frozen=True, kw_only=True):
+    cookie_name: str | None = None
+    expires: Seconds | None = None
+
+
+LoadBalancerType = Literal["RoundRobinLoadBalancer", "HashingLoadBalancer", "LeastConnectionLoadBalancer"]
+
+
+class RetryPort(Spec, frozen=True, kw_only=True):
+    port: Port
+    config: RetryConfig | None = None
+
+
+class HealthCheckPort(Spec, frozen=True, kw_only=True):
+    port: Port
+    config: HealthCheckConfig | None = None
+
+
+class CircuitBreakingPort(Spec, frozen=True, kw_only=True):
+    port: Port
+    config: CircuitBreakingConfig | None = None
+
+
+class SessionStickyPort(Spec, frozen=True, kw_only=True):
+    port: Port
+    config: SessionStickyConfig | None = None
+
+
+class LoadBalancerPort(Spec, frozen=True, kw_only=True):
+    # No ``config`` wrapper: ``type`` sits on the port entry (FSM's CRD).
+    port: Port
+    type: LoadBalancerType | None = None
+
+
+class RetryPolicySpec(Spec, frozen=True, kw_only=True):
+    target_ref: PolicyTargetRef
+    ports: list[RetryPort] = []
+    config: RetryConfig | None = None
+
+
+class HealthCheckPolicySpec(Spec, frozen=True, kw_only=True):
+    target_ref: PolicyTargetRef
+    ports: list[HealthCheckPort] = []
+    config: HealthCheckConfig | None = None
+
+
+class CircuitBreakingPolicySpec(Spec, frozen=True, kw_only=True):
+    target_ref: PolicyTargetRef
+    ports: list[CircuitBreakingPort] = []
+    config: CircuitBreakingConfig | None = None
+
+
+class SessionStickyPolicySpec(Spec, frozen=True, kw_only=True):
+    target_ref: PolicyTargetRef
+    ports: list[SessionStickyPort] = []
+    config: SessionStickyConfig | None = None
+
+
+class LoadBalancerPolicySpec(Spec, frozen=True, kw_only=True):
+    target_ref: PolicyTargetRef
+    ports: list[LoadBalancerPort] = []
+    type: LoadBalancerType | None = None  # the default of ports[] entries without one ("DefaultType")
+
+
+class RetryPolicy(Object, frozen=True, kw_only=True):
+    spec: RetryPolicySpec
+
+
+class HealthCheckPolicy(Object, frozen=True, kw_only=True):
+    spec: HealthCheckPolicySpec
+
+
+class CircuitBreakingPolicy(Object, frozen=True, kw_only=True):
+    spec: CircuitBreakingPolicySpec
+
+
+class SessionStickyPolicy(Object, frozen=True, kw_only=True):
+    spec: SessionStickyPolicySpec
+
+
+class LoadBalancerPolicy(Object, frozen=True, kw_only=True):
+    spec: LoadBalancerPolicySpec
+
+
+# --- Gateway API retry and session persistence (HTTPRoute rules, BackendLBPolicy) ------------
+
+
+class HTTPRouteRetry(Spec, frozen=True, kw_only=True):
+    codes: list[Annotated[int, msgspec.Meta(ge=400, le=599)]] = []
+    attempts: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    backoff: str | None = None  # a Gateway API duration, checked with the route
+
+
+class CookieConfig(Spec, frozen=True, kw_only=True):
+    lifetime_type: Literal["Permanent", "Session"] = "Session"
+
+
+class SessionPersistence(Spec, frozen=True, kw_only=True):
+    session_name: Annotated[str, msgspec.Meta(max_length=128)] | None = None
+    absolute_timeout: str | None = None  # Gateway API durations, checked where used
+    idle_timeout: str | None = None
+    type: Literal["Cookie", "Header"] = "Cookie"
+    cookie_config: CookieConfig | None = None
+
+
+class BackendLBPolicySpec(Spec, frozen=True, kw_only=True):
+    target_refs: list[LocalObjectRef]
+    session_persistence: SessionPersistence
+
+
+class BackendLBPolicy(Object, frozen=True, kw_only=True):
+    spec: BackendLBPolicySpec
+
+
 # --- the whole set --------------------------------------------------------------------------
 
 
@@ -621,6 +783,12 @@ class Manifests(msgspec.Struct, kw_only=True):
     tls_routes: list[TLSRoute] = []
     tcp_routes: list[TCPRoute] = []
     gateway_tls_policies: list[GatewayTLSPolicy] = []
+    retry_policies: list[RetryPolicy] = []
+    health_check_policies: list[HealthCheckPolicy] = []
+    circuit_breaking_policies: list[CircuitBreakingPolicy] = []
+    session_sticky_policies: list[SessionStickyPolicy] = []
+    load_balancer_policies: list[LoadBalancerPolicy] = []
+    backend_lb_policies: list[BackendLBPolicy] = []
     files: list[str] = []
     documents: int = 0
     digest: str = ""

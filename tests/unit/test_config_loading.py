@@ -488,7 +488,7 @@ def test_route_warnings_for_what_is_not_served(cwd: Path) -> None:
     assert [str(w) for w in issues.warnings] == [
         prefix
         + "backendRefs[0].filters[0]: filter ExtensionRef is not supported; requests sent to this backend get 500",
-        prefix + "retry: retry is not applied yet",
+        prefix + "retry: accepted; retries are not applied by this version yet",
     ]
     assert manifests.routes[0].spec.hostnames == []
 

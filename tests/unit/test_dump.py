@@ -96,7 +96,7 @@ def test_routes_in_precedence_order_with_the_words_of_fsmfast_routes(dump: Dump)
 def test_backends_with_endpoints_and_upstream_tls_without_pem(dump: Dump) -> None:
     assert [b["name"] for b in dump["backends"]] == [f"{NS}/bundle:9443", f"{NS}/plain:80", f"{NS}/secure:8443"]
     plain = _backend(dump, f"{NS}/plain:80")
-    assert plain == {"name": f"{NS}/plain:80", "endpoints": ["127.0.0.1:9000"], "tls": None}
+    assert plain == {"name": f"{NS}/plain:80", "endpoints": ["127.0.0.1:9000"], "tls": None, "policies": []}
     secure = _backend(dump, f"{NS}/secure:8443")["tls"]
     assert secure["policy"] == f"UpstreamTLSPolicy {NS}/secure-tls"
     assert secure["server_name"] is None and secure["error"] is None

@@ -110,7 +110,7 @@ def test_a_process_killed_mid_way_leaves_the_arena_usable() -> None:
         # Killed at any point, it holds nothing: a respawned worker and the master go on at once.
         before = arena.cells.load(1)
         row = arena.counters.get(0, 0)
-        assert row >= before - 1  # the child bumps its row right after each CAS
+        assert row in (before - 1, before)  # the child bumps its row right after each CAS
         assert arena.counters.get(0, 1) in (0, 1)  # its +1/-1 pair, perhaps cut in half
 
         def respawned() -> None:

@@ -27,6 +27,7 @@ from fsmfast.config.model import (
     UpstreamTLSPolicy,
     decode_base64,
 )
+from fsmfast.config.targets import check_target_ref, check_target_refs, gk
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -148,24 +149,14 @@ def _check_secret_ref(c: Checker, path: str, cfg: UpstreamTLSConfig | None) -> N
     ref = cfg.certificate_ref if cfg else None
     if ref is not None and (ref.group, ref.kind) != ("", "Secret"):
         c.error(
-            f"{path}.certificateRef", f'must reference a Secret (group "", kind Secret), got {_gk(ref.group, ref.kind)}'
+            f"{path}.certificateRef", f'must reference a Secret (group "", kind Secret), got {gk(ref.group, ref.kind)}'
         )
-
-
-def _gk(group: str, kind: str) -> str:
-    return f"{group}/{kind}" if group else kind
 
 
 def check_upstream_tls_policy(policy: UpstreamTLSPolicy, issues: Issues) -> UpstreamTLSPolicy | None:
     c = Checker(policy, issues)
     spec = policy.spec
-    target = spec.target_ref
-    if (target.group, target.kind) == ("flomesh.io", "ServiceImport"):
-        c.warn("spec.targetRef", "ServiceImport targets are not supported; policy ignored")
-    elif (target.group, target.kind) != ("", "Service"):
-        c.error(
-            "spec.targetRef", f'must reference a Service (group "", kind Service), got {_gk(target.group, target.kind)}'
-        )
+    check_target_ref(c, spec.target_ref)
     _check_secret_ref(c, "spec.config", spec.config)
     if not spec.ports:
         c.warn("spec.ports", "none listed, so this policy has no effect (only spec.ports[] entries take effect)")
@@ -193,14 +184,7 @@ def effective_tls_config(policy: UpstreamTLSPolicy, index: int) -> UpstreamTLSCo
 def check_backend_tls_policy(policy: BackendTLSPolicy, issues: Issues) -> BackendTLSPolicy | None:
     c = Checker(policy, issues)
     spec = policy.spec
-    if not spec.target_refs:
-        c.error("spec.targetRefs", "at least one target is required")
-    for i, ref in enumerate(spec.target_refs):
-        if (ref.group, ref.kind) != ("", "Service"):
-            c.error(
-                f"spec.targetRefs[{i}]",
-                f'must reference a Service (group "", kind Service), got {_gk(ref.group, ref.kind)}',
-            )
+    check_target_refs(c, spec.target_refs)
     v = spec.validation
     if v.ca_certificate_refs and v.well_known_ca_certificates:
         c.error("spec.validation", "caCertificateRefs and wellKnownCACertificates are mutually exclusive; set one")
@@ -210,7 +194,7 @@ def check_backend_tls_policy(policy: BackendTLSPolicy, issues: Issues) -> Backen
         if ca_ref.group != "" or ca_ref.kind not in ("ConfigMap", "Secret"):
             c.error(
                 f"spec.validation.caCertificateRefs[{i}]",
-                f"must reference a ConfigMap or a Secret, got {_gk(ca_ref.group, ca_ref.kind)}",
+                f"must reference a ConfigMap or a Secret, got {gk(ca_ref.group, ca_ref.kind)}",
             )
     hostname = c.hostname("spec.validation.hostname", v.hostname, wildcard=False)
     sans = []

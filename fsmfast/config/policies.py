@@ -25,6 +25,7 @@ from msgspec.structs import replace
 
 from fsmfast.config import model as m
 from fsmfast.config.duration import parse_duration
+from fsmfast.config.targets import check_target_ref, check_target_refs
 
 if TYPE_CHECKING:
     from fsmfast.config.checks import Checker
@@ -99,20 +100,10 @@ _REQUIRED: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-def _gk(group: str, kind: str) -> str:
-    return f"{group}/{kind}" if group else kind
-
-
 def check_service_policy(c: Checker, policy: ServicePolicy) -> ServicePolicy | None:
     """Target, ports and each port's merged config of one of FSM's five service-level policies."""
     spec: Any = policy.spec
-    target = spec.target_ref
-    if (target.group, target.kind) == ("flomesh.io", "ServiceImport"):
-        c.warn("spec.targetRef", "ServiceImport targets are not supported; policy ignored")
-    elif (target.group, target.kind) != ("", "Service"):
-        c.error(
-            "spec.targetRef", f'must reference a Service (group "", kind Service), got {_gk(target.group, target.kind)}'
-        )
+    check_target_ref(c, spec.target_ref)
     if not spec.ports:
         c.warn("spec.ports", "none listed, so this policy has no effect (only spec.ports[] entries take effect)")
     elif len(spec.ports) > 16:
@@ -183,14 +174,7 @@ def check_retry(c: Checker, path: str, retry: m.HTTPRouteRetry) -> None:
 
 def check_backend_lb_policy(c: Checker, policy: m.BackendLBPolicy) -> m.BackendLBPolicy | None:
     spec = policy.spec
-    if not spec.target_refs:
-        c.error("spec.targetRefs", "at least one target is required")
-    for i, ref in enumerate(spec.target_refs):
-        if (ref.group, ref.kind) != ("", "Service"):
-            c.error(
-                f"spec.targetRefs[{i}]",
-                f'must reference a Service (group "", kind Service), got {_gk(ref.group, ref.kind)}',
-            )
+    check_target_refs(c, spec.target_refs)
     check_session_persistence(c, "spec.sessionPersistence", spec.session_persistence)
     if c.ok:
         c.warn("", not_applied(NOT_APPLIED["BackendLBPolicy"]))

@@ -1,7 +1,8 @@
 """Words for the resilience policies of a snapshot (issue 19), shared by ``fsmfast explain`` and
 the admin listener's /config, so the two never describe a policy differently.
 
-None of these is applied by the data plane yet; every line says so (``NOT_APPLIED``).
+Only LoadBalancerPolicy's round robin and hashing are applied by the data plane; ``applied``
+says which, and everything else is marked ``NOT_APPLIED``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from fsmfast.snapshot import (
 )
 
 NOT_APPLIED = "accepted, not applied by this version yet"
+# The load-balancing types the data plane applies (least connections is not applied yet).
+APPLIED_LB_TYPES = frozenset({"RoundRobinLoadBalancer", "HashingLoadBalancer"})
+
+
+def applied(kind: str, p: BackendPolicies) -> bool:
+    """Whether the data plane does what the ``kind`` entry of ``backend_policy_texts`` says."""
+    return kind == "load balancing" and p.lb is not None and p.lb.type in APPLIED_LB_TYPES
 
 
 def retry_text(r: Retry) -> str:
@@ -124,12 +132,24 @@ def policy_lines(rule: Rule, backends: Sequence[Backend]) -> list[str]:
     if rule.session_persistence is not None:
         sp = rule.session_persistence
         rows.append(f"rule: session persistence {persistence_text(sp)} ({sp.policy})")
+    unapplied = bool(rows)
+    some_applied = False
     for backend in backends:
         if backend.resilience is None:
             continue
         for kind, source, text in backend_policy_texts(backend.resilience):
             why = _overridden(rule, backend.resilience, kind)
-            rows.append(f"{backend.name}: {kind} {text} ({source})" + (f" [overridden: {why}]" if why else ""))
+            done = applied(kind, backend.resilience)
+            unapplied = unapplied or not done
+            some_applied = some_applied or done
+            rows.append(
+                f"{backend.name}: {kind} {text} ({source})"
+                + (f" [overridden: {why}]" if why else "")
+                + (" [applied]" if done else "")
+            )
     if not rows:
         return []
-    return [f"policies   ({NOT_APPLIED})", *("           " + row for row in rows)]
+    head = "policies"
+    if unapplied:
+        head += f"   ({NOT_APPLIED} unless marked applied)" if some_applied else f"   ({NOT_APPLIED})"
+    return [head, *("           " + row for row in rows)]

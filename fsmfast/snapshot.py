@@ -74,7 +74,7 @@ class UpstreamTLS(msgspec.Struct, frozen=True, gc=False):
     client_cert_secret: str | None = None  # namespace/name
 
 
-# --- resilience policies (issue 19): inputs only, the data plane does not read them yet ---------
+# --- resilience policies (issue 19): the data plane reads only ``lb`` (round robin, hashing) -------
 #
 # ``policy`` names where each setting came from ("RetryPolicy ns/name", "HTTPRoute ns/name
 # spec.rules[0].retry") for ``fsmfast explain`` and /config. Defaults are already applied.

@@ -2,8 +2,9 @@
 validation, the field-by-field merge of a port's config over the spec-level ``config``, and
 the CRD defaults applied after it (issue 19).
 
-Only the inputs: the data plane does not apply any of these yet, and every accepted one says
-so in a warning (``NOT_APPLIED``), so nobody believes a retry or a health check is running.
+The data plane applies LoadBalancerPolicy's round robin and hashing; nothing else yet, and
+every accepted policy it does not apply says so in a warning (``NOT_APPLIED``), so nobody
+believes a retry or a health check is running.
 
 Defaults (FSM v1.2.9 CRDs, ``gateway.flomesh.io/v1alpha1``):
 - RetryPolicy: ``numRetries`` 3, ``backoffBaseInterval`` 1.0 s; ``retryOn`` required.
@@ -36,9 +37,11 @@ NOT_APPLIED = {
     "HealthCheckPolicy": "health checks are",
     "CircuitBreakingPolicy": "circuit breaking is",
     "SessionStickyPolicy": "sticky sessions are",
-    "LoadBalancerPolicy": "the load-balancing type is",
+    "LoadBalancerPolicy": "least-connections balancing is",
     "BackendLBPolicy": "session persistence is",
 }
+# The LoadBalancerPolicy types the data plane does not apply yet (it balances round robin instead).
+UNAPPLIED_LB_TYPES = frozenset({"LeastConnectionLoadBalancer"})
 
 
 def not_applied(what: str) -> str:
@@ -125,9 +128,17 @@ def check_service_policy(c: Checker, policy: ServicePolicy) -> ServicePolicy | N
         for attr, name in _REQUIRED.get(policy.kind, ()):
             if getattr(merged, attr) is None:
                 c.error(f"{path}.config.{name}", "required (here or in spec.config)")
-    if c.ok:
+    if c.ok and _unapplied(policy):
         c.warn("", not_applied(NOT_APPLIED[policy.kind]))
     return policy if c.ok else None
+
+
+def _unapplied(policy: ServicePolicy) -> bool:
+    """Whether the data plane ignores (part of) ``policy``: round robin and hashing balance as
+    asked, least connections does not yet."""
+    if not isinstance(policy, m.LoadBalancerPolicy):
+        return True
+    return any(port_config(policy, i) in UNAPPLIED_LB_TYPES for i in range(len(policy.spec.ports)))
 
 
 def _check_config(c: Checker, path: str, cfg: Any) -> None:

@@ -295,7 +295,12 @@ class Exchange(UpstreamUser):
             self.reply(*self.local)
             return
         backend = self.backend
-        pool = backend.pick() if backend is not None else None
+        if backend is None:
+            pool = None
+        elif backend.keyed:  # a LoadBalancerPolicy choosing by the client (hashing)
+            pool = backend.pick_for(self.client.client_ip)
+        else:
+            pool = backend.pick()
         if pool is None:
             text = "no healthy upstream"
             if self.detailed_errors():

@@ -18,8 +18,14 @@ cdef class BackendState:
     cdef public object name
     cdef public list pools
     cdef public object tls
+    cdef public bint keyed
 
     cpdef Pool pick(self)
+    cpdef Pool pick_for(self, bytes key)
+
+
+cdef class HashingBackendState(BackendState):
+    cpdef Pool pick_for(self, bytes key)
 
 
 cdef class Pool:

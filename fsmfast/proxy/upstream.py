@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ssl
+from zlib import crc32
 
 import httptools
 
@@ -47,9 +48,15 @@ _TLS_CONFIG = "upstream TLS is misconfigured"
 
 
 class BackendState:
-    """A Service port at run time: its endpoints in round robin, and their pools."""
+    """A Service port at run time: its endpoints in round robin, and their pools.
 
-    __slots__ = ("_next", "backend", "name", "pools", "tls")
+    Round robin per request is also what a LoadBalancerPolicy's ``RoundRobinLoadBalancer`` asks
+    for: endpoints carry no weights, so a smooth weighted round robin over equal weights is this.
+    ``keyed`` is False here; a subclass that chooses by the client (``HashingBackendState``) sets
+    it, and only then does the exchange call ``pick_for`` instead of ``pick``.
+    """
+
+    __slots__ = ("_next", "backend", "keyed", "name", "pools", "tls")
 
     def __init__(self, backend: Backend, pools: list[Pool]) -> None:
         self.backend = backend
@@ -57,6 +64,7 @@ class BackendState:
         self.tls = backend.tls
         self.pools = pools
         self._next = 0
+        self.keyed = False
 
     def pick(self) -> Pool | None:
         pools = self.pools
@@ -65,6 +73,40 @@ class BackendState:
         i = self._next
         self._next = (i + 1) % len(pools)
         return pools[i]
+
+    def pick_for(self, key: bytes) -> Pool | None:
+        return self.pick()
+
+
+class HashingBackendState(BackendState):
+    """LoadBalancerPolicy ``HashingLoadBalancer``: one client address, one endpoint.
+
+    The hash is CRC-32 of the address text, not Python's per-process salted ``hash()``, and the
+    endpoints are in the snapshot's order, which every worker decodes from the same bytes: every
+    worker sends a client to the same endpoint. A change of the endpoint list may move clients
+    (modulo, not a ring). Without a key (an L4 route, a mirror), it is round robin.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, backend: Backend, pools: list[Pool]) -> None:
+        super().__init__(backend, pools)
+        self.keyed = True
+
+    def pick_for(self, key: bytes) -> Pool | None:
+        pools = self.pools
+        if not pools:
+            return None
+        return pools[crc32(key) % len(pools)]
+
+
+def backend_state(backend: Backend, pools: list[Pool]) -> BackendState:
+    """The run-time state for ``backend``: plain round robin unless its LoadBalancerPolicy says
+    otherwise (least connections is not applied yet: round robin)."""
+    policies = backend.resilience
+    if policies is not None and policies.lb is not None and policies.lb.type == "HashingLoadBalancer":
+        return HashingBackendState(backend, pools)
+    return BackendState(backend, pools)
 
 
 class Pool:

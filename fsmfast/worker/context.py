@@ -27,7 +27,7 @@ from fsmfast.proxy.options import RuleOptions, rule_options
 from fsmfast.proxy.roles import WorkerState
 from fsmfast.proxy.router import Router
 from fsmfast.proxy.states import RESPONDING, SENDING
-from fsmfast.proxy.upstream import BackendState, Pool
+from fsmfast.proxy.upstream import BackendState, Pool, backend_state
 from fsmfast.settings import Settings
 from fsmfast.snapshot import Snapshot, UpstreamTLS
 from fsmfast.tls.listener import Contexts
@@ -101,7 +101,7 @@ class Context(WorkerState):
                     pool = Pool(self, ep.host, ep.port, backend.tls, name)
                 pools[key] = pool
                 members.append(pool)
-            states[name] = BackendState(backend, members)
+            states[name] = backend_state(backend, members)
         router = Router(snapshot, states)
         ports = port_runtime.build_ports(snapshot, states, self.tls_contexts)
         for key, pool in self.pools.items():

@@ -138,8 +138,7 @@ ports:
         "all.yaml#6 HealthCheckPolicy ns/health: accepted; health checks are not applied by this version yet",
         "all.yaml#7 CircuitBreakingPolicy ns/cb: accepted; circuit breaking is not applied by this version yet",
         "all.yaml#8 SessionStickyPolicy ns/sticky: accepted; sticky sessions are not applied by this version yet",
-        "all.yaml#9 LoadBalancerPolicy ns/lb: accepted; the load-balancing type is not applied by this version yet",
-    ]
+    ]  # round robin is applied: the LoadBalancerPolicy says nothing
     assert others(result.warnings) == []
     assert "5 policies" in result.summary
 
@@ -266,6 +265,10 @@ config: {retryOn: ["503", "5xx"], backoffBaseInterval: 0.5}
     assert p90.retry == s.Retry(policy="RetryPolicy ns/p", on=("503", "5xx"), attempts=3, backoff=0.5)
     assert p80.lb is not None and p80.lb.type == "HashingLoadBalancer"
     assert p90.lb is not None and p90.lb.type == "LeastConnectionLoadBalancer"
+    # Hashing is applied, least connections not yet: the policy says so for the latter's sake.
+    assert [w for w in not_applied(result.warnings) if "LoadBalancerPolicy" in w] == [
+        "all.yaml#6 LoadBalancerPolicy ns/lb: accepted; least-connections balancing is not applied by this version yet"
+    ]
 
 
 def test_a_bare_config_without_ports_has_no_effect(cwd: Path) -> None:
@@ -562,3 +565,39 @@ def test_snapshot_round_trips_and_old_snapshots_still_decode(cwd: Path) -> None:
     # A snapshot without the new fields (an older master's) decodes with their defaults.
     plain = compile_docs(*BASE).snapshot
     assert s.decode(s.encode(plain)).backends["ns/svc:8080"].resilience is None
+
+
+def test_applied_load_balancing_is_marked_so_in_explain_and_the_config_dump(cwd: Path) -> None:
+    hashing = policy(
+        "LoadBalancerPolicy",
+        "lb",
+        "targetRef: {kind: Service, name: svc}\nports: [{port: 8080, type: HashingLoadBalancer}]",
+    )
+    result = compile_docs(*BASE, hashing)
+    assert not_applied(result.warnings) == []
+    text = explain(result.snapshot, 8000, "any.example", "/x")
+    assert (
+        "policies\n           ns/svc:8080: load balancing HashingLoadBalancer (LoadBalancerPolicy ns/lb) [applied]\n"
+    ) in text
+    (entry,) = [b for b in config_json(result.snapshot)["backends"] if b["name"] == "ns/svc:8080"]
+    assert [(p["kind"], p["applied"]) for p in entry["policies"]] == [("load balancing", True)]
+    # Least connections is not applied yet: said by the warning, explain and the dump; and next to
+    # an applied one, explain's heading says which lines are.
+    least = policy(
+        "LoadBalancerPolicy",
+        "lb",
+        "targetRef: {kind: Service, name: svc}\nports: [{port: 8080, type: LeastConnectionLoadBalancer}]",
+    )
+    result = compile_docs(*BASE, least)
+    assert not_applied(result.warnings) == [
+        "all.yaml#5 LoadBalancerPolicy ns/lb: accepted; least-connections balancing is not applied by this version yet"
+    ]
+    assert "policies   (accepted, not applied by this version yet)\n" in explain(
+        result.snapshot, 8000, "any.example", "/x"
+    )
+    (entry,) = [b for b in config_json(result.snapshot)["backends"] if b["name"] == "ns/svc:8080"]
+    assert [(p["kind"], p["applied"]) for p in entry["policies"]] == [("load balancing", False)]
+    mixed = compile_docs(*BASE, hashing, RETRY)
+    assert "policies   (accepted, not applied by this version yet unless marked applied)\n" in explain(
+        mixed.snapshot, 8000, "any.example", "/x"
+    )

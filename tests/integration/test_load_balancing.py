@@ -1,0 +1,150 @@
+"""LoadBalancerPolicy end to end (issue 19): three real echo upstreams behind one Service port, a
+gateway with two workers, a few hundred requests.
+
+The three endpoints are one Service whose named target port resolves differently in three
+EndpointSlices (as for pods listening on different container ports), so they can all live on
+127.0.0.1. Every response names its upstream (``X-Upstream``); the access log names the worker
+(``pid``) and the endpoint (``upstream``).
+"""
+
+from __future__ import annotations
+
+import http.client
+import zlib
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from fsmfast.compile import build
+from fsmfast.demo.manifests import documents, service, to_yaml
+from tests.support.procs import Gateway, free_port
+from tests.support.upstreams import Upstream
+
+pytestmark = pytest.mark.slow
+
+NS = "lb"
+CLIENTS = [f"127.0.0.{n}" for n in range(2, 10)]
+
+
+def _slice(i: int, port: int) -> str:
+    return to_yaml(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {"name": f"svc-{i}", "namespace": NS, "labels": {"kubernetes.io/service-name": "svc"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+        }
+    )
+
+
+def write_config(path: Path, port: int, upstreams: list[Upstream], lb_type: str | None) -> Path:
+    gateway = (
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
+        f"metadata: {{name: gw, namespace: {NS}}}\n"
+        f"spec: {{gatewayClassName: fsmfast, listeners: [{{name: http, protocol: HTTP, port: {port}}}]}}\n"
+    )
+    route = (
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
+        f"metadata: {{name: r, namespace: {NS}}}\n"
+        "spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: svc, port: 80}]}]}\n"
+    )
+    svc = yaml.safe_load(service("svc", 80, 0, namespace=NS, port_name="http"))
+    svc["spec"]["ports"][0]["targetPort"] = "http"
+    docs = [gateway, to_yaml(svc), *(_slice(i, u.port) for i, u in enumerate(upstreams)), route]
+    if lb_type is not None:
+        docs.append(
+            "apiVersion: gateway.flomesh.io/v1alpha1\nkind: LoadBalancerPolicy\n"
+            f"metadata: {{name: lb, namespace: {NS}}}\n"
+            f"spec: {{targetRef: {{group: '', kind: Service, name: svc}}, ports: [{{port: 80, type: {lb_type}}}]}}\n"
+        )
+    path.write_text(documents(*docs))
+    return path
+
+
+@pytest.fixture
+def upstreams() -> Iterator[list[Upstream]]:
+    ups = [Upstream(f"u{i}", echo_all=True) for i in range(3)]
+    for u in ups:
+        u.start()
+    try:
+        yield ups
+    finally:
+        for u in ups:
+            u.stop()
+
+
+def get(conn: http.client.HTTPConnection, path: str = "/x") -> str:
+    conn.request("GET", path, headers={"Host": "lb.example"})
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 200
+    return resp.headers["X-Upstream"]
+
+
+def served(gw: Gateway, n: int) -> list[dict[str, Any]]:
+    return [e for e in gw.access_log(min_entries=n) if e.get("upstream")]
+
+
+@pytest.mark.parametrize("lb_type", [None, "RoundRobinLoadBalancer"])
+def test_round_robin_spreads_requests_evenly_per_request_not_per_connection(
+    tmp_path: Path, upstreams: list[Upstream], lb_type: str | None
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "lb.yaml", port, upstreams, lb_type)
+    with Gateway(config, [port], workers=2) as gw:
+        # One keep-alive connection: one worker, and every request balanced on its own (FSM's
+        # default would pin the connection to one endpoint).
+        one = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        assert Counter(get(one) for _ in range(30)) == {"u0": 10, "u1": 10, "u2": 10}
+        one.close()
+        # Many connections over both workers: each worker's round robin is exact, so the total
+        # is within one request per worker of even.
+        counts: Counter[str] = Counter()
+        for _ in range(30):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            counts.update(get(conn) for _ in range(9))
+            conn.close()
+        assert sum(counts.values()) == 270
+        assert all(88 <= counts[name] <= 92 for name in ("u0", "u1", "u2")), counts
+        entries = served(gw, 300)
+        assert len({e["pid"] for e in entries}) == 2, "both workers should have served"
+    if lb_type is not None:
+        assert not [w for w in build(str(config)).warnings if "not applied" in w]
+
+
+def test_hashing_sends_each_client_address_to_one_endpoint_in_every_worker(
+    tmp_path: Path, upstreams: list[Upstream]
+) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "lb.yaml", port, upstreams, "HashingLoadBalancer")
+    result = build(str(config))
+    assert not [w for w in result.warnings if "not applied" in w]
+    endpoints = result.snapshot.backends[f"{NS}/svc:80"].endpoints
+    by_port = {u.port: u.name for u in upstreams}
+    with Gateway(config, [port], workers=2) as gw:
+        seen: dict[str, Counter[str]] = {ip: Counter() for ip in CLIENTS}
+        for _ in range(5):
+            for ip in CLIENTS:
+                # A new connection each round, from the client's own address: the kernel hands
+                # the connections to either worker.
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(ip, 0))
+                seen[ip].update(get(conn) for _ in range(6))
+                conn.close()
+        for ip in CLIENTS:
+            assert len(seen[ip]) == 1, f"{ip} was served by {dict(seen[ip])}"
+            # The documented choice: CRC-32 of the address, modulo the snapshot's endpoint list.
+            assert set(seen[ip]) == {by_port[endpoints[zlib.crc32(ip.encode()) % 3].port]}
+        assert len({name for c in seen.values() for name in c}) >= 2, "eight clients should not all hash alike"
+        entries = served(gw, len(CLIENTS) * 30)
+        pids = {e["pid"] for e in entries}
+        assert len(pids) == 2, "both workers should have served"
+        # Both workers served some client, and chose the same endpoint for it.
+        for ip in CLIENTS:
+            assert len({e["upstream"] for e in entries if e["client"] == ip}) == 1
+        assert any(len({e["pid"] for e in entries if e["client"] == ip}) == 2 for ip in CLIENTS)

@@ -91,6 +91,12 @@ def access_tags(files: list[Path]) -> list[str]:
     return tags
 
 
+def adopted(pid: int, access: Path) -> bool:
+    """The worker writes to the file now at ``access``, and to none of the renamed ones."""
+    targets = fd_targets(pid)
+    return str(access) in targets and not [t for t in targets if t.startswith(f"{access}.")]
+
+
 def test_sigusr1_under_load_loses_and_tears_nothing(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -109,6 +115,9 @@ def test_sigusr1_under_load_loses_and_tears_nothing(tmp_path: Path) -> None:
                     os.rename(error, f"{error}.{k}")
                     os.kill(gw.pid, signal.SIGUSR1)
                     wait_for(lambda: error.exists() and "reopened" in error.read_text(), 10, "the reopen")
+                    # ...and every worker took the new files before the next rotation: a worker that took two
+                    # reopens in one read would rightly write nothing to the file between them.
+                    wait_for(lambda: all(adopted(pid, access) for pid in workers) or None, 10, "the workers' reopen")
                 wait_for(lambda: len(load.done) >= 900, 20, "requests after the last rotation")
             assert not load.errors, load.errors[:5]
 

@@ -28,7 +28,7 @@ import pytest
 
 from tests.support import manifests as m
 from tests.support.pki import Pki
-from tests.support.procs import Gateway, free_port
+from tests.support.procs import Gateway, free_port, wait_for
 from tests.support.upstreams import Client, Upstream, raw_exchange
 
 NS = m.NAMESPACE
@@ -231,6 +231,9 @@ def flood(upstream: Upstream, pki: Pki, tmp_path_factory: pytest.TempPathFactory
     http, https = free_port(), free_port()
     config = _config(tmp_path_factory.mktemp("flood") / "gw.yaml", upstream, http, https, pki)
     with Gateway(config, [http, https], workers=2) as gw:
+        # The ports accept before the workers are forked: wait for the master's last start-up line, so the
+        # tests below count only the lines their own traffic causes.
+        wait_for(lambda: "serving: generation 1" in gw.stderr_text() or None, 15, "every worker serving")
         yield Flood(gw, http, https)
 
 

@@ -1,8 +1,8 @@
 """Words for the resilience policies of a snapshot (issue 19), shared by ``fsmfast explain`` and
 the admin listener's /config, so the two never describe a policy differently.
 
-Only LoadBalancerPolicy's round robin and hashing are applied by the data plane; ``applied``
-says which, and everything else is marked ``NOT_APPLIED``.
+Only LoadBalancerPolicy is applied by the data plane; ``applied`` says which, and everything else
+is marked ``NOT_APPLIED``.
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from fsmfast.snapshot import (
 )
 
 NOT_APPLIED = "accepted, not applied by this version yet"
-# The load-balancing types the data plane applies (least connections is not applied yet).
-APPLIED_LB_TYPES = frozenset({"RoundRobinLoadBalancer", "HashingLoadBalancer"})
 
 
 def applied(kind: str, p: BackendPolicies) -> bool:
-    """Whether the data plane does what the ``kind`` entry of ``backend_policy_texts`` says."""
-    return kind == "load balancing" and p.lb is not None and p.lb.type in APPLIED_LB_TYPES
+    """Whether the data plane does what the ``kind`` entry of ``backend_policy_texts`` says (only
+    load balancing, of all three types, so far)."""
+    return kind == "load balancing" and p.lb is not None
 
 
 def retry_text(r: Retry) -> str:

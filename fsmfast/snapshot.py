@@ -74,7 +74,7 @@ class UpstreamTLS(msgspec.Struct, frozen=True, gc=False):
     client_cert_secret: str | None = None  # namespace/name
 
 
-# --- resilience policies (issue 19): the data plane reads only ``lb`` (round robin, hashing) -------
+# --- resilience policies (issue 19): the data plane reads only ``lb`` (load balancing) ------------
 #
 # ``policy`` names where each setting came from ("RetryPolicy ns/name", "HTTPRoute ns/name
 # spec.rules[0].retry") for ``fsmfast explain`` and /config. Defaults are already applied.
@@ -83,9 +83,13 @@ class UpstreamTLS(msgspec.Struct, frozen=True, gc=False):
 # persistence beats SessionStickyPolicy. All are recorded; the data plane picks by that order.
 
 
-class LoadBalancing(msgspec.Struct, frozen=True, gc=False):
+class LoadBalancing(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     policy: str
     type: Literal["RoundRobinLoadBalancer", "HashingLoadBalancer", "LeastConnectionLoadBalancer"]
+    # Least connections: each endpoint's counter slot in the machine-wide arena, in the order of
+    # Backend.endpoints. Set by the master (fsmfast.shared.endpoints), never by the compiler; empty
+    # when there is no arena, and then the workers balance round robin.
+    slots: tuple[int, ...] = ()
 
 
 class HealthMatch(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):

@@ -172,6 +172,7 @@ def _resilience(policies: BackendPolicies) -> list[dict[str, Any]]:
     for kind, source, text in backend_policy_texts(policies):
         fields = msgspec.json.decode(msgspec.json.encode(settings[kind]))  # plain lists, as served
         fields.pop("policy", None)
+        fields.pop("slots", None)  # the shared arena's bookkeeping, not a setting
         out.append(
             {"kind": kind, "policy": source, "settings": fields, "text": text, "applied": applied(kind, policies)}
         )

@@ -2,7 +2,7 @@
 validation, the field-by-field merge of a port's config over the spec-level ``config``, and
 the CRD defaults applied after it (issue 19).
 
-The data plane applies LoadBalancerPolicy's round robin and hashing; nothing else yet, and
+The data plane applies LoadBalancerPolicy (all three types); nothing else yet, and
 every accepted policy it does not apply says so in a warning (``NOT_APPLIED``), so nobody
 believes a retry or a health check is running.
 
@@ -37,11 +37,8 @@ NOT_APPLIED = {
     "HealthCheckPolicy": "health checks are",
     "CircuitBreakingPolicy": "circuit breaking is",
     "SessionStickyPolicy": "sticky sessions are",
-    "LoadBalancerPolicy": "least-connections balancing is",
     "BackendLBPolicy": "session persistence is",
 }
-# The LoadBalancerPolicy types the data plane does not apply yet (it balances round robin instead).
-UNAPPLIED_LB_TYPES = frozenset({"LeastConnectionLoadBalancer"})
 
 
 def not_applied(what: str) -> str:
@@ -128,17 +125,9 @@ def check_service_policy(c: Checker, policy: ServicePolicy) -> ServicePolicy | N
         for attr, name in _REQUIRED.get(policy.kind, ()):
             if getattr(merged, attr) is None:
                 c.error(f"{path}.config.{name}", "required (here or in spec.config)")
-    if c.ok and _unapplied(policy):
+    if c.ok and policy.kind in NOT_APPLIED:  # a LoadBalancerPolicy is applied
         c.warn("", not_applied(NOT_APPLIED[policy.kind]))
     return policy if c.ok else None
-
-
-def _unapplied(policy: ServicePolicy) -> bool:
-    """Whether the data plane ignores (part of) ``policy``: round robin and hashing balance as
-    asked, least connections does not yet."""
-    if not isinstance(policy, m.LoadBalancerPolicy):
-        return True
-    return any(port_config(policy, i) in UNAPPLIED_LB_TYPES for i in range(len(policy.spec.ports)))
 
 
 def _check_config(c: Checker, path: str, cfg: Any) -> None:

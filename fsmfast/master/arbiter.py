@@ -63,6 +63,7 @@ from fsmfast.master.watch import Watcher
 from fsmfast.metrics.master import MasterMetrics
 from fsmfast.metrics.shm import StatsRegion
 from fsmfast.settings import Settings
+from fsmfast.shared.endpoints import LeastConnections
 from fsmfast.worker import privileges
 
 if TYPE_CHECKING:
@@ -138,6 +139,8 @@ class Arbiter:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
         self.stats = MasterMetrics()  # what /metrics shows
+        # Machine-wide in-flight counts for least-connections balancing (made only when asked for).
+        self.least = LeastConnections(settings.workers)
         self.admin: AdminServer | None = None
         self.watcher: Watcher | None = None
         self.notifier = Notifier.from_env()
@@ -210,7 +213,7 @@ class Arbiter:
             return EXIT_BIND
         self.ports = ports
         self.generation = 1
-        self.snapshot_bytes = snapshot_bytes
+        self.snapshot_bytes = self.least.prepare(snapshot_bytes, forked=False)  # before any fork
         self.stats.set_snapshot(snapshot_bytes)
         if not self._start_admin():
             return EXIT_BIND
@@ -272,6 +275,7 @@ class Arbiter:
         if self.watcher is not None:
             self.watcher.close()
         sockets.close_slots(self.slots)
+        self.least.close()
         if self.pidfile is not None:
             try:
                 self.pidfile.unlink()
@@ -473,6 +477,7 @@ class Arbiter:
                 snapshot=self.snapshot_bytes,
                 generation=self.generation,
                 region=region,
+                arena=self.least.arena,
             )
             assert self.worker_main is not None
             self.worker_main(boot)
@@ -532,6 +537,7 @@ class Arbiter:
                 self.halt_code = EXIT_WORKER_BOOT
                 continue
             log.error("%s", what)
+            self.least.worker_gone(worker.slot)  # its in-flight requests are over
             self._schedule_respawn(worker)
 
     def _schedule_respawn(self, worker: Worker) -> None:
@@ -597,7 +603,7 @@ class Arbiter:
         for slot, listeners in enumerate(fresh):
             self.slots[slot].update(listeners)
         self.generation = generation
-        self.snapshot_bytes = result.snapshot
+        self.snapshot_bytes = self.least.prepare(result.snapshot, forked=True)
         self.ports = ports
         self.schemes = result.schemes
         for port in added:

@@ -794,6 +794,9 @@ class Exchange(UpstreamUser):
         client = self.client
         stats = client.ctx.stats
         stats.request(client.port, self.rule, self.backend, self.status, self.started)
+        backend = self.backend
+        if backend is not None and backend.keyed and self.pool is not None:
+            backend.release(self.pool)  # least connections: this request is no longer in flight
         if self.reason is not None:
             stats.ended(self.backend.name if self.backend is not None else "", self.reason)
 

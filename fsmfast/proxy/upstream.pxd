@@ -22,10 +22,23 @@ cdef class BackendState:
 
     cpdef Pool pick(self)
     cpdef Pool pick_for(self, bytes key)
+    cpdef release(self, Pool pool)
 
 
 cdef class HashingBackendState(BackendState):
     cpdef Pool pick_for(self, bytes key)
+
+
+cdef class LeastConnBackendState(BackendState):
+    cdef public object counters
+    cdef public Py_ssize_t row
+    cdef public list slots
+    cdef public dict slot_of
+
+    @cython.locals(n=Py_ssize_t, start=Py_ssize_t, best=Py_ssize_t, step=Py_ssize_t, i=Py_ssize_t,
+                   fewest=cython.longlong, count=cython.longlong)
+    cpdef Pool pick_for(self, bytes key)
+    cpdef release(self, Pool pool)
 
 
 cdef class Pool:

@@ -52,8 +52,9 @@ class BackendState:
 
     Round robin per request is also what a LoadBalancerPolicy's ``RoundRobinLoadBalancer`` asks
     for: endpoints carry no weights, so a smooth weighted round robin over equal weights is this.
-    ``keyed`` is False here; a subclass that chooses by the client (``HashingBackendState``) sets
-    it, and only then does the exchange call ``pick_for`` instead of ``pick``.
+    ``keyed`` is False here; a subclass that chooses by the client or by shared counts
+    (``HashingBackendState``, ``LeastConnBackendState``) sets it, and only then does the exchange
+    call ``pick_for`` instead of ``pick``, and ``release`` when it ends.
     """
 
     __slots__ = ("_next", "backend", "keyed", "name", "pools", "tls")
@@ -76,6 +77,9 @@ class BackendState:
 
     def pick_for(self, key: bytes) -> Pool | None:
         return self.pick()
+
+    def release(self, pool: Pool) -> None:
+        """The exchange that ``pick_for`` gave ``pool`` to has ended."""
 
 
 class HashingBackendState(BackendState):
@@ -100,12 +104,64 @@ class HashingBackendState(BackendState):
         return pools[crc32(key) % len(pools)]
 
 
-def backend_state(backend: Backend, pools: list[Pool]) -> BackendState:
+class LeastConnBackendState(BackendState):
+    """LoadBalancerPolicy ``LeastConnectionLoadBalancer``: the endpoint with the fewest requests in
+    flight on the whole machine.
+
+    Each endpoint has a slot in the shared arena (``fsmfast.shared``, assigned by the master); this
+    worker adds +1 to its own row when it picks an endpoint and -1 when that exchange ends, and
+    reads the sum over every worker's row. Ties go round robin, so an idle backend is still spread
+    evenly. Two workers picking at the same instant may both choose the same endpoint: the counts
+    steer, they do not lock.
+    """
+
+    __slots__ = ("counters", "row", "slot_of", "slots")
+
+    def __init__(self, backend: Backend, pools: list[Pool], counters: object, row: int, slots: tuple[int, ...]) -> None:
+        super().__init__(backend, pools)
+        self.keyed = True
+        self.counters = counters
+        self.row = row
+        self.slots = list(slots)
+        self.slot_of = {pool: slot for pool, slot in zip(pools, slots, strict=True)}
+
+    def pick_for(self, key: bytes) -> Pool | None:
+        pools = self.pools
+        n = len(pools)
+        if not n:
+            return None
+        counters = self.counters
+        slots = self.slots
+        start = self._next
+        self._next = (start + 1) % n
+        best = start
+        fewest = counters.total(slots[start])  # type: ignore[attr-defined]
+        for step in range(1, n):
+            i = (start + step) % n
+            count = counters.total(slots[i])  # type: ignore[attr-defined]
+            if count < fewest:
+                best, fewest = i, count
+        counters.add(self.row, slots[best], 1)  # type: ignore[attr-defined]
+        return pools[best]
+
+    def release(self, pool: Pool) -> None:
+        slot = self.slot_of.get(pool)
+        if slot is not None:
+            self.counters.add(self.row, slot, -1)  # type: ignore[attr-defined]
+
+
+def backend_state(backend: Backend, pools: list[Pool], counters: object = None, row: int = 0) -> BackendState:
     """The run-time state for ``backend``: plain round robin unless its LoadBalancerPolicy says
-    otherwise (least connections is not applied yet: round robin)."""
+    otherwise. Least connections needs the shared ``counters`` (this worker's ``row``) and the
+    endpoints' slots from the master; without them it is round robin too."""
     policies = backend.resilience
-    if policies is not None and policies.lb is not None and policies.lb.type == "HashingLoadBalancer":
+    lb = policies.lb if policies is not None else None
+    if lb is None:
+        return BackendState(backend, pools)
+    if lb.type == "HashingLoadBalancer":
         return HashingBackendState(backend, pools)
+    if lb.type == "LeastConnectionLoadBalancer" and counters is not None and len(lb.slots) == len(pools):
+        return LeastConnBackendState(backend, pools, counters, row, lb.slots)
     return BackendState(backend, pools)
 
 

@@ -10,6 +10,7 @@ from fsmfast.settings import Settings
 
 if TYPE_CHECKING:
     from fsmfast.metrics.shm import StatsRegion
+    from fsmfast.shared.arena import Arena
 
 
 @dataclass
@@ -23,3 +24,5 @@ class WorkerBoot:
     generation: int = 0
     # Shared with the master (fsmfast.metrics.shm): the loop's heartbeat and the published counters.
     region: StatsRegion | None = None
+    # Machine-wide state shared by every worker (fsmfast.shared), when the configuration needs it.
+    arena: Arena | None = None

@@ -1,9 +1,11 @@
 # Compiled declarations for context.py (see fsmfast/proxy/upstream.pxd for why a .pxd and not a .pyx):
 # its fields are WorkerState's (fsmfast.proxy.roles), the role the protocols read the clock, the
 # response window and the live router through on every request, without importing this module.
-# ``publisher`` is its own: the tick's heartbeat and metrics publishing (fsmfast.metrics.publish).
+# ``publisher`` is its own: the tick's heartbeat and metrics publishing (fsmfast.metrics.publish);
+# ``counters`` too: the shared arena's in-flight rows for least connections (fsmfast.shared).
 from fsmfast.proxy.roles cimport WorkerState
 
 
 cdef class Context(WorkerState):
     cdef public object publisher
+    cdef public object counters

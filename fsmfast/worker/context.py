@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from fsmfast.proxy.downstream import ClientConnection
     from fsmfast.proxy.l4 import Tunnel
     from fsmfast.proxy.ports import PortRuntime
+    from fsmfast.shared.arena import Arena
 
 log = logging.getLogger("fsmfast.worker")
 
@@ -48,7 +49,12 @@ PoolKey = tuple[str, int, UpstreamTLS | None]
 
 class Context(WorkerState):
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, settings: Settings, index: int, region: StatsRegion | None = None
+        self,
+        loop: asyncio.AbstractEventLoop,
+        settings: Settings,
+        index: int,
+        region: StatsRegion | None = None,
+        arena: Arena | None = None,
     ) -> None:
         self.loop = loop
         self.settings = settings
@@ -88,6 +94,8 @@ class Context(WorkerState):
         # region the master shares with this worker (None: counted, not published).
         self.stats = WorkerStats()
         self.publisher = Publisher(region, self.stats)
+        # The machine's in-flight counts per endpoint slot (least connections), this worker's row ``index``.
+        self.counters = arena.counters if arena is not None else None
 
     def apply(self, snapshot: Snapshot) -> None:
         pools: dict[PoolKey, Pool] = {}
@@ -101,7 +109,7 @@ class Context(WorkerState):
                     pool = Pool(self, ep.host, ep.port, backend.tls, name)
                 pools[key] = pool
                 members.append(pool)
-            states[name] = backend_state(backend, members)
+            states[name] = backend_state(backend, members, self.counters, self.index)
         router = Router(snapshot, states)
         ports = port_runtime.build_ports(snapshot, states, self.tls_contexts)
         for key, pool in self.pools.items():

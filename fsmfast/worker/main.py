@@ -43,7 +43,7 @@ class Worker:
     def __init__(self, boot: WorkerBoot, loop: asyncio.AbstractEventLoop) -> None:
         self.boot = boot
         self.loop = loop
-        self.ctx = Context(loop, boot.settings, boot.index, boot.region)
+        self.ctx = Context(loop, boot.settings, boot.index, boot.region, boot.arena)
         self.ctx.admission.pause = self.pause_accepting
         self.ctx.admission.resume = self.resume_accepting
         self.sockets: dict[int, socket.socket] = dict(boot.listeners)

@@ -10,6 +10,10 @@ EndpointSlices (as for pods listening on different container ports), so they can
 from __future__ import annotations
 
 import http.client
+import os
+import signal
+import threading
+import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -21,8 +25,8 @@ import yaml
 
 from fsmfast.compile import build
 from fsmfast.demo.manifests import documents, service, to_yaml
-from tests.support.procs import Gateway, free_port
-from tests.support.upstreams import Upstream
+from tests.support.procs import Gateway, free_port, wait_for
+from tests.support.upstreams import Request, Upstream
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +71,21 @@ def write_config(path: Path, port: int, upstreams: list[Upstream], lb_type: str 
     return path
 
 
+class Holding(Upstream):
+    """An echo upstream that answers ``/hold`` only after ``hold`` seconds (an endpoint with slow
+    requests in flight)."""
+
+    hold = 3.0
+
+    def _record(self, req: Request) -> None:
+        super()._record(req)
+        if req.target.startswith("/hold"):
+            self._stopping.wait(self.hold)
+
+
 @pytest.fixture
 def upstreams() -> Iterator[list[Upstream]]:
-    ups = [Upstream(f"u{i}", echo_all=True) for i in range(3)]
+    ups: list[Upstream] = [Holding(f"u{i}", echo_all=True) for i in range(3)]
     for u in ups:
         u.start()
     try:
@@ -148,3 +164,69 @@ def test_hashing_sends_each_client_address_to_one_endpoint_in_every_worker(
         for ip in CLIENTS:
             assert len({e["upstream"] for e in entries if e["client"] == ip}) == 1
         assert any(len({e["pid"] for e in entries if e["client"] == ip}) == 2 for ip in CLIENTS)
+
+
+def test_least_connections_counts_in_flight_requests_of_every_worker(tmp_path: Path, upstreams: list[Upstream]) -> None:
+    port = free_port()
+    config = write_config(tmp_path / "lb.yaml", port, upstreams, "LeastConnectionLoadBalancer")
+    result = build(str(config))
+    assert not [w for w in result.warnings if "not applied" in w]
+    first = result.snapshot.backends[f"{NS}/svc:80"].endpoints[0]
+    slow = next(u for u in upstreams if u.port == first.port)
+
+    def hold() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        try:
+            get(conn, "/hold")
+        except (OSError, http.client.HTTPException):
+            pass  # the worker serving it was killed
+        finally:
+            conn.close()
+
+    def quick(n: int) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for _ in range(n):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            counts[get(conn)] += 1
+            conn.close()
+        return counts
+
+    with Gateway(config, [port], workers=2) as gw:
+        # Every count is 0, so a worker's first pick is the first endpoint: the held request is there,
+        # in one worker. The other worker's first pick would be there too if it counted on its own.
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        wait_for(lambda: slow.requests_for("/hold") or None, 5, "the held request at the first endpoint")
+        during = quick(40)
+        assert during[slow.name] == 0, during
+        entries = served(gw, 40)
+        assert len({e["pid"] for e in entries}) == 2, "both workers should have served"
+        # Once it is answered, the endpoint is as free as the others again.
+        holder.join(10)
+        assert not holder.is_alive()
+        after = quick(30)
+        assert after[slow.name] >= 5, after
+
+        # Workers killed with requests in flight: the master clears their counts before the respawn
+        # (else the endpoints holding them would count one request forever and get nothing).
+        for u in upstreams:
+            u.hold = 30.0  # type: ignore[attr-defined]
+        before = {u.name: len(u.requests_for("/hold")) for u in upstreams}
+
+        def held() -> int:
+            return sum(len(u.requests_for("/hold")) - before[u.name] for u in upstreams)
+
+        for n in (1, 2):
+            threading.Thread(target=hold, daemon=True).start()
+            wait_for(lambda n=n: held() == n or None, 5, "a held request")  # type: ignore[misc]
+        holding = {u.name for u in upstreams if len(u.requests_for("/hold")) > before[u.name]}
+        assert len(holding) == 2  # the second holder went where the first was not
+        (free,) = {u.name for u in upstreams} - holding
+        assert quick(12) == {free: 12}
+        old = set(gw.worker_pids())
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: len(set(gw.worker_pids()) - old) == 2 or None, 15, "two respawned workers")
+        time.sleep(0.3)
+        spread = quick(30)
+        assert all(spread[u.name] >= 5 for u in upstreams), spread

@@ -1,5 +1,6 @@
 """LoadBalancerPolicy's strategies at run time (fsmfast.proxy.upstream), compiled and as the twin:
-which BackendState a backend gets, round robin per request, and hashing on the client address."""
+which BackendState a backend gets, round robin per request, hashing on the client address, least
+connections over the shared arena; and the master's side of the latter (fsmfast.shared.endpoints)."""
 
 from __future__ import annotations
 
@@ -7,24 +8,40 @@ import subprocess
 import sys
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 
+import msgspec
+import pytest
+
+from fsmfast import snapshot as snapmod
 from fsmfast.proxy.roles import WorkerState
-from fsmfast.proxy.upstream import BackendState, HashingBackendState, Pool, backend_state
+from fsmfast.proxy.upstream import BackendState, HashingBackendState, LeastConnBackendState, Pool, backend_state
+from fsmfast.shared.arena import Arena
+from fsmfast.shared.endpoints import LeastConnections
 from fsmfast.snapshot import Backend, BackendPolicies, Endpoint, LoadBalancing
 
 ENDPOINTS = (Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80), Endpoint("10.0.0.3", 80))
 
 
-def make(lb_type: str | None, endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> BackendState:
+def make(
+    lb_type: str | None,
+    endpoints: tuple[Endpoint, ...] = ENDPOINTS,
+    slots: tuple[int, ...] = (),
+    counters: object = None,
+    row: int = 0,
+) -> BackendState:
     resilience = None
     if lb_type is not None:
-        resilience = BackendPolicies(lb=LoadBalancing(policy="LoadBalancerPolicy ns/lb", type=lb_type))  # type: ignore[arg-type]
+        lb = LoadBalancing(policy="LoadBalancerPolicy ns/lb", type=lb_type, slots=slots)  # type: ignore[arg-type]
+        resilience = BackendPolicies(lb=lb)
     backend = Backend(name="ns/svc:80", endpoints=endpoints, resilience=resilience)
     ctx = WorkerState()
-    return backend_state(backend, [Pool(ctx, e.host, e.port, None, backend.name) for e in endpoints])
+    pools = [Pool(ctx, e.host, e.port, None, backend.name) for e in endpoints]
+    return backend_state(backend, pools, counters, row)
 
 
-def test_a_backend_without_a_policy_or_with_round_robin_or_least_connections_gets_plain_round_robin() -> None:
+def test_a_backend_without_a_policy_or_with_round_robin_gets_plain_round_robin() -> None:
+    # Least connections without the shared counters (no arena, or its endpoints did not fit) too.
     for lb_type in (None, "RoundRobinLoadBalancer", "LeastConnectionLoadBalancer"):
         state = make(lb_type)
         assert type(state) is BackendState and not state.keyed
@@ -80,3 +97,101 @@ def test_workers_in_other_processes_agree_on_the_endpoint() -> None:
         p.address for n in range(20) if (p := make("HashingLoadBalancer").pick_for(f"198.51.100.{n}".encode()))
     )
     assert runs == {here + "\n"}
+
+
+@pytest.fixture
+def arena() -> Iterator[Arena]:
+    shared = Arena(workers=2, slots=16)
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+def test_least_connections_picks_the_endpoint_with_fewest_in_flight_over_every_worker(arena: Arena) -> None:
+    slots = (5, 9, 2)  # the master's slots, in the endpoints' order
+    w0 = make("LeastConnectionLoadBalancer", slots=slots, counters=arena.counters, row=0)
+    w1 = make("LeastConnectionLoadBalancer", slots=slots, counters=arena.counters, row=1)
+    assert type(w0) is LeastConnBackendState and w0.keyed
+    # Idle: ties go round robin, and each pick counts in the picking worker's row.
+    first = [w0.pick_for(b"-") for _ in range(3)]
+    assert [p.address for p in first if p is not None] == ["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80"]
+    assert [arena.counters.get(0, s) for s in slots] == [1, 1, 1]
+    # Worker 1 holds two more on the first endpoint: both workers now avoid it.
+    arena.counters.add(1, 5, 2)
+    assert {p.address for p in (w0.pick_for(b"-"), w1.pick_for(b"-")) if p is not None} == {
+        "10.0.0.2:80",
+        "10.0.0.3:80",
+    }
+    # Ending the requests gives the counts back; only an endpoint this state picked is counted.
+    for pool in first:
+        assert pool is not None
+        w0.release(pool)
+    assert [arena.counters.total(s) for s in slots] == [2, 1, 1]
+    stranger = Pool(WorkerState(), "10.9.9.9", 80, None, "other")
+    w0.release(stranger)
+    assert [arena.counters.total(s) for s in slots] == [2, 1, 1]
+    # The master clears a dead worker's row: what it held stops counting (worker 0's second pick,
+    # on the second endpoint, is still in flight).
+    arena.counters.clear_row(1)
+    assert [arena.counters.total(s) for s in slots] == [0, 1, 0]
+
+
+def test_least_connections_steers_a_stream_of_requests_away_from_a_busy_endpoint(arena: Arena) -> None:
+    state = make("LeastConnectionLoadBalancer", slots=(0, 1, 2), counters=arena.counters)
+    arena.counters.add(1, 0, 10)  # another worker's ten slow requests on the first endpoint
+    picked = Counter(p.address for _ in range(20) if (p := state.pick_for(b"-")) is not None)
+    assert picked["10.0.0.1:80"] == 0 and picked["10.0.0.2:80"] == picked["10.0.0.3:80"] == 10
+    assert make("LeastConnectionLoadBalancer", (), (), arena.counters).pick_for(b"-") is None
+
+
+def _snapshot(*backends: Backend) -> bytes:
+    return snapmod.encode(
+        snapmod.Snapshot(schema=snapmod.SCHEMA, generation=1, listeners=(), backends={b.name: b for b in backends})
+    )
+
+
+def _backend(name: str, lb_type: str | None, endpoints: tuple[Endpoint, ...] = ENDPOINTS) -> Backend:
+    lb = None if lb_type is None else LoadBalancing(policy="LoadBalancerPolicy ns/lb", type=lb_type)  # type: ignore[arg-type]
+    return Backend(name=name, endpoints=endpoints, resilience=BackendPolicies(lb=lb) if lb else None)
+
+
+def _slots(data: bytes, name: str) -> tuple[int, ...]:
+    lb = snapmod.decode(data).backends[name].resilience.lb  # type: ignore[union-attr]
+    assert lb is not None
+    return lb.slots
+
+
+def test_the_master_makes_the_arena_only_for_least_connections_and_keeps_slots_across_reloads() -> None:
+    plain = _snapshot(_backend("ns/a:80", None), _backend("ns/b:80", "HashingLoadBalancer"))
+    least = LeastConnections(workers=2)
+    assert least.prepare(plain, forked=False) == plain and least.arena is None
+    try:
+        data = _snapshot(_backend("ns/a:80", None), _backend("ns/l:80", "LeastConnectionLoadBalancer"))
+        out = least.prepare(data, forked=False)
+        assert least.arena is not None
+        first = _slots(out, "ns/l:80")
+        assert sorted(first) == [0, 1, 2]
+        assert snapmod.decode(out).backends["ns/a:80"] == snapmod.decode(data).backends["ns/a:80"]
+        # A reload that drops one endpoint and adds another: the others keep their slots; the new
+        # one never reuses a slot while unused ones remain.
+        least.arena.counters.add(0, first[1], 3)
+        moved = (ENDPOINTS[0], ENDPOINTS[1], Endpoint("10.0.0.4", 80))
+        again = _slots(
+            least.prepare(_snapshot(_backend("ns/l:80", "LeastConnectionLoadBalancer", moved)), True), "ns/l:80"
+        )
+        assert again[:2] == first[:2] and again[2] == 3
+        # A dead worker's row is cleared before its respawn.
+        least.worker_gone(0)
+        assert least.arena.counters.total(first[1]) == 0
+    finally:
+        least.close()
+
+
+def test_least_connections_first_asked_for_by_a_reload_stays_round_robin(caplog: pytest.LogCaptureFixture) -> None:
+    least = LeastConnections(workers=2)
+    data = _snapshot(_backend("ns/l:80", "LeastConnectionLoadBalancer"))
+    assert least.prepare(data, forked=True) == data and least.arena is None
+    assert "needs a restart of the gateway" in caplog.text
+    assert type(make("LeastConnectionLoadBalancer")) is BackendState
+    assert msgspec.structs.asdict(snapmod.decode(data).backends["ns/l:80"].resilience.lb)["slots"] == ()  # type: ignore[arg-type]

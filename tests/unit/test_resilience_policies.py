@@ -265,10 +265,8 @@ config: {retryOn: ["503", "5xx"], backoffBaseInterval: 0.5}
     assert p90.retry == s.Retry(policy="RetryPolicy ns/p", on=("503", "5xx"), attempts=3, backoff=0.5)
     assert p80.lb is not None and p80.lb.type == "HashingLoadBalancer"
     assert p90.lb is not None and p90.lb.type == "LeastConnectionLoadBalancer"
-    # Hashing is applied, least connections not yet: the policy says so for the latter's sake.
-    assert [w for w in not_applied(result.warnings) if "LoadBalancerPolicy" in w] == [
-        "all.yaml#6 LoadBalancerPolicy ns/lb: accepted; least-connections balancing is not applied by this version yet"
-    ]
+    # Every load-balancing type is applied: the policy does not say otherwise.
+    assert [w for w in not_applied(result.warnings) if "LoadBalancerPolicy" in w] == []
 
 
 def test_a_bare_config_without_ports_has_no_effect(cwd: Path) -> None:
@@ -581,22 +579,18 @@ def test_applied_load_balancing_is_marked_so_in_explain_and_the_config_dump(cwd:
     ) in text
     (entry,) = [b for b in config_json(result.snapshot)["backends"] if b["name"] == "ns/svc:8080"]
     assert [(p["kind"], p["applied"]) for p in entry["policies"]] == [("load balancing", True)]
-    # Least connections is not applied yet: said by the warning, explain and the dump; and next to
-    # an applied one, explain's heading says which lines are.
+    # Least connections too (its slots in the shared arena are the master's, not shown).
     least = policy(
         "LoadBalancerPolicy",
         "lb",
         "targetRef: {kind: Service, name: svc}\nports: [{port: 8080, type: LeastConnectionLoadBalancer}]",
     )
     result = compile_docs(*BASE, least)
-    assert not_applied(result.warnings) == [
-        "all.yaml#5 LoadBalancerPolicy ns/lb: accepted; least-connections balancing is not applied by this version yet"
-    ]
-    assert "policies   (accepted, not applied by this version yet)\n" in explain(
-        result.snapshot, 8000, "any.example", "/x"
-    )
+    assert not_applied(result.warnings) == []
     (entry,) = [b for b in config_json(result.snapshot)["backends"] if b["name"] == "ns/svc:8080"]
-    assert [(p["kind"], p["applied"]) for p in entry["policies"]] == [("load balancing", False)]
+    assert [(p["kind"], p["settings"], p["applied"]) for p in entry["policies"]] == [
+        ("load balancing", {"type": "LeastConnectionLoadBalancer"}, True)
+    ]
     mixed = compile_docs(*BASE, hashing, RETRY)
     assert "policies   (accepted, not applied by this version yet unless marked applied)\n" in explain(
         mixed.snapshot, 8000, "any.example", "/x"

@@ -571,6 +571,8 @@ class Arbiter:
         self.stats.reload_result(ok, self.generation)
         if ok:
             self.stats.set_snapshot(self.snapshot_bytes)
+            if self.watcher is not None and trigger != "watch":
+                self.watcher.reloaded()
 
     def _reload(self) -> str | None:
         """The reload itself; the reason it failed, or None."""

@@ -150,6 +150,11 @@ class Watcher:
         self.served = digest
         return True
 
+    def reloaded(self) -> None:
+        """The master reloaded for another reason (SIGHUP): what it read is now what is served, so the
+        same change does not make a second reload once it settles."""
+        self.served = self.digest()
+
     def timeout(self, now: float) -> float:
         """How long the master may sleep before ``due`` needs calling again."""
         if self._dirty_at is not None:

@@ -69,6 +69,17 @@ def test_editor_save_tmp_and_rename(cfg: Path, watcher: Watcher) -> None:
     assert reloads(watcher, 0.5, lambda: _append(cfg / "gw.yaml", "# more\n")) == 1
 
 
+def test_a_reload_by_signal_is_not_repeated(cfg: Path, watcher: Watcher) -> None:
+    # The edit, then a SIGHUP reload before the edit settled: the master tells the watcher, which then
+    # has nothing left to reload.
+    def edit_then_sighup() -> None:
+        _append(cfg / "routes.yaml", "# edited\n")
+        watcher.reloaded()
+
+    assert reloads(watcher, 0.5, edit_then_sighup) == 0
+    assert reloads(watcher, 0.5, lambda: _append(cfg / "routes.yaml", "# again\n")) == 1
+
+
 def test_in_place_append(cfg: Path, watcher: Watcher) -> None:
     assert reloads(watcher, 0.5, lambda: _append(cfg / "routes.yaml", "# edited\n")) == 1
 

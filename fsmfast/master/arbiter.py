@@ -52,6 +52,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from fsmfast import __version__, logs
+from fsmfast import snapshot as snapmod
 from fsmfast.admin.server import AdminServer
 from fsmfast.errors import EXIT_BIND, EXIT_CONFIG, EXIT_OK, EXIT_USAGE, EXIT_WORKER_BOOT
 from fsmfast.master import channel, forked_build, logfiles, procinfo, sockets, watchdog
@@ -213,8 +214,7 @@ class Arbiter:
             return EXIT_BIND
         self.ports = ports
         self.generation = 1
-        self.snapshot_bytes = self.least.prepare(snapshot_bytes, forked=False)  # before any fork
-        self.stats.set_snapshot(snapshot_bytes)
+        self._take_snapshot(snapshot_bytes, forked=False)  # before any fork
         if not self._start_admin():
             return EXIT_BIND
         if self.settings.watch:
@@ -569,10 +569,14 @@ class Arbiter:
             "success" if ok else "failure", self.generation, time.time(), trigger, error
         )
         self.stats.reload_result(ok, self.generation)
-        if ok:
-            self.stats.set_snapshot(self.snapshot_bytes)
-            if self.watcher is not None and trigger != "watch":
-                self.watcher.reloaded()
+        if ok and self.watcher is not None and trigger != "watch":
+            self.watcher.reloaded()
+
+    def _take_snapshot(self, data: bytes, forked: bool) -> None:
+        """Make ``data`` the generation served: decoded once here for the parts of the master that
+        read it (least-connections slots, the metrics' label sets and certificate expiry)."""
+        snap, self.snapshot_bytes = self.least.prepare(snapmod.decode(data), data, forked)
+        self.stats.set_snapshot(snap)
 
     def _reload(self) -> str | None:
         """The reload itself; the reason it failed, or None."""
@@ -605,7 +609,7 @@ class Arbiter:
         for slot, listeners in enumerate(fresh):
             self.slots[slot].update(listeners)
         self.generation = generation
-        self.snapshot_bytes = self.least.prepare(result.snapshot, forked=True)
+        self._take_snapshot(result.snapshot, forked=True)
         self.ports = ports
         self.schemes = result.schemes
         for port in added:
@@ -829,7 +833,6 @@ class Arbiter:
         if not self.snapshot_bytes:
             return None
         if self._dump is None or self._dump[0] != self.generation:
-            from fsmfast import snapshot as snapmod
             from fsmfast.admin.dump import config_json
 
             self._dump = (self.generation, config_json(snapmod.decode(self.snapshot_bytes)))

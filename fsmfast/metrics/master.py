@@ -147,9 +147,8 @@ class MasterMetrics:
             self.reloads["failure"] += 1
         self.last_ok = ok
 
-    def set_snapshot(self, snapshot_bytes: bytes) -> None:
+    def set_snapshot(self, snap: snapmod.Snapshot) -> None:
         """The snapshot being served (the first, and each one a reload made current)."""
-        snap = snapmod.decode(snapshot_bytes)
         self.generation = snap.generation
         if not self.last_success:
             self.last_success = time.time()  # the first load is a successful one too

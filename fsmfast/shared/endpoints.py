@@ -39,8 +39,9 @@ def _key(name: str, ep: snapmod.Endpoint) -> str:
 
 
 class LeastConnections:
-    """``prepare(snapshot_bytes)`` on the first build (``forked=False``) and every reload; the
-    snapshot it returns carries the slots. ``worker_gone(slot)`` before a respawn."""
+    """``prepare(snapshot, its bytes)`` on the first build (``forked=False``) and every reload; the
+    snapshot it returns (decoded, and its bytes) carries the slots. ``worker_gone(slot)`` before a
+    respawn."""
 
     __slots__ = ("arena", "table", "workers")
 
@@ -49,11 +50,11 @@ class LeastConnections:
         self.arena: Arena | None = None
         self.table: SlotTable | None = None
 
-    def prepare(self, data: bytes, forked: bool) -> bytes:
-        snap = snapmod.decode(data)
+    def prepare(self, snap: snapmod.Snapshot, data: bytes, forked: bool) -> tuple[snapmod.Snapshot, bytes]:
+        """``snap`` decoded from ``data`` by the caller, who needs it too (one decode per generation)."""
         wanted = {name: b for name, b in snap.backends.items() if _least(b)}
         if not wanted:
-            return data
+            return snap, data
         keys = [_key(name, ep) for name, b in wanted.items() for ep in b.endpoints]
         if self.arena is None:
             if forked:
@@ -62,7 +63,7 @@ class LeastConnections:
                     " made before the workers start); balancing round robin until then",
                     ", ".join(sorted(wanted)),
                 )
-                return data
+                return snap, data
             capacity = max(MIN_SLOTS, HEADROOM * len(keys))
             self.arena = Arena(self.workers, capacity)
             self.table = SlotTable(capacity)
@@ -71,7 +72,7 @@ class LeastConnections:
             slots = self.table.assign(keys)
         except SlotTableFull as e:
             log.warning("%s; balancing %s round robin", e, ", ".join(sorted(wanted)))
-            return data
+            return snap, data
         for slot in self.table.reassigned:
             self.arena.counters.clear_slot(slot)
         backends = dict(snap.backends)
@@ -79,7 +80,8 @@ class LeastConnections:
             assert b.resilience is not None and b.resilience.lb is not None
             lb = replace(b.resilience.lb, slots=tuple(slots[_key(name, ep)] for ep in b.endpoints))
             backends[name] = replace(b, resilience=replace(b.resilience, lb=lb))
-        return snapmod.encode(replace(snap, backends=backends))
+        snap = replace(snap, backends=backends)
+        return snap, snapmod.encode(snap)
 
     def worker_gone(self, worker: int) -> None:
         """Before worker slot ``worker`` is respawned: what the dead one had in flight is over."""

@@ -162,13 +162,20 @@ def _slots(data: bytes, name: str) -> tuple[int, ...]:
     return lb.slots
 
 
+def _prepare(least: LeastConnections, data: bytes, forked: bool) -> bytes:
+    """``prepare`` as the master calls it; the bytes it returns, checked against the Snapshot it returns."""
+    snap, out = least.prepare(snapmod.decode(data), data, forked)
+    assert snapmod.decode(out) == snap
+    return out
+
+
 def test_the_master_makes_the_arena_only_for_least_connections_and_keeps_slots_across_reloads() -> None:
     plain = _snapshot(_backend("ns/a:80", None), _backend("ns/b:80", "HashingLoadBalancer"))
     least = LeastConnections(workers=2)
-    assert least.prepare(plain, forked=False) == plain and least.arena is None
+    assert _prepare(least, plain, forked=False) == plain and least.arena is None
     try:
         data = _snapshot(_backend("ns/a:80", None), _backend("ns/l:80", "LeastConnectionLoadBalancer"))
-        out = least.prepare(data, forked=False)
+        out = _prepare(least, data, forked=False)
         assert least.arena is not None
         first = _slots(out, "ns/l:80")
         assert sorted(first) == [0, 1, 2]
@@ -178,7 +185,7 @@ def test_the_master_makes_the_arena_only_for_least_connections_and_keeps_slots_a
         least.arena.counters.add(0, first[1], 3)
         moved = (ENDPOINTS[0], ENDPOINTS[1], Endpoint("10.0.0.4", 80))
         again = _slots(
-            least.prepare(_snapshot(_backend("ns/l:80", "LeastConnectionLoadBalancer", moved)), True), "ns/l:80"
+            _prepare(least, _snapshot(_backend("ns/l:80", "LeastConnectionLoadBalancer", moved)), True), "ns/l:80"
         )
         assert again[:2] == first[:2] and again[2] == 3
         # A dead worker's row is cleared before its respawn.
@@ -191,7 +198,7 @@ def test_the_master_makes_the_arena_only_for_least_connections_and_keeps_slots_a
 def test_least_connections_first_asked_for_by_a_reload_stays_round_robin(caplog: pytest.LogCaptureFixture) -> None:
     least = LeastConnections(workers=2)
     data = _snapshot(_backend("ns/l:80", "LeastConnectionLoadBalancer"))
-    assert least.prepare(data, forked=True) == data and least.arena is None
+    assert _prepare(least, data, forked=True) == data and least.arena is None
     assert "needs a restart of the gateway" in caplog.text
     assert type(make("LeastConnectionLoadBalancer")) is BackendState
     assert msgspec.structs.asdict(snapmod.decode(data).backends["ns/l:80"].resilience.lb)["slots"] == ()  # type: ignore[arg-type]

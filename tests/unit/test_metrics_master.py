@@ -170,7 +170,7 @@ def snapshot_bytes(tls_config: TlsConfig) -> bytes:
 
 
 def test_the_snapshot_gives_generation_certificates_and_zeros(metrics: MasterMetrics, snapshot_bytes: bytes) -> None:
-    metrics.set_snapshot(snapshot_bytes)
+    metrics.set_snapshot(snapmod.decode(snapshot_bytes))
     s = scrape(metrics)
     assert s["fsmfast_config_generation"] == 4
     assert s["fsmfast_config_last_reload_successful"] == 1
@@ -242,7 +242,7 @@ def test_the_masters_process_metrics(metrics: MasterMetrics) -> None:
 
 def _realistic(metrics: MasterMetrics, snapshot_bytes: bytes) -> None:
     """A scrape with something in every family: two workers, one dead, errors, a reload."""
-    metrics.set_snapshot(snapshot_bytes)
+    metrics.set_snapshot(snapmod.decode(snapshot_bytes))
     a, b = Worker(), Worker()
     metrics.worker_started(os.getpid(), 0, a.region)
     metrics.worker_started(101, 1, b.region)

@@ -69,6 +69,16 @@ def _refusal(ref: ListenerRef, route: m.HTTPRoute, index: Index) -> str | None:
     return allowed_routes_refusal(ref, "HTTPRoute", route.namespace, index)
 
 
+def parent_listeners(gw: m.Gateway, pref: m.ParentRef) -> list[ListenerRef]:
+    """The listeners of ``gw`` a route's parentRef selects: by sectionName and port when given."""
+    return [
+        ListenerRef(gw, listener)
+        for listener in gw.spec.listeners
+        if (pref.section_name is None or listener.name == pref.section_name)
+        and (pref.port is None or listener.port == pref.port)
+    ]
+
+
 def allowed_routes_refusal(ref: ListenerRef, kind: str, namespace: str, index: Index) -> str | None:
     """Why the listener's allowedRoutes (namespaces, then kinds) refuse a ``kind`` route from
     ``namespace``, or None. HTTPRoutes here, TLSRoutes and TCPRoutes in fsmfast.compile.l4routes."""
@@ -128,12 +138,7 @@ def attach(index: Index, issues: Issues) -> tuple[list[Attachment], set[str]]:
             if gw is None:
                 issues.warn(where, field, f"not attached: gateway {gw_key} not found")
                 continue
-            candidates = [
-                ListenerRef(gw, listener)
-                for listener in gw.spec.listeners
-                if (pref.section_name is None or listener.name == pref.section_name)
-                and (pref.port is None or listener.port == pref.port)
-            ]
+            candidates = parent_listeners(gw, pref)
             if not candidates:
                 issues.warn(where, field, f"not attached: no listener of gateway {gw_key} matches {_conditions(pref)}")
                 continue

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import msgspec
 
-from fsmfast.compile.attach import ListenerRef, allowed_routes_refusal
+from fsmfast.compile.attach import ListenerRef, allowed_routes_refusal, parent_listeners
 from fsmfast.compile.frontends import Frontends
 from fsmfast.compile.grants import granted
 from fsmfast.compile.index import Index, age_key
@@ -85,12 +85,7 @@ class L4Routes:
             if gw is None:
                 self.issues.warn(where, field, f"not attached: gateway {gw_key} not found")
                 continue
-            candidates = [
-                ListenerRef(gw, listener)
-                for listener in gw.spec.listeners
-                if (pref.section_name is None or listener.name == pref.section_name)
-                and (pref.port is None or listener.port == pref.port)
-            ]
+            candidates = parent_listeners(gw, pref)
             reasons = []
             attached_here = False
             for ref in candidates:

@@ -523,15 +523,14 @@ class Arbiter:
             with contextlib.suppress(OSError):
                 worker.channel.close()
             what = f"worker {worker.slot} (pid {pid}) {describe_exit(status)}"
+            # Its last published counts join the totals (counters never go back), and its region is
+            # closed; a worker that ends during a stop is not a restart.
+            restart = worker.killed_for or ("signal" if os.WIFSIGNALED(status) else "exit")
+            self.stats.worker_exited(pid, None if self.stopping else restart)
             if self.stopping:
-                self.stats.worker_exited(pid, None)
-                worker.region.close()
                 clean = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
                 (log.info if clean else log.warning)("%s", what)
                 continue
-            # Its last published counts are folded into the totals (counters never go back).
-            self.stats.worker_exited(pid, worker.killed_for or ("signal" if os.WIFSIGNALED(status) else "exit"))
-            worker.region.close()
             if os.WIFEXITED(status) and os.WEXITSTATUS(status) == EXIT_WORKER_BOOT:
                 log.error("%s: it failed to boot; stopping the master instead of respawning in a loop", what)
                 self.halt_code = EXIT_WORKER_BOOT

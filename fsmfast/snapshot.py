@@ -153,6 +153,20 @@ class Persistence(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     lifetime_type: Literal["Permanent", "Session"] = "Session"
 
 
+class SharedCells(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Where one backend's machine-wide state lives in the arena (``fsmfast.shared``). Set by the
+    master (``fsmfast.shared.endpoints``), never by the compiler; -1 or empty: none.
+
+    ``endpoints``: per endpoint (``Backend.endpoints`` order) the first of its health words
+    (``fsmfast.resilience.health.HEALTH_CELLS``); ``breaker`` and ``budget`` the first of the circuit
+    breaker's and the retry budget's words (``fsmfast.resilience.breaker``, ``.retry``).
+    """
+
+    endpoints: tuple[int, ...] = ()
+    breaker: int = -1
+    budget: int = -1
+
+
 class BackendPolicies(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """The resilience policies that apply to one Service port (one winner per kind)."""
 
@@ -162,6 +176,7 @@ class BackendPolicies(msgspec.Struct, frozen=True, gc=False, omit_defaults=True)
     circuit: CircuitBreaker | None = None
     sticky: StickyCookie | None = None
     session: Persistence | None = None  # BackendLBPolicy
+    cells: SharedCells | None = None  # set by the master
 
 
 class Backend(msgspec.Struct, frozen=True, gc=False):

@@ -54,6 +54,7 @@ DEFAULT_LB_TYPE = "RoundRobinLoadBalancer"
 
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
 _RETRY_ON = re.compile(r"5xx|[1-5][0-9][0-9]")
+_NO_CONTENT = frozenset({204, 205, 304})  # RFC 9110 §15.3.5, §15.3.6, §15.4.5
 
 ServicePolicy = (
     m.RetryPolicy | m.HealthCheckPolicy | m.CircuitBreakingPolicy | m.SessionStickyPolicy | m.LoadBalancerPolicy
@@ -146,6 +147,12 @@ def _check_config(c: Checker, path: str, cfg: Any) -> None:
             for n, header in enumerate(match.headers):
                 if not _TOKEN.fullmatch(header.name):
                     c.error(f"{path}.matches[{k}].headers[{n}].name", f"{header.name!r} is not a valid header name")
+    elif isinstance(cfg, m.CircuitBreakingConfig) and cfg.degraded_status_code is not None:
+        # FSM's CRD allows 1-10000, but the gateway writes this status with its content: outside
+        # 200-599 it is not a valid final HTTP status, and 204, 205 and 304 cannot carry content.
+        status = cfg.degraded_status_code
+        if not 200 <= status <= 599 or status in _NO_CONTENT:
+            c.error(f"{path}.degradedStatusCode", f"expected a status 200-599 other than 204, 205, 304; got {status}")
     elif isinstance(cfg, m.SessionStickyConfig) and not _TOKEN.fullmatch(cfg.cookie_name or "_"):
         c.error(f"{path}.cookieName", f"{cfg.cookie_name!r} is not a valid cookie name")
 

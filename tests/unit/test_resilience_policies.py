@@ -232,6 +232,25 @@ def test_invalid_health_circuit_sticky_and_lb_policies(cwd: Path) -> None:
     ]
 
 
+def test_degraded_status_code_must_be_a_status_the_gateway_can_answer_with(cwd: Path) -> None:
+    # FSM's CRD takes 1-10000; the breaker answers with this status and its content.
+    target = "targetRef: {kind: Service, name: svc}\n"
+    required = "minRequestAmount: 1, statTimeWindow: 1, degradedTimeWindow: 1"
+    docs = [
+        policy(
+            "CircuitBreakingPolicy",
+            f"c{code}",
+            target + f"ports: [{{port: 80, config: {{degradedStatusCode: {code}}}}}]\nconfig: {{{required}}}",
+        )
+        for code in (1, 103, 199, 200, 204, 205, 304, 409, 599, 600, 10000)
+    ]
+    assert errors_of_docs(*docs) == [
+        f"all.yaml#{i} CircuitBreakingPolicy ns/c{code}: spec.ports[0].config.degradedStatusCode:"
+        f" expected a status 200-599 other than 204, 205, 304; got {code}"
+        for i, code in ((1, 1), (2, 103), (3, 199), (5, 204), (6, 205), (7, 304), (10, 600), (11, 10000))
+    ]
+
+
 # --- merging a port's config over the spec-level config -----------------------------------------
 
 

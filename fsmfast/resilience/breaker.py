@@ -32,7 +32,9 @@ CircuitBreakingPolicy its own block, ``snapshot.SharedCells.breaker``)::
     +0       state    open_until_ms << 11 | closed_seen << 10 | generation (10 bits)
                       0 = never opened; open while now_ms < open_until_ms; closed_seen: the end of
                       the last open period was logged
-    +1..+7   unused   (the state word every request reads keeps its own cache line)
+    +1       opened   times it opened (added to by the one caller that opened it)
+    +2       closed   times an open period was seen over (by the one caller told "closed")
+    +3..+7   unused   (the words every request writes are on other cache lines)
     +8       total    BUCKETS words: requests finished, per bucket
     +8+B     errors   BUCKETS words: of which errors (only written when an error threshold is set)
     +8+2B    slow     BUCKETS words: of which slow (only written when a slow threshold is set)
@@ -54,6 +56,8 @@ from fsmfast.snapshot import CircuitBreaker
 log = logging.getLogger("fsmfast.proxy")
 
 BUCKETS = 10
+_OPENED = 1
+_CLOSED = 2
 _TOTAL = 8
 _ERRORS = _TOTAL + BUCKETS
 _SLOW = _ERRORS + BUCKETS
@@ -158,6 +162,7 @@ class Breaker:
                 break
             if cells.cas(self._state, state, state | _SEEN):
                 seen = CLOSED
+                cells.add(self._base + _CLOSED, 1)
                 log.warning(
                     "circuit breaker of backend %s closed after %ds degraded: traffic resumes (%s)",
                     self.backend,
@@ -183,6 +188,7 @@ class Breaker:
         opened = (now_ms + self._degraded_ms) << _UNTIL | (gen + 1) & _GEN_MASK
         if not cells.cas(self._state, state, opened):
             return seen  # another request opened it first (the only other change of a closed state)
+        cells.add(base + _OPENED, 1)
         log.warning(
             "circuit breaker of backend %s opened for %ds: %s (%s)",
             self.backend,
@@ -191,6 +197,11 @@ class Breaker:
             self.policy.policy,
         )
         return OPEN
+
+    def transitions(self) -> tuple[int, int]:
+        """(times opened, times seen closed) on the machine since these words were given to the
+        backend: for the master's metrics, which read them at scrape time."""
+        return self._cells.load(self._base + _OPENED), self._cells.load(self._base + _CLOSED)
 
     # -- the window ---------------------------------------------------------------------
 

@@ -153,6 +153,7 @@ def test_the_degraded_period_ends_once_and_counting_starts_afresh(
     assert b.record(200, 0.0, T0 + 3.5) is None  # only one caller is told
     assert b.record(500, 0.0, T0 + 4) == "open"  # 2 errors of 3 since it closed
     assert b.record(500, 0.0, T0 + 7) == "closed"
+    assert b.transitions() == (2, 2)
     assert [r.getMessage().split(":")[0] for r in caplog.records] == [
         "circuit breaker of backend ns/svc",
         "circuit breaker of backend ns/svc",
@@ -247,6 +248,7 @@ def test_exactly_one_process_is_told_it_opened(arena: Arena) -> None:
     assert [_reap(pid) for pid in pids] == [0] * PROCESSES
     assert [arena.cells.load(tally + k) for k in range(BREAKERS)] == [1] * BREAKERS
     assert all(b.is_open(T0) for b in breakers)
+    assert {b.transitions() for b in breakers} == {(1, 0)}
     assert counter.counts(T0) == (PROCESSES * ROUNDS, PROCESSES * ROUNDS // 2, 0)
 
 

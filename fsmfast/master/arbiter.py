@@ -64,7 +64,7 @@ from fsmfast.master.watch import Watcher
 from fsmfast.metrics.master import MasterMetrics
 from fsmfast.metrics.shm import StatsRegion
 from fsmfast.settings import Settings
-from fsmfast.shared.endpoints import LeastConnections
+from fsmfast.shared.endpoints import SharedState
 from fsmfast.worker import privileges
 
 if TYPE_CHECKING:
@@ -140,8 +140,8 @@ class Arbiter:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.selector.register(self._wake_r, selectors.EVENT_READ, self._drain_wakeups)
         self.stats = MasterMetrics()  # what /metrics shows
-        # Machine-wide in-flight counts for least-connections balancing (made only when asked for).
-        self.least = LeastConnections(settings.workers)
+        # The machine-wide state of the resilience policies (the arena, made with the first build).
+        self.shared = SharedState(settings.workers)
         self.admin: AdminServer | None = None
         self.watcher: Watcher | None = None
         self.notifier = Notifier.from_env()
@@ -275,7 +275,7 @@ class Arbiter:
         if self.watcher is not None:
             self.watcher.close()
         sockets.close_slots(self.slots)
-        self.least.close()
+        self.shared.close()
         if self.pidfile is not None:
             try:
                 self.pidfile.unlink()
@@ -477,7 +477,7 @@ class Arbiter:
                 snapshot=self.snapshot_bytes,
                 generation=self.generation,
                 region=region,
-                arena=self.least.arena,
+                arena=self.shared.arena,
             )
             assert self.worker_main is not None
             self.worker_main(boot)
@@ -536,7 +536,7 @@ class Arbiter:
                 self.halt_code = EXIT_WORKER_BOOT
                 continue
             log.error("%s", what)
-            self.least.worker_gone(worker.slot)  # its in-flight requests are over
+            self.shared.worker_gone(worker.slot)  # its in-flight requests are over
             self._schedule_respawn(worker)
 
     def _schedule_respawn(self, worker: Worker) -> None:
@@ -573,8 +573,8 @@ class Arbiter:
 
     def _take_snapshot(self, data: bytes, forked: bool) -> None:
         """Make ``data`` the generation served: decoded once here for the parts of the master that
-        read it (least-connections slots, the metrics' label sets and certificate expiry)."""
-        snap, self.snapshot_bytes = self.least.prepare(snapmod.decode(data), data, forked)
+        read it (the shared state's places, the metrics' label sets and certificate expiry)."""
+        snap, self.snapshot_bytes = self.shared.prepare(snapmod.decode(data), data, forked)
         self.stats.set_snapshot(snap)
 
     def _reload(self) -> str | None:

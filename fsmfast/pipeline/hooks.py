@@ -2,8 +2,9 @@
 (``BackendState.policies``, copied into each ``Choice`` that names the backend).
 
 A policy is any callable taking the ``PolicyRequest`` view and returning None to let the
-request go on, or a decision (``LocalReply``, ``Redirect``) that answers it; the first answer
-wins and the later policies are not asked. Route policies run after the rule matched and before
+request go on, or a decision that answers it (``LocalReply``, ``Redirect``) or, for a route
+policy, chooses its backend (a ``Choice`` of the rule: a session persistence hook); the first
+answer wins and the later policies are not asked. Route policies run after the rule matched and before
 a backend is chosen; backend policies after the choice. The lists are empty tuples until a
 feature fills them when it builds the router, and an empty list costs the request one C truth
 test: no view is made.
@@ -14,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from fsmfast.pipeline.decision import LocalReply, Redirect
+from fsmfast.pipeline.decision import Choice, LocalReply, Redirect
 
 
 class PolicyRequest:
@@ -43,10 +44,10 @@ class PolicyRequest:
 
 
 class Policy(Protocol):
-    def __call__(self, request: PolicyRequest) -> LocalReply | Redirect | None: ...
+    def __call__(self, request: PolicyRequest) -> Choice | LocalReply | Redirect | None: ...
 
 
-def run(policies: Sequence[Policy], request: PolicyRequest) -> LocalReply | Redirect | None:
+def run(policies: Sequence[Policy], request: PolicyRequest) -> Choice | LocalReply | Redirect | None:
     """The first answer of ``policies`` in order, or None when every one lets the request go on."""
     for policy in policies:
         decision = policy(request)

@@ -1,5 +1,6 @@
 """Stages 3-5: which rule a request takes (``find``), then what it gets (``choose``): a redirect,
-a policy's answer, or a backend with its request plan.
+a policy's answer, or a backend with its request plan (a route policy may choose that backend
+itself: a session that names an endpoint of one of the rule's backends).
 
 The same two calls serve the worker (``fsmfast.proxy.downstream``) and ``fsmfast explain``, so
 what explain prints is what a request gets. Compiled with the router's C types (route.pxd): the
@@ -46,12 +47,16 @@ def choose(
         location = rule.redirect.location(scheme, normalize_host(host), port, target)
         return Redirect(rule.redirect.status, location, rule)
     view = None
+    choice = None
     if rule.policies:
         view = hooks.PolicyRequest(method, host, path, target, headers, client, rule)
         answer = hooks.run(rule.policies, view)
-        if answer is not None:
+        if isinstance(answer, Choice):
+            choice = answer  # forward here: a session names this backend (it beats the weights)
+        elif answer is not None:
             return answer
-    choice = rule.pick()
+    if choice is None:
+        choice = rule.pick()
     if choice is None or choice.backend is None:
         # The rule's name holds its namespace and route (the access log's "route" has it).
         why = " has no backend" if choice is None else f": {choice.error}"

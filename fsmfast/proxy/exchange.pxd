@@ -12,7 +12,7 @@ from fsmfast.metrics.counters cimport WorkerStats
 
 # The states and framings, imported from fsmfast.proxy.states and .headers as Python ints, held as C
 # ints here: comparing a C field with them then costs no boxing and no global lookup.
-cdef int QUEUED, CONNECTING, SENDING, RESPONDING, DONE
+cdef int QUEUED, CONNECTING, SENDING, RESPONDING, DONE, WAITING
 cdef long long FRAME_CHUNKED, FRAME_CLOSE, FRAME_NONE
 # Whether transitions are checked against the table (fsmfast.proxy.states): a C flag, so an
 # unchecked build pays one C `if` per transition.
@@ -45,11 +45,16 @@ cdef class Exchange(UpstreamUser):
     cdef public object plan
     cdef public Pool pool
     cdef public object reason
+    cdef public list replay
+    cdef public Py_ssize_t replay_size
     cdef public long long req_framing
     cdef public bint request_done
     cdef public object request_id
     cdef public long long resp_framing
     cdef public bint retried
+    cdef public object retry
+    cdef public object retry_handle
+    cdef public list retry_why
     cdef public bint reused
     cdef public unsigned long long rid
     cdef public object rule
@@ -58,6 +63,8 @@ cdef class Exchange(UpstreamUser):
     cdef public int status
     cdef public bytes target
     cdef public object timer
+    cdef public list tried
+    cdef public int tries
     cdef public list up_out
     cdef public bint up_paused
 
@@ -71,6 +78,11 @@ cdef class Exchange(UpstreamUser):
     cpdef request_body(self, bytes data)
     cpdef request_complete(self)
     cpdef _send_up(self, list pieces, Py_ssize_t size)
+    cdef _keep(self, list pieces, Py_ssize_t size, int state)
+    cdef _keep_for_retry(self, retry)
+    cpdef _no_endpoint(self)
+    cdef bint _may_retry(self, bint not_sent) except -1
+    cdef _backoff(self, Pool pool, str why)
     cpdef flush_up(self)
     cpdef flush_client(self)
     cpdef touch(self)

@@ -15,15 +15,21 @@ move is checked against the table when state checks are on, see ``check_states``
     CONNECTING --upstream_ready-----> SENDING
     CONNECTING --reply--------------> DONE
     CONNECTING --client_lost--------> DONE
+    CONNECTING --backoff------------> WAITING
     SENDING    --response_head------> RESPONDING
     SENDING    --retry--------------> CONNECTING
     SENDING    --reply--------------> DONE
     SENDING    --upgrade------------> DONE
     SENDING    --client_lost--------> DONE
+    SENDING    --backoff------------> WAITING
     RESPONDING --response_complete--> DONE
     RESPONDING --upstream_eof-------> DONE
     RESPONDING --abort--------------> DONE
     RESPONDING --client_lost--------> DONE
+    WAITING    --upstream_ready-----> SENDING
+    WAITING    --connect------------> CONNECTING
+    WAITING    --reply--------------> DONE
+    WAITING    --client_lost--------> DONE
 
 - SENDING: the request head went upstream, the body streams as it arrives; the response
   timeout runs. A reused (pooled) connection that dies here before any response byte is
@@ -32,6 +38,12 @@ move is checked against the table when state checks are on, see ``check_states``
   (Content-Length kept, otherwise chunked for HTTP/1.1 clients or close-delimited for
   HTTP/1.0). An upstream failure now aborts the client connection, so a truncated body
   can never pass for a complete one.
+- WAITING: a retry policy (``fsmfast.resilience.retry``) decided to try again: a failed connect,
+  a reset or timeout of an idempotent request, or a listed status before anything of it reached
+  the client. The failed attempt is settled with the backend (passive health, in-flight count),
+  and after the backoff another endpoint is picked (one not tried yet when there is one). The
+  request's body is kept for the replay (``replay``, at most REPLAY_LIMIT bytes); a larger body
+  is streamed as without a policy and never retried.
 
 Back-pressure is linked both ways: a full client write buffer pauses upstream reading,
 a full upstream write buffer pauses client reading.
@@ -70,6 +82,7 @@ from fsmfast.proxy.states import (
     QUEUED,
     RESPONDING,
     SENDING,
+    WAITING,
     StopParsing,
     UpstreamError,
     transition,
@@ -78,10 +91,13 @@ from fsmfast.proxy.upstream import BackendState, Pool, UpstreamConnection
 from fsmfast.proxy.websocket import UPGRADE_WEBSOCKET
 
 if TYPE_CHECKING:
+    import asyncio
+
     from fsmfast.proxy.downstream import ClientConnection
     from fsmfast.proxy.filters import RequestPlan
     from fsmfast.proxy.route_timer import RouteTimer
     from fsmfast.proxy.router import RouteRule
+    from fsmfast.resilience.retry import RetryPlan
 
 log = logging.getLogger("fsmfast.proxy")
 
@@ -93,6 +109,14 @@ PENDING_LIMIT = 256 * 1024
 # answer is the client's timeout (408), not an upstream failure. Servers' read timeouts are seconds.
 CLIENT_STALL = 1.0
 LAST_CHUNK = b"0\r\n\r\n"
+# A request body a retry policy may replay is kept up to this size; a larger one streams as without
+# a policy, and its request is not retried (nginx keeps none in memory either past its buffer).
+REPLAY_LIMIT = 64 * 1024
+# Failures of an attempt that a retry may follow whatever the method: the request never reached
+# the upstream. After a reset, a timeout or a status, only idempotent requests are tried again.
+NOT_SENT = frozenset(
+    {"upstream_connect_refused", "upstream_connect_failed", "upstream_connect_timeout", "upstream_tls_error"}
+)
 
 # Request ids the gateway makes (a client's valid X-Request-Id is kept instead): 32 lowercase hex
 # digits, this worker's random 64-bit prefix then its count of ids made, as nginx's counter-based
@@ -147,11 +171,16 @@ class Exchange(UpstreamUser):
         "plan",
         "pool",
         "reason",
+        "replay",
+        "replay_size",
         "req_framing",
         "request_done",
         "request_id",
         "resp_framing",
         "retried",
+        "retry",
+        "retry_handle",
+        "retry_why",
         "reused",
         "rid",
         "rule",
@@ -160,6 +189,8 @@ class Exchange(UpstreamUser):
         "status",
         "target",
         "timer",
+        "tried",
+        "tries",
         "up_out",
         "up_paused",
     )
@@ -199,6 +230,15 @@ class Exchange(UpstreamUser):
     body_room: int
     request_id: bytes | None  # the client's X-Request-Id when valid (scan_request), else None
     rid: int  # with request_id None: the number of the id this worker made for the request
+    # A retry policy's state (None/0 without one): the plan, retries made, the pools tried, why each
+    # retry was made, the body kept for a replay and its size, the backoff's timer.
+    retry: RetryPlan | None
+    tries: int
+    tried: list[Pool] | None
+    retry_why: list[str] | None
+    replay: list[bytes] | None
+    replay_size: int
+    retry_handle: asyncio.TimerHandle | None
 
     @staticmethod
     def start(
@@ -266,6 +306,13 @@ class Exchange(UpstreamUser):
         # handshake the rule lets through.
         self.body_room = -1
         self.upgrade = None
+        self.retry = None
+        self.tries = 0
+        self.tried = None
+        self.retry_why = None
+        self.replay = None
+        self.replay_size = 0
+        self.retry_handle = None
         return self
 
     # -- the request id -------------------------------------------------------------------
@@ -297,15 +344,14 @@ class Exchange(UpstreamUser):
         backend = self.backend
         if backend is None:
             pool = None
-        elif backend.keyed:  # a LoadBalancerPolicy choosing by the client (hashing)
-            pool = backend.pick_for(self.client.client_ip)
+        elif backend.keyed:  # resilience policies (fsmfast.resilience): health, sessions, retries...
+            if backend.retry is not None:
+                self._keep_for_retry(backend.retry)
+            pool = backend.pick_for(self)
         else:
             pool = backend.pick()
         if pool is None:
-            text = "no healthy upstream"
-            if self.detailed_errors():
-                text += f": service {getattr(backend, 'name', '?')} has no ready endpoints"
-            self.reply(503, text, "no_healthy_upstream")  # the access log names the backend
+            self._no_endpoint()
             return
         self.pool = pool
         if self.expect_continue and not self.request_done:
@@ -318,6 +364,28 @@ class Exchange(UpstreamUser):
                 transition(self, self.state, "connect", CONNECTING)
             self.state = CONNECTING
             pool.connect(self)
+
+    def _no_endpoint(self) -> None:
+        backend = self.backend
+        text = "no healthy upstream"
+        if self.detailed_errors():
+            why = backend.unavailable() if backend is not None else "no backend"
+            text += f": service {getattr(backend, 'name', '?')} {why}"
+        self.reply(503, text, "no_healthy_upstream")  # the access log names the backend
+
+    def _keep_for_retry(self, retry: RetryPlan) -> None:
+        """A retry policy applies: keep the body for a replay, when it is small enough, and count
+        the request in the retry budget."""
+        if retry.budget is not None:
+            retry.budget.request(self.client.ctx.clock)
+        if self.req_framing > REPLAY_LIMIT or self.pending_size > REPLAY_LIMIT:
+            return  # too big to keep: streamed, never retried
+        self.retry = retry
+        # From now on the body goes to ``replay`` (upstream_ready sends it), not ``pending``.
+        self.replay = self.pending
+        self.replay_size = self.pending_size
+        self.pending = []
+        self.pending_size = 0
 
     def request_body(self, data: bytes) -> None:
         if self.body_room >= 0:
@@ -346,6 +414,9 @@ class Exchange(UpstreamUser):
 
     def _send_up(self, pieces: list[bytes], size: int) -> None:
         state = self.state
+        if self.replay is not None:
+            self._keep(pieces, size, state)
+            return
         if state in (SENDING, RESPONDING):
             if self.conn is not None:
                 self.up_out.extend(pieces)
@@ -355,6 +426,30 @@ class Exchange(UpstreamUser):
             if self.pending_size > PENDING_LIMIT:
                 self.client.pause_reading(self.client.PAUSE_PENDING)
         # DONE: the response is already complete; the rest of the body is dropped.
+
+    def _keep(self, pieces: list[bytes], size: int, state: int) -> None:
+        """Body pieces of a request a retry may replay: kept, and sent on when an upstream has the head."""
+        replay = self.replay
+        assert replay is not None
+        self.replay_size += size
+        if self.replay_size <= REPLAY_LIMIT:
+            replay.extend(pieces)
+            if state in (SENDING, RESPONDING) and self.conn is not None:
+                self.up_out.extend(pieces)
+            return
+        # Too big to keep: no retry from now on. What is still due upstream is all of it when no
+        # upstream has the head yet, else just these pieces.
+        self.replay = None
+        self.retry = None
+        if state in (SENDING, RESPONDING):
+            if self.conn is not None:
+                self.up_out.extend(pieces)
+        elif state != DONE:
+            replay.extend(pieces)
+            self.pending = replay
+            self.pending_size = self.replay_size
+            if self.pending_size > PENDING_LIMIT:
+                self.client.pause_reading(self.client.PAUSE_PENDING)
 
     def flush_up(self) -> None:
         if self.up_out and self.conn is not None:
@@ -383,6 +478,9 @@ class Exchange(UpstreamUser):
             conn.abort()  # mid-exchange: the upstream connection cannot be reused
         if self.timer is not None:
             self.timer.cancel()
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
         if self.status == 0:
             self.status = 499  # nginx's code for "client closed request"
         self.reason = self.reason or "downstream_disconnect"
@@ -444,7 +542,9 @@ class Exchange(UpstreamUser):
             self.upstream_lost(conn, conn.error)
             self.flush_client()
             return
-        if self.pending:
+        if self.replay:
+            conn.write([head, *self.replay])  # the body so far, kept for a retry (see _keep)
+        elif self.pending:
             conn.write([head, *self.pending])
             self.pending = []
             self.pending_size = 0
@@ -461,6 +561,12 @@ class Exchange(UpstreamUser):
         if self.state == DONE:
             return
         self.conn = None
+        if self.retry is not None and self._may_retry(err.code in NOT_SENT):
+            log.info(
+                "upstream %s endpoint %s: %s [%s]; retrying", pool.backend_name, pool.address, err.message, err.code
+            )
+            self._backoff(pool, err.code)
+            return
         log.warning(
             "upstream %s endpoint %s: %s [%s]",
             pool.backend_name,
@@ -497,6 +603,13 @@ class Exchange(UpstreamUser):
         (``scan_response_head``), its headers still in the buffer. ``body_end`` past ``end + 4``:
         the whole body follows the head in ``head`` (``whole_response``) and goes out with it."""
         if self.state != SENDING:
+            return
+        retry = self.retry
+        if retry is not None and retry.retriable(status) and self.conn is not None and self._may_retry(False):
+            conn = self.conn
+            self.conn = None
+            conn.abort()  # the rest of its response is not read: the connection cannot be reused
+            self._backoff(conn.pool, f"status_{status}")
             return
         if CHECK_STATES:
             transition(self, SENDING, "response_head", RESPONDING)
@@ -627,6 +740,66 @@ class Exchange(UpstreamUser):
             pool,
         )
 
+    # -- retries (a retry policy applies: ``retry`` is set) ----------------------------------
+
+    def _may_retry(self, not_sent: bool) -> bool:
+        """Whether the attempt that just failed may be followed by another: retries left, the body
+        kept, an idempotent method unless the request never reached the upstream, and room in the
+        retry budget (which counts the retry when it allows it)."""
+        retry = self.retry
+        if retry is None or self.tries >= retry.attempts or self.replay is None:
+            return False
+        if not not_sent and self.method not in IDEMPOTENT:
+            return False
+        if retry.budget is not None and not retry.budget.allow(self.client.ctx.clock):
+            self.client.ctx.stats.ended(self.backend.name if self.backend is not None else "", "retry_budget_exhausted")
+            log.warning("retry budget of %s exhausted: not retrying", self.backend.name if self.backend else "?")
+            return False
+        return True
+
+    def _backoff(self, pool: Pool, why: str) -> None:
+        """Settle the failed attempt on ``pool`` and try again after the plan's backoff."""
+        retry = self.retry
+        backend = self.backend
+        assert retry is not None and backend is not None
+        backend.settle(pool, True)
+        self.pool = None
+        self.tries += 1
+        if self.tried is None:
+            self.tried = [pool]
+            self.retry_why = [why]
+        else:
+            self.tried.append(pool)
+            self.retry_why.append(why)  # type: ignore[union-attr]
+        self.client.ctx.stats.ended(backend.name, "retry_" + why)
+        if CHECK_STATES:
+            transition(self, self.state, "backoff", WAITING)
+        self.state = WAITING
+        self.retry_handle = self.client.ctx.loop.call_later(retry.delay(self.tries), self._again)
+
+    def _again(self) -> None:
+        """The backoff is over: the next attempt, on another endpoint when there is one."""
+        self.retry_handle = None
+        if self.state != WAITING:
+            return
+        backend = self.backend
+        assert backend is not None
+        pool = backend.pick_for(self)
+        if pool is None:
+            self._no_endpoint()
+            self.client.flush()
+            return
+        self.pool = pool
+        conn = pool.take()
+        if conn is not None:
+            self.upstream_ready(conn, reused=True)
+        else:
+            if CHECK_STATES:
+                transition(self, WAITING, "connect", CONNECTING)
+            self.state = CONNECTING
+            pool.connect(self)
+        self.client.flush()
+
     def upstream_protocol_error(self, message: str) -> None:
         conn = self.conn
         self.conn = None
@@ -652,6 +825,9 @@ class Exchange(UpstreamUser):
             name = pool.backend_name if pool else "?"
             address = pool.address if pool else "?"
             log.warning("upstream %s endpoint %s: no response within %gs [upstream_timeout]", name, address, timeout)
+            if pool is not None and self.retry is not None and self.retry.retriable(504) and self._may_retry(False):
+                self._backoff(pool, "upstream_timeout")
+                return
             if self.detailed_errors():
                 self.reply(504, f"upstream {name} ({address}): no response within {timeout:g}s", "upstream_timeout")
             else:
@@ -747,6 +923,9 @@ class Exchange(UpstreamUser):
         """A response produced by the gateway itself (``location``: a redirect's Location)."""
         if CHECK_STATES:
             transition(self, self.state, "reply", DONE)
+        if self.retry_handle is not None:  # a route timeout or a 413 during a retry's backoff
+            self.retry_handle.cancel()
+            self.retry_handle = None
         if not self.request_done:
             # The body is still coming and we will not read it: close after replying.
             self.keep_alive = False
@@ -795,16 +974,15 @@ class Exchange(UpstreamUser):
         stats = client.ctx.stats
         stats.request(client.port, self.rule, self.backend, self.status, self.started)
         backend = self.backend
-        if backend is not None and backend.keyed and self.pool is not None:
-            backend.release(self.pool)  # least connections: this request is no longer in flight
+        if backend is not None and backend.keyed:
+            backend.ended(self)  # resilience policies: in-flight counts, passive health, the breaker
         if self.reason is not None:
             stats.ended(self.backend.name if self.backend is not None else "", self.reason)
 
     def _log(self) -> None:
         ctx = self.client.ctx
         pool = self.pool
-        ctx.access_log.write(
-            {
+        entry = {
                 "pid": ctx.pid,
                 "worker": ctx.index,
                 "port": self.client.port,
@@ -824,6 +1002,8 @@ class Exchange(UpstreamUser):
                 # Only on TLS connections: sni, tls (version), client_cert (subject). ClientConnection's,
                 # not the role's: read by name (a cast would cost a call per logged request).
                 **(getattr(self.client, "tls_log", None) or {}),
-            },
-            self.headers,  # the combined format's Referer and User-Agent, looked up only there
-        )
+        }
+        if self.tries:  # a retry policy retried: the attempts made, and why each retry was
+            entry["attempts"] = self.tries + 1
+            entry["retries"] = self.retry_why
+        ctx.access_log.write(entry, self.headers)  # headers: the combined format's Referer and User-Agent

@@ -62,7 +62,7 @@ class Choice:
         self.name = name
         self.plan = plan
         # The backend's policy hooks (fsmfast.pipeline.hooks), copied here so that the request
-        # path tests them without a getattr on the backend object; empty for every backend today.
+        # path tests them without a getattr on the backend object: a circuit breaker's, or none.
         self.policies: tuple[Any, ...] = tuple(getattr(backend, "policies", ()))
 
 
@@ -110,6 +110,12 @@ class RouteRule:
             if ref.weight <= 0:
                 continue  # weight 0 is never chosen
             backend = backends.get(ref.backend) if ref.backend is not None else None
+            if backend is not None and (rule.retry is not None or rule.session_persistence is not None):
+                # The rule's own retry and session win over the backend's (the worker's backends
+                # make a view of the backend for this rule; a snapshot's have no such thing).
+                for_rule = getattr(backends, "for_rule", None)
+                if for_rule is not None:
+                    backend = for_rule(ref.backend, rule)
             error = ref.error
             if backend is None and error is None:
                 error = f"backend {ref.backend} is not in the snapshot"
@@ -117,6 +123,13 @@ class RouteRule:
             self.choices.append(Choice(ref.weight, backend, error, ref.backend, plan))
         self._current = [0] * len(self.choices)
         self._total = sum(c.weight for c in self.choices)
+        if rule.session_persistence is not None and len(self.choices) > 1:
+            # Gateway API: a session beats the weights. Its hook finds the choice whose backend holds
+            # the session's endpoint (the worker's backends make it; a snapshot's have none).
+            route_session = getattr(backends, "route_session", None)
+            hook = route_session(rule, self.choices) if route_session is not None else None
+            if hook is not None:
+                self.policies = (hook,)
 
     def matches(self, path: bytes) -> bool:
         """The path part of the match (the query string is not part of ``path``).

@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
-NAMES = ("QUEUED", "CONNECTING", "SENDING", "RESPONDING", "DONE")
+QUEUED, CONNECTING, SENDING, RESPONDING, DONE, WAITING = range(6)
+NAMES = ("QUEUED", "CONNECTING", "SENDING", "RESPONDING", "DONE", "WAITING")
 
 # Every transition, in the order the diagram lists them (see ``diagram``). A local reply is any
 # answer the gateway makes itself: a 404, a redirect, a 503 without endpoints, an upstream failure
@@ -31,15 +31,21 @@ TRANSITIONS: dict[tuple[int, str], int] = {
     (CONNECTING, "upstream_ready"): SENDING,
     (CONNECTING, "reply"): DONE,  # connect refused, failed, timed out, TLS failure; route timeout; 413
     (CONNECTING, "client_lost"): DONE,
+    (CONNECTING, "backoff"): WAITING,  # a retry policy's retry of a failed connect waits out its backoff
     (SENDING, "response_head"): RESPONDING,
     (SENDING, "retry"): CONNECTING,  # a pooled connection the server had closed: once, on a fresh one
     (SENDING, "reply"): DONE,  # upstream reset, invalid response, timeout (502/504); 408; route timeout; 413
     (SENDING, "upgrade"): DONE,  # a 101 to a WebSocket handshake: the tunnel takes over
     (SENDING, "client_lost"): DONE,
+    (SENDING, "backoff"): WAITING,  # a retriable status, reset or timeout, before anything reached the client
     (RESPONDING, "response_complete"): DONE,
     (RESPONDING, "upstream_eof"): DONE,  # EOF ends a close-delimited body
     (RESPONDING, "abort"): DONE,  # the response cannot be finished: the client connection is aborted
     (RESPONDING, "client_lost"): DONE,
+    (WAITING, "upstream_ready"): SENDING,  # the retry's endpoint had an idle connection
+    (WAITING, "connect"): CONNECTING,
+    (WAITING, "reply"): DONE,  # no endpoint left to try (503); route timeout; 413
+    (WAITING, "client_lost"): DONE,
 }
 
 # Read once: the compiled exchange holds it as a C flag (see fsmfast.proxy.exchange.check_states).

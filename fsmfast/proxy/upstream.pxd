@@ -19,26 +19,36 @@ cdef class BackendState:
     cdef public list pools
     cdef public object tls
     cdef public bint keyed
+    cdef public object retry
 
     cpdef Pool pick(self)
-    cpdef Pool pick_for(self, bytes key)
-    cpdef release(self, Pool pool)
+    cpdef Pool pick_for(self, ex)
+    cpdef settle(self, Pool pool, bint failed)
+    cpdef ended(self, ex)
 
 
-cdef class HashingBackendState(BackendState):
-    cpdef Pool pick_for(self, bytes key)
-
-
-cdef class LeastConnBackendState(BackendState):
+cdef class PolicyBackend(BackendState):
+    cdef public object breaker
     cdef public object counters
+    cdef public object health
+    cdef public dict index_of
+    cdef public int lb
+    cdef public tuple policies
     cdef public Py_ssize_t row
+    cdef public object session
     cdef public list slots
-    cdef public dict slot_of
 
+    cpdef Pool pick(self)
+    cdef bint _usable(self, Py_ssize_t i, long long now_ms, list tried) except -1
+    @cython.locals(step=Py_ssize_t, i=Py_ssize_t, start=Py_ssize_t)
+    cdef Py_ssize_t _rotate(self, Py_ssize_t n, long long now_ms, list tried) except -2
     @cython.locals(n=Py_ssize_t, start=Py_ssize_t, best=Py_ssize_t, step=Py_ssize_t, i=Py_ssize_t,
                    fewest=cython.longlong, count=cython.longlong)
-    cpdef Pool pick_for(self, bytes key)
-    cpdef release(self, Pool pool)
+    cdef Py_ssize_t _choose(self, ex, Py_ssize_t n, long long now_ms, list tried) except -2
+    @cython.locals(n=Py_ssize_t, i=Py_ssize_t, now_ms=cython.longlong)
+    cpdef Pool pick_for(self, ex)
+    cpdef settle(self, Pool pool, bint failed)
+    cpdef ended(self, ex)
 
 
 cdef class Pool:

@@ -27,7 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import ssl
+import time
+from typing import TYPE_CHECKING, Any
 from zlib import crc32
 
 import httptools
@@ -36,9 +39,18 @@ from fsmfast import codec
 from fsmfast.codec import parse_response_head, read_response_head, scan_response_head
 from fsmfast.proxy.roles import UpstreamUser, WorkerState
 from fsmfast.proxy.states import UpstreamError
+from fsmfast.resilience.session import SessionPlan
 from fsmfast.snapshot import Backend, UpstreamTLS
 from fsmfast.tls import upstream as tlsmod
 from fsmfast.tls.link import Opened, TLSLink
+
+if TYPE_CHECKING:
+    from fsmfast.resilience.breaker import Breaker
+    from fsmfast.resilience.health import EndpointHealth
+    from fsmfast.resilience.retry import RetryPlan
+    from fsmfast.resilience.session import Session
+
+log = logging.getLogger("fsmfast.proxy")
 
 WRITE_HIGH = 64 * 1024
 WRITE_LOW = 16 * 1024
@@ -52,12 +64,12 @@ class BackendState:
 
     Round robin per request is also what a LoadBalancerPolicy's ``RoundRobinLoadBalancer`` asks
     for: endpoints carry no weights, so a smooth weighted round robin over equal weights is this.
-    ``keyed`` is False here; a subclass that chooses by the client or by shared counts
-    (``HashingBackendState``, ``LeastConnBackendState``) sets it, and only then does the exchange
-    call ``pick_for`` instead of ``pick``, and ``release`` when it ends.
+    ``keyed`` is False here: a backend without resilience policies costs the request path nothing
+    more. ``PolicyBackend`` sets it, and only then does the exchange call ``pick_for`` instead of
+    ``pick``, ``settle`` after a failed attempt it retries and ``ended`` when it ends.
     """
 
-    __slots__ = ("_next", "backend", "keyed", "name", "pools", "tls")
+    __slots__ = ("_next", "backend", "keyed", "name", "pools", "retry", "tls")
 
     def __init__(self, backend: Backend, pools: list[Pool]) -> None:
         self.backend = backend
@@ -66,6 +78,7 @@ class BackendState:
         self.pools = pools
         self._next = 0
         self.keyed = False
+        self.retry: RetryPlan | None = None
 
     def pick(self) -> Pool | None:
         pools = self.pools
@@ -75,94 +88,210 @@ class BackendState:
         self._next = (i + 1) % len(pools)
         return pools[i]
 
-    def pick_for(self, key: bytes) -> Pool | None:
+    def pick_for(self, ex: Any) -> Pool | None:
+        """The endpoint for the request of exchange ``ex`` (a policy may read its client, headers,
+        the pools it already tried, and give it a session cookie to set)."""
         return self.pick()
 
-    def release(self, pool: Pool) -> None:
-        """The exchange that ``pick_for`` gave ``pool`` to has ended."""
+    def settle(self, pool: Pool, failed: bool) -> None:
+        """An attempt on ``pool`` ended, and the exchange will try again elsewhere."""
+
+    def ended(self, ex: Any) -> None:
+        """The exchange ``ex`` that ``pick_for`` served has ended."""
+
+    def unavailable(self) -> str:
+        """Why ``pick`` found no endpoint, for a detailed error body."""
+        return "has no ready endpoints"
 
 
-class HashingBackendState(BackendState):
-    """LoadBalancerPolicy ``HashingLoadBalancer``: one client address, one endpoint.
+# PolicyBackend.lb: how it chooses among the endpoints it may use.
+ROUND_ROBIN, HASHING, LEAST_CONN = 0, 1, 2
 
-    The hash is CRC-32 of the address text, not Python's per-process salted ``hash()``, and the
-    endpoints are in the snapshot's order, which every worker decodes from the same bytes: every
-    worker sends a client to the same endpoint. A change of the endpoint list may move clients
-    (modulo, not a ring). Without a key (an L4 route, a mirror), it is round robin.
+
+class PolicyBackend(BackendState):
+    """A backend with resilience policies (issue 19), each optional, built by
+    ``fsmfast.resilience.runtime`` from the snapshot and the machine-wide arena:
+
+    - load balancing (``lb``): round robin; ``HASHING``, CRC-32 of the client address modulo the
+      endpoints (the same in every worker and process: the snapshot's order, not a salted hash);
+      ``LEAST_CONN``, the fewest requests in flight on the whole machine (each worker adds +1/-1 in
+      its own row of the arena's counters at ``slots``; ties go round robin; two workers choosing at
+      once may choose alike: the counts steer, they do not lock);
+    - ``health`` (``fsmfast.resilience.health.EndpointHealth``): endpoints out of service (active
+      checks, or passive failures seen by any worker) are not chosen; failures and successes of the
+      requests sent here count as passive checks;
+    - ``breaker`` (``fsmfast.resilience.breaker.Breaker``): the backend's policy hook (in
+      ``policies``, run by the pipeline before the request is queued) answers while it is open;
+      every ended request is recorded in its window;
+    - ``retry`` (``fsmfast.resilience.retry.RetryPlan``), read by the exchange;
+    - ``session`` (``fsmfast.resilience.session.Session``): a request whose cookie or header names
+      a usable endpoint goes there; any other gets an endpoint as above and the session to keep.
+
+    An endpoint already tried by the exchange (``ex.tried``, retries) is passed over unless every
+    usable one was tried. A hashed client whose endpoint is out goes round robin among the rest.
     """
 
-    __slots__ = ()
+    __slots__ = ("breaker", "counters", "health", "index_of", "lb", "policies", "row", "session", "slots")
 
-    def __init__(self, backend: Backend, pools: list[Pool]) -> None:
+    def __init__(self, backend: Backend, pools: list[Pool], lb: int = ROUND_ROBIN) -> None:
         super().__init__(backend, pools)
         self.keyed = True
+        self.lb = lb
+        self.counters: Any = None
+        self.row = 0
+        self.slots: list[int] = []
+        self.index_of = {pool: i for i, pool in enumerate(pools)}
+        self.health: EndpointHealth | None = None
+        self.breaker: Breaker | None = None
+        self.session: Session | None = None
+        self.policies: tuple[Any, ...] = ()
 
-    def pick_for(self, key: bytes) -> Pool | None:
-        pools = self.pools
-        if not pools:
-            return None
-        return pools[crc32(key) % len(pools)]
-
-
-class LeastConnBackendState(BackendState):
-    """LoadBalancerPolicy ``LeastConnectionLoadBalancer``: the endpoint with the fewest requests in
-    flight on the whole machine.
-
-    Each endpoint has a slot in the shared arena (``fsmfast.shared``, assigned by the master); this
-    worker adds +1 to its own row when it picks an endpoint and -1 when that exchange ends, and
-    reads the sum over every worker's row. Ties go round robin, so an idle backend is still spread
-    evenly. Two workers picking at the same instant may both choose the same endpoint: the counts
-    steer, they do not lock.
-    """
-
-    __slots__ = ("counters", "row", "slot_of", "slots")
-
-    def __init__(self, backend: Backend, pools: list[Pool], counters: object, row: int, slots: tuple[int, ...]) -> None:
-        super().__init__(backend, pools)
-        self.keyed = True
+    def count_in_flight(self, counters: Any, row: int, slots: tuple[int, ...]) -> None:
+        """Least connections over the arena's ``counters`` (this worker's ``row``)."""
+        self.lb = LEAST_CONN
         self.counters = counters
         self.row = row
         self.slots = list(slots)
-        self.slot_of = {pool: slot for pool, slot in zip(pools, slots, strict=True)}
 
-    def pick_for(self, key: bytes) -> Pool | None:
+    def with_policies(self, retry: RetryPlan | None, session: Session | None) -> PolicyBackend:
+        """The same endpoints, pools, health and breaker, with a route rule's own retry and session
+        (Gateway API: the rule's fields win over the backend's policies)."""
+        other = PolicyBackend(self.backend, self.pools, self.lb)
+        other.counters, other.row, other.slots = self.counters, self.row, self.slots
+        other.health, other.breaker, other.policies = self.health, self.breaker, self.policies
+        other.retry = retry if retry is not None else self.retry
+        other.session = session if session is not None else self.session
+        return other
+
+    def _usable(self, i: int, now_ms: int, tried: list[Pool] | None) -> bool:
+        health = self.health
+        if health is not None and not health.usable(i, now_ms):
+            return False
+        return tried is None or self.pools[i] not in tried
+
+    def pick(self) -> Pool | None:
+        """Round robin over the usable endpoints, for requests without a client to key on (L4
+        routes, mirrors)."""
+        n = len(self.pools)
+        if not n:
+            return None
+        i = self._rotate(n, int(self.pools[0].ctx.clock * 1000), None)
+        return self.pools[i] if i >= 0 else None
+
+    def _rotate(self, n: int, now_ms: int, tried: list[Pool] | None) -> int:
+        start = self._next
+        for step in range(n):
+            i = (start + step) % n
+            if self._usable(i, now_ms, tried):
+                self._next = (i + 1) % n
+                return i
+        return -1
+
+    def _choose(self, ex: Any, n: int, now_ms: int, tried: list[Pool] | None) -> int:
+        lb = self.lb
+        if lb == HASHING:
+            i = crc32(ex.client.client_ip) % n
+            if self._usable(i, now_ms, tried):
+                return i
+            return self._rotate(n, now_ms, tried)
+        if lb == LEAST_CONN:
+            counters = self.counters
+            slots = self.slots
+            start = self._next
+            best = -1
+            fewest = 0
+            for step in range(n):
+                i = (start + step) % n
+                if not self._usable(i, now_ms, tried):
+                    continue
+                count = counters.total(slots[i])
+                if best < 0 or count < fewest:
+                    best, fewest = i, count
+            self._next = (start + 1) % n
+            return best
+        return self._rotate(n, now_ms, tried)
+
+    def pick_for(self, ex: Any) -> Pool | None:
         pools = self.pools
         n = len(pools)
         if not n:
             return None
-        counters = self.counters
-        slots = self.slots
-        start = self._next
-        self._next = (start + 1) % n
-        best = start
-        fewest = counters.total(slots[start])  # type: ignore[attr-defined]
-        for step in range(1, n):
-            i = (start + step) % n
-            count = counters.total(slots[i])  # type: ignore[attr-defined]
-            if count < fewest:
-                best, fewest = i, count
-        counters.add(self.row, slots[best], 1)  # type: ignore[attr-defined]
-        return pools[best]
+        now_ms = int(ex.client.ctx.clock * 1000)
+        tried = ex.tried
+        session = self.session
+        i = -1
+        issued = None
+        wall = 0.0
+        if session is not None:
+            wall = time.time()  # sessions outlive processes: their times are the wall clock's
+            i, issued = session.pinned(ex.headers, wall)
+            if i >= n or (i >= 0 and not self._usable(i, now_ms, tried)):
+                i = -1  # gone or out: a new endpoint, and a new session there
+                issued = None
+            elif i >= 0 and not session.refresh:
+                session = None  # the session stands: nothing to set on the response
+            elif i < 0:
+                issued = None
+        if i < 0:
+            i = self._choose(ex, n, now_ms, tried)
+            if i < 0 and tried:
+                i = self._choose(ex, n, now_ms, None)  # every usable endpoint was tried: try one again
+            if i < 0:
+                return None
+        if self.lb == LEAST_CONN:
+            self.counters.add(self.row, self.slots[i], 1)
+        if session is not None:
+            plan = ex.plan
+            if type(plan) is SessionPlan:  # a retry's new endpoint: the session names it instead
+                plan = plan.inner
+            ex.plan = session.plan(plan, i, wall, ex.client.scheme == b"https", issued)
+        return pools[i]
 
-    def release(self, pool: Pool) -> None:
-        slot = self.slot_of.get(pool)
-        if slot is not None:
-            self.counters.add(self.row, slot, -1)  # type: ignore[attr-defined]
+    def settle(self, pool: Pool, failed: bool) -> None:
+        i = self.index_of.get(pool)
+        if i is None:
+            return
+        if self.lb == LEAST_CONN:
+            self.counters.add(self.row, self.slots[i], -1)
+        health = self.health
+        if health is not None:
+            if failed:
+                if health.failed(i, int(pool.ctx.clock * 1000)):
+                    log.warning(
+                        "backend %s endpoint %s is out of service: %d failures in a row [passive health check]",
+                        self.name,
+                        pool.address,
+                        health.max_fails,
+                    )
+            else:
+                health.succeeded(i)
 
+    def ended(self, ex: Any) -> None:
+        pool = ex.pool
+        if pool is None:
+            return  # answered without an upstream (no endpoint, or the breaker's own answer)
+        status = ex.status
+        reason = ex.reason
+        # A failure of the upstream: no response (the gateway's 502/504 name it in ``reason``) or a
+        # 5xx of its own. A client that left (499) says nothing about the upstream.
+        failed = status >= 500 or (reason is not None and reason.startswith("upstream_"))
+        if status == 499 and not failed:
+            if self.lb == LEAST_CONN:
+                i = self.index_of.get(pool)
+                if i is not None:
+                    self.counters.add(self.row, self.slots[i], -1)
+        else:
+            self.settle(pool, failed)
+        breaker = self.breaker
+        if breaker is not None and status != 499:
+            now = time.monotonic()
+            no_response = reason is not None and reason.startswith("upstream_")
+            breaker.record(0 if no_response else status, now - ex.started, now)
 
-def backend_state(backend: Backend, pools: list[Pool], counters: object = None, row: int = 0) -> BackendState:
-    """The run-time state for ``backend``: plain round robin unless its LoadBalancerPolicy says
-    otherwise. Least connections needs the shared ``counters`` (this worker's ``row``) and the
-    endpoints' slots from the master; without them it is round robin too."""
-    policies = backend.resilience
-    lb = policies.lb if policies is not None else None
-    if lb is None:
-        return BackendState(backend, pools)
-    if lb.type == "HashingLoadBalancer":
-        return HashingBackendState(backend, pools)
-    if lb.type == "LeastConnectionLoadBalancer" and counters is not None and len(lb.slots) == len(pools):
-        return LeastConnBackendState(backend, pools, counters, row, lb.slots)
-    return BackendState(backend, pools)
+    def unavailable(self) -> str:
+        if self.pools and self.health is not None:
+            return "has no endpoint in service (all failed their health checks)"
+        return "has no ready endpoints"
 
 
 class Pool:

@@ -1,32 +1,53 @@
-"""Master side of least-connections balancing (issue 19): the arena of in-flight counts and the
-endpoints' slots in it.
+"""Master side of the machine-wide resilience state (issue 19): the arena, and where each backend's
+state lives in it.
 
-The arena is made only when a snapshot has a backend balanced by least connections, and only
-before the first worker is forked: a worker can use only the mappings it inherited. A reload that
-first asks for least connections therefore cannot get machine-wide counts until the gateway
-restarts; it is said in the log, and those backends are balanced round robin meanwhile (as they
-are when their endpoints do not fit the arena).
+The arena is made once, with the first configuration, before the first worker is forked (a worker
+can use only the mappings it inherited), whatever that configuration asks for: a later reload may
+add a policy, and its state must have room then. Its tables are sized generously (pages never
+written are never allocated, so unused room costs address space only) and at least ``HEADROOM``
+times what the first configuration needs.
 
-Each worker writes +1/-1 into its own counter row (``fsmfast.proxy.upstream``); before a dead
-worker's slot is respawned, its row is cleared, so what it had in flight stops counting.
+What lives there, each table with its own ``SlotTable`` so that a key keeps its place across
+reloads (counts and health carry over) and a place reused by another key is cleared first:
+
+- counter rows, one slot per endpoint of a least-connections backend: requests in flight, +1/-1 by
+  the worker that sent them (``fsmfast.proxy.upstream``); a dead worker's row is cleared before it
+  is respawned, so what it had in flight stops counting;
+- cells: the session key (the first ``KEY_CELLS`` words, written once), then per endpoint of a
+  backend with a HealthCheckPolicy its health words, per backend with a CircuitBreakingPolicy its
+  breaker's words, per backend that some retry applies to (its RetryPolicy or a rule's ``retry``)
+  its retry budget's words. The layouts are those modules' business
+  (``fsmfast.resilience.health``, ``.breaker``, ``.retry``); here they are blocks of a known size.
+
+The places travel to the workers in the snapshot (``LoadBalancing.slots``, ``BackendPolicies.cells``),
+which this module rewrites: the compiler never sets them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterable
 
 from msgspec.structs import replace
 
 from fsmfast import snapshot as snapmod
+from fsmfast.resilience.breaker import BREAKER_CELLS
+from fsmfast.resilience.health import HEALTH_CELLS
+from fsmfast.resilience.retry import BUDGET_CELLS
+from fsmfast.resilience.session import KEY_CELLS, write_session_key
 from fsmfast.shared.arena import Arena
 from fsmfast.shared.slots import SlotTable, SlotTableFull
 
 log = logging.getLogger("fsmfast.master")
 
 LEAST = "LeastConnectionLoadBalancer"
-# Slots for endpoints added by later reloads: the arena never grows.
+# Room for what later reloads add: the arena never grows.
 HEADROOM = 4
-MIN_SLOTS = 256
+MIN_SLOTS = 1024  # least-connections endpoints
+MIN_HEALTH = 4096  # health-checked endpoints
+MIN_BREAKERS = 1024
+MIN_BUDGETS = 1024
 
 
 def _least(backend: snapmod.Backend) -> bool:
@@ -38,49 +59,131 @@ def _key(name: str, ep: snapmod.Endpoint) -> str:
     return f"{name}/{ep.host}:{ep.port}"
 
 
-class LeastConnections:
-    """``prepare(snapshot, its bytes)`` on the first build (``forked=False``) and every reload; the
-    snapshot it returns (decoded, and its bytes) carries the slots. ``worker_gone(slot)`` before a
-    respawn."""
+def retried_backends(snap: snapmod.Snapshot) -> set[str]:
+    """The backends some retry applies to: their own RetryPolicy, or a rule's ``retry``."""
+    names = {name for name, b in snap.backends.items() if b.resilience is not None and b.resilience.retry}
+    for listener in snap.listeners:
+        for vhost in listener.vhosts:
+            for rule in vhost.rules:
+                if rule.retry is not None:
+                    names.update(ref.backend for ref in rule.backends if ref.backend is not None)
+    return names
 
-    __slots__ = ("arena", "table", "workers")
+
+class Region:
+    """A run of cells cut into equal blocks, one per key, stable across reloads."""
+
+    __slots__ = ("first", "size", "table")
+
+    def __init__(self, first: int, blocks: int, size: int) -> None:
+        self.first = first
+        self.size = size
+        self.table = SlotTable(blocks)
+
+    @property
+    def end(self) -> int:
+        return self.first + self.table.capacity * self.size
+
+    def assign(self, keys: Iterable[str], arena: Arena) -> dict[str, int]:
+        """The first cell of each key's block; blocks given to a new key are zeroed first."""
+        blocks = self.table.assign(keys)
+        for block in self.table.reassigned:
+            for i in range(self.first + block * self.size, self.first + (block + 1) * self.size):
+                arena.cells.store(i, 0)
+        return {key: self.first + block * self.size for key, block in blocks.items()}
+
+
+class SharedState:
+    """``prepare(snapshot, its bytes, forked)`` on the first build (``forked=False``: the arena is
+    made then) and every reload; the snapshot it returns (decoded, and its bytes) carries the
+    places. ``worker_gone(slot)`` before a respawn; ``close()`` when the gateway stops."""
+
+    __slots__ = ("arena", "breakers", "budgets", "health", "table", "workers")
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.arena: Arena | None = None
         self.table: SlotTable | None = None
+        self.health: Region | None = None
+        self.breakers: Region | None = None
+        self.budgets: Region | None = None
+
+    def _make(self, snap: snapmod.Snapshot) -> Arena:
+        least = sum(len(b.endpoints) for b in snap.backends.values() if _least(b))
+        health = sum(len(b.endpoints) for b in snap.backends.values() if b.resilience and b.resilience.health)
+        breakers = sum(1 for b in snap.backends.values() if b.resilience and b.resilience.circuit)
+        budgets = len(retried_backends(snap))
+        slots = max(MIN_SLOTS, HEADROOM * least)
+        self.health = Region(KEY_CELLS, max(MIN_HEALTH, HEADROOM * health), HEALTH_CELLS)
+        self.breakers = Region(self.health.end, max(MIN_BREAKERS, HEADROOM * breakers), BREAKER_CELLS)
+        self.budgets = Region(self.breakers.end, max(MIN_BUDGETS, HEADROOM * budgets), BUDGET_CELLS)
+        arena = Arena(self.workers, slots, self.budgets.end)
+        write_session_key(arena.cells, os.urandom(32))
+        self.table = SlotTable(slots)
+        return arena
 
     def prepare(self, snap: snapmod.Snapshot, data: bytes, forked: bool) -> tuple[snapmod.Snapshot, bytes]:
         """``snap`` decoded from ``data`` by the caller, who needs it too (one decode per generation)."""
-        wanted = {name: b for name, b in snap.backends.items() if _least(b)}
-        if not wanted:
-            return snap, data
-        keys = [_key(name, ep) for name, b in wanted.items() for ep in b.endpoints]
         if self.arena is None:
-            if forked:
-                log.warning(
-                    "least-connections balancing of %s needs a restart of the gateway (the shared counters are"
-                    " made before the workers start); balancing round robin until then",
-                    ", ".join(sorted(wanted)),
-                )
+            if forked:  # the workers could not see an arena made now: serve without shared state
+                log.warning("no shared state for the resilience policies: it is made before the workers start")
                 return snap, data
-            capacity = max(MIN_SLOTS, HEADROOM * len(keys))
-            self.arena = Arena(self.workers, capacity)
-            self.table = SlotTable(capacity)
-        assert self.table is not None
+            self.arena = self._make(snap)
+        arena = self.arena
+        assert self.table is not None and self.health is not None
+        assert self.breakers is not None and self.budgets is not None
+        backends = snap.backends
+        changed: dict[str, snapmod.Backend] = {}
+
+        least = {name: b for name, b in backends.items() if _least(b)}
         try:
-            slots = self.table.assign(keys)
+            slots = self.table.assign(_key(name, ep) for name, b in least.items() for ep in b.endpoints)
         except SlotTableFull as e:
-            log.warning("%s; balancing %s round robin", e, ", ".join(sorted(wanted)))
-            return snap, data
+            log.warning("%s; balancing %s round robin", e, ", ".join(sorted(least)))
+            least, slots = {}, {}
         for slot in self.table.reassigned:
-            self.arena.counters.clear_slot(slot)
-        backends = dict(snap.backends)
-        for name, b in wanted.items():
-            assert b.resilience is not None and b.resilience.lb is not None
-            lb = replace(b.resilience.lb, slots=tuple(slots[_key(name, ep)] for ep in b.endpoints))
-            backends[name] = replace(b, resilience=replace(b.resilience, lb=lb))
-        snap = replace(snap, backends=backends)
+            arena.counters.clear_slot(slot)
+
+        health = {name: b for name, b in backends.items() if b.resilience is not None and b.resilience.health}
+        breakers = {name for name, b in backends.items() if b.resilience is not None and b.resilience.circuit}
+        budgets = retried_backends(snap)
+        placed: dict[str, dict[str, int]] = {}
+        for what, region, keys in (
+            ("health checks", self.health, [_key(name, ep) for name, b in health.items() for ep in b.endpoints]),
+            ("circuit breakers", self.breakers, sorted(breakers)),
+            ("retry budgets", self.budgets, sorted(budgets)),
+        ):
+            try:
+                placed[what] = region.assign(keys, arena)
+            except SlotTableFull as e:
+                log.warning("%s: %s are not applied to this configuration", e, what)
+                placed[what] = {}
+        bases = placed["health checks"]
+        breaker_at = placed["circuit breakers"]
+        budget_at = placed["retry budgets"]
+
+        for name, b in backends.items():
+            policies = b.resilience
+            lb_slots = tuple(slots[_key(name, ep)] for ep in b.endpoints) if name in least else ()
+            cells = snapmod.SharedCells(
+                endpoints=tuple(bases[_key(name, ep)] for ep in b.endpoints)
+                if name in health and b.endpoints and _key(name, b.endpoints[0]) in bases
+                else (),
+                breaker=breaker_at.get(name, -1),
+                budget=budget_at.get(name, -1),
+            )
+            if not lb_slots and cells == snapmod.SharedCells():
+                continue
+            policies = policies or snapmod.BackendPolicies()
+            if lb_slots:
+                assert policies.lb is not None
+                policies = replace(policies, lb=replace(policies.lb, slots=lb_slots))
+            if cells != snapmod.SharedCells():
+                policies = replace(policies, cells=cells)
+            changed[name] = replace(b, resilience=policies)
+        if not changed:
+            return snap, data
+        snap = replace(snap, backends={**backends, **changed})
         return snap, snapmod.encode(snap)
 
     def worker_gone(self, worker: int) -> None:

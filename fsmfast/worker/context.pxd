@@ -2,10 +2,12 @@
 # its fields are WorkerState's (fsmfast.proxy.roles), the role the protocols read the clock, the
 # response window and the live router through on every request, without importing this module.
 # ``publisher`` is its own: the tick's heartbeat and metrics publishing (fsmfast.metrics.publish);
-# ``counters`` too: the shared arena's in-flight rows for least connections (fsmfast.shared).
+# ``arena`` and ``prober`` too: the machine-wide state of the resilience policies (fsmfast.shared) and
+# the active health checks this worker runs for the machine (fsmfast.resilience.prober).
 from fsmfast.proxy.roles cimport WorkerState
 
 
 cdef class Context(WorkerState):
     cdef public object publisher
-    cdef public object counters
+    cdef public object arena
+    cdef public object prober

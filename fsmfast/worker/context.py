@@ -27,7 +27,9 @@ from fsmfast.proxy.options import RuleOptions, rule_options
 from fsmfast.proxy.roles import WorkerState
 from fsmfast.proxy.router import Router
 from fsmfast.proxy.states import RESPONDING, SENDING
-from fsmfast.proxy.upstream import BackendState, Pool, backend_state
+from fsmfast.proxy.upstream import Pool
+from fsmfast.resilience.prober import Prober
+from fsmfast.resilience.runtime import BackendStates
 from fsmfast.settings import Settings
 from fsmfast.snapshot import Snapshot, UpstreamTLS
 from fsmfast.tls.listener import Contexts
@@ -94,12 +96,14 @@ class Context(WorkerState):
         # region the master shares with this worker (None: counted, not published).
         self.stats = WorkerStats()
         self.publisher = Publisher(region, self.stats)
-        # The machine's in-flight counts per endpoint slot (least connections), this worker's row ``index``.
-        self.counters = arena.counters if arena is not None else None
+        # The machine-wide state of the resilience policies (fsmfast.shared), this worker's row ``index``.
+        self.arena = arena
+        # Active health checks of the endpoints this worker probes for the whole machine.
+        self.prober = Prober(loop, index, settings.workers, arena.cells) if arena is not None else None
 
     def apply(self, snapshot: Snapshot) -> None:
         pools: dict[PoolKey, Pool] = {}
-        states: dict[str, BackendState] = {}
+        states = BackendStates(self.arena, self.index)
         for name, backend in snapshot.backends.items():
             members = []
             for ep in backend.endpoints:
@@ -109,7 +113,7 @@ class Context(WorkerState):
                     pool = Pool(self, ep.host, ep.port, backend.tls, name)
                 pools[key] = pool
                 members.append(pool)
-            states[name] = backend_state(backend, members, self.counters, self.index)
+            states.add(backend, members)
         router = Router(snapshot, states)
         ports = port_runtime.build_ports(snapshot, states, self.tls_contexts)
         for key, pool in self.pools.items():
@@ -122,6 +126,8 @@ class Context(WorkerState):
         self.ports = ports
         self.generation = snapshot.generation
         self.stats.forget()  # the counts stay; the old snapshot's rules and backends go
+        if self.prober is not None:
+            self.prober.apply(snapshot)
 
     # -- timers ---------------------------------------------------------------------
 
@@ -201,6 +207,8 @@ class Context(WorkerState):
             self._tick_handle.cancel()
             self._tick_handle = None
             self.publisher.publish(time.monotonic())  # the last counts, for the master's retired totals
+        if self.prober is not None:
+            self.prober.close()
 
     def busy(self) -> int:
         # An open L4 tunnel counts until the tick has closed it (draining) and it flushed.

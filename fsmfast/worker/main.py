@@ -175,6 +175,8 @@ class Worker:
         if self.ctx.draining:
             return
         self.ctx.draining = True
+        if self.ctx.prober is not None:
+            self.ctx.prober.close()  # a stopping worker probes for no one
         self._drain_deadline = time.monotonic() + self.boot.settings.graceful_timeout
         # The servers serve duplicates; the slot's own sockets must go too, or the kernel keeps
         # accepting connections nobody will read (the master closes its copies as well).

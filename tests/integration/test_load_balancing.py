@@ -21,54 +21,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from fsmfast.compile import build
-from fsmfast.demo.manifests import documents, service, to_yaml
+from tests.support import resilience
 from tests.support.procs import Gateway, free_port, wait_for
+from tests.support.resilience import NS, service_policy
 from tests.support.upstreams import Request, Upstream
 
 pytestmark = pytest.mark.slow
 
-NS = "lb"
 CLIENTS = [f"127.0.0.{n}" for n in range(2, 10)]
 
 
-def _slice(i: int, port: int) -> str:
-    return to_yaml(
-        {
-            "apiVersion": "discovery.k8s.io/v1",
-            "kind": "EndpointSlice",
-            "metadata": {"name": f"svc-{i}", "namespace": NS, "labels": {"kubernetes.io/service-name": "svc"}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
-            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
-        }
-    )
-
-
-def write_config(path: Path, port: int, upstreams: list[Upstream], lb_type: str | None) -> Path:
-    gateway = (
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\n"
-        f"metadata: {{name: gw, namespace: {NS}}}\n"
-        f"spec: {{gatewayClassName: fsmfast, listeners: [{{name: http, protocol: HTTP, port: {port}}}]}}\n"
-    )
-    route = (
-        "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\n"
-        f"metadata: {{name: r, namespace: {NS}}}\n"
-        "spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: svc, port: 80}]}]}\n"
-    )
-    svc = yaml.safe_load(service("svc", 80, 0, namespace=NS, port_name="http"))
-    svc["spec"]["ports"][0]["targetPort"] = "http"
-    docs = [gateway, to_yaml(svc), *(_slice(i, u.port) for i, u in enumerate(upstreams)), route]
-    if lb_type is not None:
-        docs.append(
-            "apiVersion: gateway.flomesh.io/v1alpha1\nkind: LoadBalancerPolicy\n"
-            f"metadata: {{name: lb, namespace: {NS}}}\n"
-            f"spec: {{targetRef: {{group: '', kind: Service, name: svc}}, ports: [{{port: 80, type: {lb_type}}}]}}\n"
-        )
-    path.write_text(documents(*docs))
-    return path
+def write_config(path: Path, port: int, ups: list[Upstream], lb_type: str | None) -> Path:
+    policies = [service_policy("LoadBalancerPolicy", {"type": lb_type}, name="lb")] if lb_type is not None else []
+    return resilience.write_config(path, port, [u.port for u in ups], *policies)
 
 
 class Holding(Upstream):
@@ -85,14 +52,8 @@ class Holding(Upstream):
 
 @pytest.fixture
 def upstreams() -> Iterator[list[Upstream]]:
-    ups: list[Upstream] = [Holding(f"u{i}", echo_all=True) for i in range(3)]
-    for u in ups:
-        u.start()
-    try:
+    with resilience.upstreams(3, Holding) as ups:
         yield ups
-    finally:
-        for u in ups:
-            u.stop()
 
 
 def get(conn: http.client.HTTPConnection, path: str = "/x") -> str:

@@ -198,6 +198,10 @@ class Upstream:
         self._listener: socket.socket | None = None
         self._open: set[socket.socket] = set()
         self._threads: list[threading.Thread] = []
+        # Misbehaviour a test switches on while traffic runs (resilience tests): every request
+        # answered with this status and an empty body, or answered after this many seconds.
+        self.fail_status: int | None = None
+        self.delay = 0.0
 
     # -- observation -------------------------------------------------------------------
 
@@ -345,6 +349,12 @@ class Upstream:
         if state["drop_next"]:
             # The request arrived on a connection we already decided to close.
             return False
+        if self.delay and self._stopping.wait(self.delay):
+            return False
+        fail = self.fail_status
+        if fail is not None:
+            self._send_head(conn, fail, [("Content-Length", "0")])
+            return True
 
         conn_tokens = _tokens(headers, "connection")
         if version == "HTTP/1.1":

@@ -14,6 +14,11 @@ restarts by reason, the build, and the ``process_*`` metrics of the master proce
 restart reasons, and per listener and backend of the snapshot the connection, TLS and upstream
 error counters): a series that appears at 1 loses that first increment to ``rate()``.
 
+The resilience policies' state is the machine's, in the shared arena the master made
+(fsmfast.shared): given its cells with the snapshot, a scrape reads each circuit breaker's open
+state and transitions and each health-checked endpoint's state there, live, whether or not any
+worker is up (fsmfast.resilience.breaker, .health).
+
 The arbiter calls ``worker_started``/``worker_exited``/``reload_result``/``set_snapshot`` and
 serves ``render`` on the admin listener's GET /metrics. Single-threaded: the master's loop.
 """
@@ -26,6 +31,7 @@ import os
 import resource
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import msgspec
 
@@ -36,6 +42,8 @@ from fsmfast.metrics import blob
 from fsmfast.metrics.blob import BOUNDS, TLS_FAILURES, UPSTREAM_REASONS, WorkerCounts
 from fsmfast.metrics.exposition import Family, Histogram, render, wants_openmetrics
 from fsmfast.metrics.shm import StatsRegion
+from fsmfast.resilience.breaker import Breaker
+from fsmfast.resilience.health import EndpointHealth
 from fsmfast.tls import inventory
 
 log = logging.getLogger("fsmfast.master")
@@ -120,6 +128,9 @@ class MasterMetrics:
         self.listeners: list[str] = []
         self.tls_listeners: list[str] = []
         self.backends: list[str] = []
+        # Read from the arena at scrape time: (backend, its breaker), (backend, endpoints, their health).
+        self.breakers: list[tuple[str, Breaker]] = []
+        self.health: list[tuple[str, list[str], EndpointHealth]] = []
 
     # -- what the arbiter reports ------------------------------------------------------------
 
@@ -147,8 +158,9 @@ class MasterMetrics:
             self.reloads["failure"] += 1
         self.last_ok = ok
 
-    def set_snapshot(self, snap: snapmod.Snapshot) -> None:
-        """The snapshot being served (the first, and each one a reload made current)."""
+    def set_snapshot(self, snap: snapmod.Snapshot, cells: Any = None) -> None:
+        """The snapshot being served (the first, and each one a reload made current), with the
+        places the master gave its resilience state; ``cells``: the arena's (None: no arena)."""
         self.generation = snap.generation
         if not self.last_success:
             self.last_success = time.time()  # the first load is a successful one too
@@ -157,6 +169,7 @@ class MasterMetrics:
             {str(lst.port) for lst in snap.listeners if lst.tls and lst.tls_mode != "Passthrough"}, key=int
         )
         self.backends = sorted(snap.backends)
+        self.breakers, self.health = _resilience(snap, cells)
         try:
             self.certificates = inventory.earliest(inventory.certificates(snap))
         except Exception as exc:  # a certificate the build accepted but the inventory cannot read
@@ -182,6 +195,7 @@ class MasterMetrics:
                 open_now[listener] += opened
         return [
             *self._traffic(totals, open_now),
+            *self._resilience(),
             *self._config(),
             *self._workers(live),
             *_process(),
@@ -232,6 +246,38 @@ class MasterMetrics:
         for listener, reason, n in _with_zeros(totals.tls_errors, self.tls_listeners, TLS_FAILURES, _port_key):
             tls.add(n, listener=listener, reason=reason)
         return [requests, durations, upstream, connections, accepted, tls]
+
+    def _resilience(self) -> list[Family]:
+        """Circuit breakers and endpoint health as the arena holds them now (the whole machine's)."""
+        now = time.monotonic()
+        now_ms = int(now * 1000)
+        is_open = Family(
+            "fsmfast_circuit_breaker_open",
+            "gauge",
+            "Whether a backend's circuit breaker is open now (1): its requests get the degraded answer.",
+        )
+        transitions = Family(
+            "fsmfast_circuit_breaker_transitions_total",
+            "counter",
+            "Circuit breaker state changes on the machine, by backend and the state entered (open, closed);"
+            " a close is counted when the first request after the degraded period ends.",
+        )
+        for backend, breaker in self.breakers:
+            is_open.add(1 if breaker.is_open(now) else 0, backend=backend)
+            opened, closed = breaker.transitions()
+            transitions.add(closed, backend=backend, state="closed")
+            transitions.add(opened, backend=backend, state="open")
+        healthy = Family(
+            "fsmfast_upstream_endpoint_healthy",
+            "gauge",
+            "Whether an endpoint of a health-checked backend is in service now (1) or out (0), by backend and"
+            " endpoint (address:port).",
+        )
+        for backend, endpoints, health in self.health:
+            for i, endpoint in enumerate(endpoints):
+                healthy.add(1 if health.state(i, now_ms) else 0, backend=backend, endpoint=endpoint)
+        # Only the families the configuration has: a gateway without these policies scrapes as before.
+        return [*([is_open, transitions] if self.breakers else []), *([healthy] if self.health else [])]
 
     def _config(self) -> list[Family]:
         generation = Family("fsmfast_config_generation", "gauge", "The configuration generation being served.")
@@ -289,6 +335,27 @@ class MasterMetrics:
             if beat > 0.0:
                 age.add(max(0.0, now - beat), worker=str(worker.slot))
         return [workers, restarts, rss, age]
+
+
+def _resilience(
+    snap: snapmod.Snapshot, cells: Any
+) -> tuple[list[tuple[str, Breaker]], list[tuple[str, list[str], EndpointHealth]]]:
+    """The breakers and endpoint health of ``snap`` that have places in the arena."""
+    breakers: list[tuple[str, Breaker]] = []
+    health: list[tuple[str, list[str], EndpointHealth]] = []
+    if cells is None:
+        return breakers, health
+    for name, backend in sorted(snap.backends.items()):
+        policies = backend.resilience
+        places = policies.cells if policies is not None else None
+        if policies is None or places is None:
+            continue
+        if policies.circuit is not None and places.breaker >= 0:
+            breakers.append((name, Breaker(cells, places.breaker, policies.circuit, name)))
+        if policies.health is not None and places.endpoints and len(places.endpoints) == len(backend.endpoints):
+            endpoints = [f"{ep.host}:{ep.port}" for ep in backend.endpoints]  # as the access log names them
+            health.append((name, endpoints, EndpointHealth(cells, places.endpoints, policies.health)))
+    return breakers, health
 
 
 def _port_key(listener: str) -> tuple[int, str]:

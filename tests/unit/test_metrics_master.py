@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from fsmfast import snapshot as snapmod
 from fsmfast.compile.build import build
@@ -24,6 +25,9 @@ from fsmfast.metrics.blob import TLS_FAILURES, UPSTREAM_REASONS
 from fsmfast.metrics.counters import WorkerStats
 from fsmfast.metrics.master import RESTART_REASONS, MasterMetrics
 from fsmfast.metrics.shm import StatsRegion
+from fsmfast.resilience.breaker import BREAKER_CELLS, Breaker
+from fsmfast.resilience.health import HEALTH_CELLS, EndpointHealth
+from fsmfast.shared.arena import Arena
 from tests.support.tls_config import NS, TlsConfig, write_tls_config
 from tests.unit.test_metrics_exposition import check_openmetrics
 
@@ -295,3 +299,43 @@ def test_prometheus_parses_the_openmetrics_scrape(
     assert out.returncode == 0 and b"BLOCK ULID" in out.stdout, (out.stdout + out.stderr).decode()
     samples = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
     assert re.search(rb"\s%d\s+\d+\s+%d\s" % (samples, samples), out.stdout), out.stdout.decode()
+
+
+def test_breakers_and_endpoint_health_are_read_from_the_arena(metrics: MasterMetrics, snapshot_bytes: bytes) -> None:
+    """The master reads the machine's resilience state where the workers write it, at scrape time."""
+    snap = snapmod.decode(snapshot_bytes)
+    metrics.set_snapshot(snap)
+    assert not any("circuit_breaker" in k or "endpoint_healthy" in k for k in scrape(metrics))  # none configured
+    name = "httpbin/plain:80"
+    endpoints = (snapmod.Endpoint("10.0.0.1", 80), snapmod.Endpoint("10.0.0.2", 8080))
+    circuit = snapmod.CircuitBreaker("CircuitBreakingPolicy ns/cb", 1, 10, 30, error_amount_threshold=1)
+    health = snapmod.HealthCheck("HealthCheckPolicy ns/hc", interval=5, max_fails=1)
+    places = snapmod.SharedCells(endpoints=(4, 4 + HEALTH_CELLS), breaker=8, budget=-1)
+    policies = snapmod.BackendPolicies(health=health, circuit=circuit, cells=places)
+    backend = replace(snap.backends[name], endpoints=endpoints, resilience=policies)
+    snap = replace(snap, backends={**snap.backends, name: backend})
+    arena = Arena(workers=1, slots=1, cells=8 + BREAKER_CELLS)
+    try:
+        metrics.set_snapshot(snap, arena.cells)
+        s = scrape(metrics)
+        assert s[f'fsmfast_circuit_breaker_open{{backend="{name}"}}'] == 0
+        assert s[f'fsmfast_circuit_breaker_transitions_total{{backend="{name}",state="open"}}'] == 0
+        assert s[f'fsmfast_upstream_endpoint_healthy{{backend="{name}",endpoint="10.0.0.2:8080"}}'] == 1
+        # A worker (another process would do the same through its own mapping) opens the breaker
+        # and takes an endpoint out.
+        now = time.monotonic()
+        assert Breaker(arena.cells, 8, circuit, name).record(502, 0.01, now) == "open"
+        assert EndpointHealth(arena.cells, places.endpoints, health).failed(1, int(now * 1000))
+        s = scrape(metrics)
+        assert s[f'fsmfast_circuit_breaker_open{{backend="{name}"}}'] == 1
+        assert s[f'fsmfast_circuit_breaker_transitions_total{{backend="{name}",state="open"}}'] == 1
+        assert s[f'fsmfast_circuit_breaker_transitions_total{{backend="{name}",state="closed"}}'] == 0
+        assert s[f'fsmfast_upstream_endpoint_healthy{{backend="{name}",endpoint="10.0.0.1:80"}}'] == 1
+        assert s[f'fsmfast_upstream_endpoint_healthy{{backend="{name}",endpoint="10.0.0.2:8080"}}'] == 0
+        assert sum("circuit_breaker_open{" in k for k in s) == 1  # only backends with a breaker
+        check_openmetrics(metrics.render("application/openmetrics-text")[1].decode())
+        if PROMTOOL is not None:
+            out = subprocess.run([PROMTOOL, "check", "metrics"], input=metrics.render(None)[1], capture_output=True)
+            assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out
+    finally:
+        arena.close()

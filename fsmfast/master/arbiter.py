@@ -575,7 +575,7 @@ class Arbiter:
         """Make ``data`` the generation served: decoded once here for the parts of the master that
         read it (the shared state's places, the metrics' label sets and certificate expiry)."""
         snap, self.snapshot_bytes = self.shared.prepare(snapmod.decode(data), data, forked)
-        self.stats.set_snapshot(snap)
+        self.stats.set_snapshot(snap, self.shared.arena.cells if self.shared.arena is not None else None)
 
     def _reload(self) -> str | None:
         """The reload itself; the reason it failed, or None."""

@@ -52,6 +52,7 @@ class WorkerCounts(msgspec.Struct, array_like=True, frozen=True):
     upstream_errors: list[tuple[str, str, int]] = []  # (backend, reason, count)
     connections: list[tuple[str, int, int]] = []  # (listener, open now, accepted so far)
     tls_errors: list[tuple[str, str, int]] = []  # (listener, reason, count)
+    events: list[tuple[str, str, str, int]] = []  # resilience policies: (event, backend, label, count)
 
 
 _encoder = msgspec.msgpack.Encoder()

@@ -43,6 +43,7 @@ cdef class WorkerStats:
     cdef public dict ports
     cdef public dict upstream_errors
     cdef public dict tls_errors
+    cdef public dict events
     cdef public long long changes
 
     @cython.locals(series=Series)
@@ -55,5 +56,6 @@ cdef class WorkerStats:
     @cython.locals(counts=PortCounts)
     cpdef closed(self, object port)
     cpdef tls_failed(self, object port, str reason)
+    cpdef event(self, str what, str backend, str label)
     cpdef forget(self)
     cpdef counts(self)

@@ -121,6 +121,9 @@ class WorkerStats:
         self.ports: dict[object, PortCounts] = {}
         self.upstream_errors: dict[tuple[str, str], int] = {}
         self.tls_errors: dict[tuple[str, str], int] = {}
+        # What the resilience policies did (issue 19), keyed (event, backend, label): "retry" (label: why
+        # the attempt failed), "retry_refused" (why not), "health_check" (pass, fail), "endpoint" (out, in).
+        self.events: dict[tuple[str, str, str], int] = {}
         # Bumped with every count: the tick publishes only when it moved (at most once a second).
         self.changes = 0
 
@@ -160,6 +163,12 @@ class WorkerStats:
             self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
             self.changes += 1
 
+    def event(self, what: str, backend: str, label: str) -> None:
+        """A resilience policy acted (a retry, a probe, an endpoint going out): never on a plain request."""
+        key = (what, backend, label)
+        self.events[key] = self.events.get(key, 0) + 1
+        self.changes += 1
+
     def opened(self, port: object) -> None:
         counts = self.ports.get(port)
         if counts is None:
@@ -192,4 +201,5 @@ class WorkerStats:
             upstream_errors=[(backend, reason, n) for (backend, reason), n in self.upstream_errors.items()],
             connections=[(str(port), c.open, c.total) for port, c in self.ports.items()],
             tls_errors=[(listener, reason, n) for (listener, reason), n in self.tls_errors.items()],
+            events=[(what, backend, label, n) for (what, backend, label), n in self.events.items()],
         )

@@ -64,6 +64,7 @@ class Totals:
         self.upstream_errors: dict[tuple[str, str], int] = {}
         self.accepted: dict[str, int] = {}
         self.tls_errors: dict[tuple[str, str], int] = {}
+        self.events: dict[tuple[str, str, str], int] = {}
 
     def add(self, counts: WorkerCounts) -> None:
         for s in counts.series:
@@ -82,6 +83,8 @@ class Totals:
             self.accepted[listener] = self.accepted.get(listener, 0) + total
         for listener, reason, n in counts.tls_errors:
             self.tls_errors[listener, reason] = self.tls_errors.get((listener, reason), 0) + n
+        for what, backend, label, n in counts.events:
+            self.events[what, backend, label] = self.events.get((what, backend, label), 0) + n
 
     def copy(self) -> Totals:
         out = Totals()
@@ -90,6 +93,7 @@ class Totals:
         out.upstream_errors = dict(self.upstream_errors)
         out.accepted = dict(self.accepted)
         out.tls_errors = dict(self.tls_errors)
+        out.events = dict(self.events)
         return out
 
 
@@ -196,6 +200,7 @@ class MasterMetrics:
         return [
             *self._traffic(totals, open_now),
             *self._resilience(),
+            *_events(totals.events),
             *self._config(),
             *self._workers(live),
             *_process(),
@@ -335,6 +340,45 @@ class MasterMetrics:
             if beat > 0.0:
                 age.add(max(0.0, now - beat), worker=str(worker.slot))
         return [workers, restarts, rss, age]
+
+
+# The workers' resilience events (WorkerStats.event): family, help, label name.
+EVENTS = {
+    "retry": (
+        "fsmfast_upstream_retries_total",
+        "Retries made by a retry policy, by backend and why the attempt before failed (as the access log's retries).",
+        "reason",
+    ),
+    "retry_refused": (
+        "fsmfast_upstream_retries_refused_total",
+        "Retries a retry policy allowed but the machine's retry budget refused, by backend.",
+        "reason",
+    ),
+    "health_check": (
+        "fsmfast_upstream_health_checks_total",
+        "Active health checks, by backend and result (one prober per endpoint on the machine).",
+        "result",
+    ),
+    "endpoint": (
+        "fsmfast_upstream_endpoint_transitions_total",
+        "Endpoints taken out of service or back, by backend and the state entered (out, in).",
+        "state",
+    ),
+}
+
+
+def _events(events: dict[tuple[str, str, str], int]) -> list[Family]:
+    """The families of the events counted so far (none before a policy first acts)."""
+    families: dict[str, Family] = {}
+    for (what, backend, label), n in sorted(events.items()):
+        name, text, label_name = EVENTS.get(what, (None, "", ""))
+        if name is None:
+            continue
+        family = families.get(what)
+        if family is None:
+            family = families[what] = Family(name, "counter", text)
+        family.add(n, **{"backend": backend, label_name: label})
+    return list(families.values())
 
 
 def _resilience(

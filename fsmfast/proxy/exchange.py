@@ -752,7 +752,7 @@ class Exchange(UpstreamUser):
         if not not_sent and self.method not in IDEMPOTENT:
             return False
         if retry.budget is not None and not retry.budget.allow(self.client.ctx.clock):
-            self.client.ctx.stats.ended(self.backend.name if self.backend is not None else "", "retry_budget_exhausted")
+            self.client.ctx.stats.event("retry_refused", self.backend.name if self.backend else "", "budget_exhausted")
             log.warning("retry budget of %s exhausted: not retrying", self.backend.name if self.backend else "?")
             return False
         return True
@@ -765,13 +765,14 @@ class Exchange(UpstreamUser):
         backend.settle(pool, True)
         self.pool = None
         self.tries += 1
+        failure = f"{pool.address} {why}"  # the access log: which endpoint failed, and how
         if self.tried is None:
             self.tried = [pool]
-            self.retry_why = [why]
+            self.retry_why = [failure]
         else:
             self.tried.append(pool)
-            self.retry_why.append(why)  # type: ignore[union-attr]
-        self.client.ctx.stats.ended(backend.name, "retry_" + why)
+            self.retry_why.append(failure)  # type: ignore[union-attr]
+        self.client.ctx.stats.event("retry", backend.name, why)
         if CHECK_STATES:
             transition(self, self.state, "backoff", WAITING)
         self.state = WAITING

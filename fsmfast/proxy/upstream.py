@@ -257,6 +257,7 @@ class PolicyBackend(BackendState):
         if health is not None:
             if failed:
                 if health.failed(i, int(pool.ctx.clock * 1000)):
+                    pool.ctx.stats.event("endpoint", self.name, "out")
                     log.warning(
                         "backend %s endpoint %s is out of service: %d failures in a row [passive health check]",
                         self.name,

@@ -125,7 +125,7 @@ class Session:
         index, issued = session.pinned(headers, now)
         if index < 0 or <endpoint index is out>:   # none, unknown, expired, or gone/unhealthy
             index = <the balancer's pick>; plan = session.plan(inner, index, now, secure)  # (re)pinned
-        elif session.refresh:                     # idle timeout: every response restarts its clock
+        elif session.refresh:                     # idle timeout or Header type: every response carries it
             plan = session.plan(inner, index, now, secure, issued)
         else:
             plan = inner                          # the client already holds the value
@@ -166,8 +166,10 @@ class Session:
                 self.max_age = max(1, math.ceil(spec.absolute_timeout))
         self.permanent = self.max_age is not None
         self.lname = self.name.lower()
-        # The idle clock restarts with every response: each one carries the value anew.
-        self.refresh = self.idle is not None
+        # Every response carries the value anew: the idle clock restarts with it; and a Header
+        # session's value must replace an upstream's own header of that name on every response,
+        # not only on those that (re)pin, else the client would keep the upstream's and lose the session.
+        self.refresh = self.idle is not None or self.header
         self._by_index = [token(key, scope, ep) for ep in self.endpoints]
         self.tokens: dict[bytes, int] = {}
         for i, t in enumerate(self._by_index):

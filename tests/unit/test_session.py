@@ -290,6 +290,9 @@ def test_header_type() -> None:
     assert s.lookup([(b"X-Session", value)], T0 + 61) == -1
     out = s.plan(None, 1, T0, True).response([(b"X-Session", b"upstream's"), (b"Content-Type", b"text/plain")])
     assert out == [(b"Content-Type", b"text/plain"), (b"X-Session", value), (b"Cache-Control", b"private")]
+    # Without an idle timeout too, every response carries the value (an upstream's own header of
+    # that name must never reach the client, which would send it back instead of the session's).
+    assert Session(gw(type="Header", session_name="X-Session"), RULE, KEY, EPS).refresh
 
 
 def test_cache_control_private_only_when_the_response_has_none() -> None:

@@ -320,8 +320,8 @@ def rule_session(spec: Persistence, scope: str, backend: str, key: bytes, endpoi
 class RouteSession:
     """A route policy hook (``fsmfast.pipeline.hooks``) for a rule with ``sessionPersistence``: the
     Choice whose backend holds the endpoint the request's session names, or None (then the rule's
-    weights choose). ``sessions[i]`` is the Session of ``choices[i]`` (None for an invalid
-    backendRef), for the backend to find the endpoint with."""
+    weights choose): no session, or its endpoint is out of service. ``sessions[i]`` is the Session
+    of ``choices[i]`` (None for an invalid backendRef), for the backend to find the endpoint with."""
 
     __slots__ = ("choices", "pins", "reader", "sessions")
 
@@ -365,4 +365,13 @@ class RouteSession:
 
     def __call__(self, request: Any) -> Any:
         found = self.find(request.headers, time.time())
-        return self.choices[found[0]] if found is not None else None
+        if found is None:
+            return None
+        choice = self.choices[found[0]]
+        # A session whose endpoint the health checks took out is not followed: the weights choose
+        # and the response re-pins it. Forcing its backend would answer 503 for good when all of
+        # that backend's endpoints are out, while the rule's other backends serve.
+        health = getattr(choice.backend, "health", None)
+        if health is not None and not health.usable(found[1], int(time.monotonic() * 1000)):
+            return None
+        return choice

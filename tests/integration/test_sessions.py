@@ -444,6 +444,50 @@ def test_route_session_beats_the_weights_of_its_backends(tmp_path: Path) -> None
             assert len(served_pids(gw, 200 + 100 + 3 * 20)) == 2
 
 
+def test_route_session_to_a_backend_out_of_service_falls_over_to_another_backend(tmp_path: Path) -> None:
+    port = free_port()
+    rule = route_rule(**persistence(sessionName="rs"))
+    rule["backendRefs"] = [{"name": "svc", "port": 80, "weight": 99}, {"name": "svc2", "port": 80, "weight": 1}]
+    health = to_yaml(
+        {
+            "apiVersion": "gateway.flomesh.io/v1alpha1",
+            "kind": "HealthCheckPolicy",
+            "metadata": {"name": "health2", "namespace": NS},
+            "spec": {
+                "targetRef": {"group": "", "kind": "Service", "name": "svc2"},
+                "ports": [{"port": 80, "config": {"interval": 1, "maxFails": 1, "path": "/healthz"}}],
+            },
+        }
+    )
+    with upstreams(2) as ups, Upstream("v0", echo_all=True) as v0:
+        config = write_config(tmp_path / "s.yaml", port, ups, health, rules=[rule], second=[v0])
+        with Gateway(config, [port], workers=2):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            value = ""
+            for _ in range(200):
+                conn.request("GET", "/x", headers={"Host": HOST})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.headers["X-Upstream"] == "v0":
+                    value = resp.headers["Set-Cookie"].split(";")[0].split("=", 1)[1]
+                    break
+            conn.close()
+            assert value, "one request in 100 goes to svc2"
+            # svc2's only endpoint out: the session no longer beats the weights, which choose svc
+            # (their 1 in 100 for svc2 gets svc2's 503), and the response re-pins it there.
+            v0.fail_status = 503
+            next_probe(v0)
+            served = len(v0.requests) - len(v0.requests_for("/healthz"))
+            moved = [get(port, headers={"Cookie": f"rs={value}"}) for _ in range(10)]
+            assert sum(r.status == 200 for r in moved) >= 8, [r.status for r in moved]
+            assert all(r.status == 503 or (r.upstream in ("u0", "u1") and len(r.cookies) == 1) for r in moved)
+            assert len(v0.requests) - len(v0.requests_for("/healthz")) == served
+            r = next(r for r in moved if r.status == 200)
+            new = cookie(r, "rs")[0]
+            assert new != value
+            assert Counter(get(port, headers={"Cookie": f"rs={new}"}).upstream for _ in range(30)) == {r.upstream: 30}
+
+
 def test_each_rule_has_its_own_sessions(tmp_path: Path) -> None:
     port = free_port()
     shared = persistence(sessionName="shared")

@@ -369,3 +369,35 @@ def test_route_session_picks_the_choice_holding_the_endpoint() -> None:
     now = time.time()
     fresh = [(b"Cookie", b.name + b"=" + issued_value(b, 0, now))]
     assert hook(PolicyRequest(b"GET", b"h", b"/", b"/", fresh, b"-", None)) is choices[1]
+
+
+class Health:
+    def __init__(self, out: set[int]) -> None:
+        self.out = out
+
+    def usable(self, i: int, now_ms: int) -> bool:
+        return i not in self.out
+
+
+class Backend:
+    def __init__(self, health: Health | None) -> None:
+        self.health = health
+
+
+def test_route_session_to_an_endpoint_out_of_service_leaves_the_choice_to_the_weights() -> None:
+    spec = gw()
+    eps_a, eps_b = ["10.0.0.1:80"], ["10.0.1.1:80", "10.0.1.2:80"]
+    health = Health({0})
+    choices = [Choice(99, Backend(None), None, "ns/a:80", None), Choice(1, Backend(health), None, "ns/b:80", None)]
+    hook = RouteSession(spec, RULE, KEY, choices, [eps_a, eps_b])
+    b = hook.session_for(choices[1])
+    assert b is not None
+
+    def request(index: int) -> PolicyRequest:
+        headers = [(b"Cookie", b.name + b"=" + issued_value(b, index, time.time()))]
+        return PolicyRequest(b"GET", b"h", b"/", b"/", headers, b"-", None)
+
+    assert hook(request(0)) is None  # out: as if there were no session (the backend re-pins it)
+    assert hook(request(1)) is choices[1]
+    health.out.clear()
+    assert hook(request(0)) is choices[1]

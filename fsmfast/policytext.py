@@ -1,8 +1,10 @@
 """Words for the resilience policies of a snapshot (issue 19), shared by ``fsmfast explain`` and
 the admin listener's /config, so the two never describe a policy differently.
 
-Only LoadBalancerPolicy is applied by the data plane; ``applied`` says which, and everything else
-is marked ``NOT_APPLIED``.
+``backend_policy_texts`` describes each policy set on a backend; ``policy_lines`` lists, for a
+request through one rule, the rule's own retry and session persistence and its backends'
+policies, marking a backend policy ``[overridden: ...]`` where the rule's field (or a
+BackendLBPolicy) governs the request instead.
 """
 
 from __future__ import annotations
@@ -21,14 +23,6 @@ from fsmfast.snapshot import (
     Rule,
     StickyCookie,
 )
-
-NOT_APPLIED = "accepted, not applied by this version yet"
-
-
-def applied(kind: str, p: BackendPolicies) -> bool:
-    """Whether the data plane does what the ``kind`` entry of ``backend_policy_texts`` says (only
-    load balancing, of all three types, so far)."""
-    return kind == "load balancing" and p.lb is not None
 
 
 def retry_text(r: Retry) -> str:
@@ -131,24 +125,12 @@ def policy_lines(rule: Rule, backends: Sequence[Backend]) -> list[str]:
     if rule.session_persistence is not None:
         sp = rule.session_persistence
         rows.append(f"rule: session persistence {persistence_text(sp)} ({sp.policy})")
-    unapplied = bool(rows)
-    some_applied = False
     for backend in backends:
         if backend.resilience is None:
             continue
         for kind, source, text in backend_policy_texts(backend.resilience):
             why = _overridden(rule, backend.resilience, kind)
-            done = applied(kind, backend.resilience)
-            unapplied = unapplied or not done
-            some_applied = some_applied or done
-            rows.append(
-                f"{backend.name}: {kind} {text} ({source})"
-                + (f" [overridden: {why}]" if why else "")
-                + (" [applied]" if done else "")
-            )
+            rows.append(f"{backend.name}: {kind} {text} ({source})" + (f" [overridden: {why}]" if why else ""))
     if not rows:
         return []
-    head = "policies"
-    if unapplied:
-        head += f"   ({NOT_APPLIED} unless marked applied)" if some_applied else f"   ({NOT_APPLIED})"
-    return [head, *("           " + row for row in rows)]
+    return ["policies", *("           " + row for row in rows)]

@@ -318,7 +318,7 @@ class Rule(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     # request bodies larger than this get 413; a WebSocket handshake may be tunnelled.
     max_body_size: int | None = None
     websocket: bool = False
-    # Gateway API rules[].retry and rules[].sessionPersistence (issue 19; not applied yet). They
+    # Gateway API rules[].retry and rules[].sessionPersistence (issue 19). They
     # win over the backend's RetryPolicy / BackendLBPolicy / SessionStickyPolicy.
     retry: Retry | None = None
     session_persistence: Persistence | None = None

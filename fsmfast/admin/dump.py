@@ -24,7 +24,7 @@ from typing import Any
 import msgspec
 
 from fsmfast.explain import backends_text, conditions_text, filters_text, path_text
-from fsmfast.policytext import applied, backend_policy_texts
+from fsmfast.policytext import backend_policy_texts
 from fsmfast.snapshot import Backend, BackendPolicies, BackendRef, L4Route, Listener, Rule, Snapshot, UpstreamTLS
 from fsmfast.tls.certs import rfc3339
 from fsmfast.tls.inventory import CertInfo, certificates, client_ca_users
@@ -153,7 +153,7 @@ def _backend(key: str, backend: Backend, certs: _Certs) -> dict[str, Any]:
         "name": backend.name,
         "endpoints": [f"{e.host}:{e.port}" for e in backend.endpoints],
         "tls": _upstream_tls(key, backend.tls, certs) if backend.tls is not None else None,
-        # Issue 19's policies (each says whether the data plane applies it); [] when none.
+        # Issue 19's policies; [] when none.
         "policies": _resilience(backend.resilience) if backend.resilience is not None else [],
     }
 
@@ -173,9 +173,7 @@ def _resilience(policies: BackendPolicies) -> list[dict[str, Any]]:
         fields = msgspec.json.decode(msgspec.json.encode(settings[kind]))  # plain lists, as served
         fields.pop("policy", None)
         fields.pop("slots", None)  # the shared arena's bookkeeping, not a setting
-        out.append(
-            {"kind": kind, "policy": source, "settings": fields, "text": text, "applied": applied(kind, policies)}
-        )
+        out.append({"kind": kind, "policy": source, "settings": fields, "text": text})
     return out
 
 

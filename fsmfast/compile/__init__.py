@@ -12,7 +12,7 @@ against each other and emits the snapshot, one job per module:
 - ``l4routes``: TLSRoutes and TCPRoutes; ``endpoints``: Service ports to ready endpoints;
 - ``upstream_tls``: which TLS settings apply to each Service port (UpstreamTLSPolicy, BackendTLSPolicy);
 - ``resilience``: which retry, health check, circuit breaking, load-balancing and session policies apply
-  to each Service port, and the route rules' own retry and sessionPersistence (recorded, not applied yet);
+  to each Service port, and the route rules' own retry and sessionPersistence;
 - ``bundles``: CA texts joined into one PEM, remembering which Secret or ConfigMap each came from.
 """
 

@@ -1,6 +1,6 @@
 """Which resilience policies apply to each Service port, and the route rules' own retry and
-session persistence (issue 19; of these the data plane applies only LoadBalancerPolicy, see
-fsmfast.proxy.upstream).
+session persistence (issue 19; the data plane applies them: fsmfast.proxy.upstream and
+fsmfast.resilience).
 
 Per Service port and per kind, FSM's rule: policies are taken oldest first (creationTimestamp,
 then namespace/name); the first one naming the port wins, and a later one whose computed config

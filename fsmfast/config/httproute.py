@@ -135,10 +135,8 @@ def _rule(c: Checker, path: str, rule: HTTPRouteRule) -> HTTPRouteRule:
         _timeouts(c, f"{path}.timeouts", rule.timeouts.request, rule.timeouts.backend_request)
     if rule.retry is not None:
         policies.check_retry(c, f"{path}.retry", rule.retry)
-        c.warn(f"{path}.retry", policies.not_applied("retries are"))
     if rule.session_persistence is not None:
         policies.check_session_persistence(c, f"{path}.sessionPersistence", rule.session_persistence)
-        c.warn(f"{path}.sessionPersistence", policies.not_applied("session persistence is"))
     return replace(rule, matches=matches, filters=filters, backend_refs=refs)
 
 

@@ -2,10 +2,6 @@
 validation, the field-by-field merge of a port's config over the spec-level ``config``, and
 the CRD defaults applied after it (issue 19).
 
-The data plane applies LoadBalancerPolicy (all three types); nothing else yet, and
-every accepted policy it does not apply says so in a warning (``NOT_APPLIED``), so nobody
-believes a retry or a health check is running.
-
 Defaults (FSM v1.2.9 CRDs, ``gateway.flomesh.io/v1alpha1``):
 - RetryPolicy: ``numRetries`` 3, ``backoffBaseInterval`` 1.0 s; ``retryOn`` required.
 - HealthCheckPolicy: ``interval`` and ``maxFails`` required; with a ``path`` (HTTP check) and no
@@ -30,20 +26,6 @@ from fsmfast.config.targets import check_target_ref, check_target_refs
 
 if TYPE_CHECKING:
     from fsmfast.config.checks import Checker
-
-# What each kind would do, for the "not applied yet" warning.
-NOT_APPLIED = {
-    "RetryPolicy": "retries are",
-    "HealthCheckPolicy": "health checks are",
-    "CircuitBreakingPolicy": "circuit breaking is",
-    "SessionStickyPolicy": "sticky sessions are",
-    "BackendLBPolicy": "session persistence is",
-}
-
-
-def not_applied(what: str) -> str:
-    return f"accepted; {what} not applied by this version yet"
-
 
 DEFAULT_NUM_RETRIES = 3
 DEFAULT_BACKOFF = 1.0
@@ -126,8 +108,6 @@ def check_service_policy(c: Checker, policy: ServicePolicy) -> ServicePolicy | N
         for attr, name in _REQUIRED.get(policy.kind, ()):
             if getattr(merged, attr) is None:
                 c.error(f"{path}.config.{name}", "required (here or in spec.config)")
-    if c.ok and policy.kind in NOT_APPLIED:  # a LoadBalancerPolicy is applied
-        c.warn("", not_applied(NOT_APPLIED[policy.kind]))
     return policy if c.ok else None
 
 
@@ -183,6 +163,4 @@ def check_backend_lb_policy(c: Checker, policy: m.BackendLBPolicy) -> m.BackendL
     spec = policy.spec
     check_target_refs(c, spec.target_refs)
     check_session_persistence(c, "spec.sessionPersistence", spec.session_persistence)
-    if c.ok:
-        c.warn("", not_applied(NOT_APPLIED["BackendLBPolicy"]))
     return policy if c.ok else None

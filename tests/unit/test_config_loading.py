@@ -484,11 +484,10 @@ def test_route_warnings_for_what_is_not_served(cwd: Path) -> None:
     manifests, issues = loaded("r.yaml")
     assert issues.errors == []
     prefix = "r.yaml#1 HTTPRoute ns/r: spec.rules[0]."
-    # Header, query, method and regex matches, filters and timeouts are served: no warning.
+    # Header, query, method and regex matches, filters, timeouts and retry are served: no warning.
     assert [str(w) for w in issues.warnings] == [
         prefix
         + "backendRefs[0].filters[0]: filter ExtensionRef is not supported; requests sent to this backend get 500",
-        prefix + "retry: accepted; retries are not applied by this version yet",
     ]
     assert manifests.routes[0].spec.hostnames == []
 

@@ -1,7 +1,8 @@
 """Issue 19 inputs: FSM's LoadBalancer, HealthCheck, Retry, CircuitBreaking and SessionSticky
 policies, HTTPRoute rules[].retry / sessionPersistence and BackendLBPolicy, as read, validated,
 merged, resolved to Service ports, reported (conflicts, missing targets) and shown by
-``fsmfast check``, ``fsmfast explain`` and /config. The data plane applies none of them yet.
+``fsmfast check``, ``fsmfast explain`` and /config. What the data plane does with them is tested
+end to end in tests/integration.
 """
 
 from __future__ import annotations
@@ -46,15 +47,7 @@ def backend(result: Build, key: str = "ns/svc:8080") -> s.Backend:
     return result.snapshot.backends[key]
 
 
-def not_applied(warnings: list[str]) -> list[str]:
-    return [w for w in warnings if "not applied by this version yet" in w]
-
-
-def others(warnings: list[str]) -> list[str]:
-    return [w for w in warnings if "not applied by this version yet" not in w]
-
-
-# --- decoding, CRD defaults, and the "not applied" warning --------------------------------------
+# --- decoding and CRD defaults ------------------------------------------------------------------
 
 
 def test_the_fsm_guide_examples_with_their_defaults(cwd: Path) -> None:
@@ -133,13 +126,7 @@ ports:
     )
     # The other port of the Service has none of them.
     assert "ns/svc:9090" not in result.snapshot.backends
-    assert not_applied(result.warnings) == [
-        "all.yaml#5 RetryPolicy ns/retry: accepted; retries are not applied by this version yet",
-        "all.yaml#6 HealthCheckPolicy ns/health: accepted; health checks are not applied by this version yet",
-        "all.yaml#7 CircuitBreakingPolicy ns/cb: accepted; circuit breaking is not applied by this version yet",
-        "all.yaml#8 SessionStickyPolicy ns/sticky: accepted; sticky sessions are not applied by this version yet",
-    ]  # round robin is applied: the LoadBalancerPolicy says nothing
-    assert others(result.warnings) == []
+    assert result.warnings == []  # valid policies, none conflicting or overridden: nothing to warn about
     assert "5 policies" in result.summary
 
 
@@ -284,8 +271,7 @@ config: {retryOn: ["503", "5xx"], backoffBaseInterval: 0.5}
     assert p90.retry == s.Retry(policy="RetryPolicy ns/p", on=("503", "5xx"), attempts=3, backoff=0.5)
     assert p80.lb is not None and p80.lb.type == "HashingLoadBalancer"
     assert p90.lb is not None and p90.lb.type == "LeastConnectionLoadBalancer"
-    # Every load-balancing type is applied: the policy does not say otherwise.
-    assert [w for w in not_applied(result.warnings) if "LoadBalancerPolicy" in w] == []
+    assert result.warnings == []
 
 
 def test_a_bare_config_without_ports_has_no_effect(cwd: Path) -> None:
@@ -293,7 +279,7 @@ def test_a_bare_config_without_ports_has_no_effect(cwd: Path) -> None:
         *BASE, policy("SessionStickyPolicy", "p", "targetRef: {kind: Service, name: svc}\nconfig: {expires: 60}")
     )
     assert backend(result).resilience is None
-    assert others(result.warnings) == [
+    assert result.warnings == [
         "all.yaml#5 SessionStickyPolicy ns/p: spec.ports: none listed, so this policy has no effect"
         " (only spec.ports[] entries take effect)"
     ]
@@ -324,7 +310,7 @@ def test_the_older_policy_wins_and_the_other_is_conflicted(cwd: Path, order: str
     assert p is not None and p.retry is not None
     assert (p.retry.policy, p.retry.on) == ("RetryPolicy ns/old", ("503",))
     doc = 6 if order == "old first" else 5
-    assert others(result.warnings) == [
+    assert result.warnings == [
         f"all.yaml#{doc} RetryPolicy ns/new: spec.ports[1]: Conflicted: conflicts with RetryPolicy ns/old (older)"
         " on service ns/svc port 8080; ignored there"
     ]
@@ -342,7 +328,7 @@ def test_same_age_orders_by_namespace_and_name_and_equal_configs_do_not_conflict
     assert p is not None and p.sticky == s.StickyCookie(
         policy="SessionStickyPolicy ns/a", cookie_name="_srv_id", expires=20
     )
-    assert others(result.warnings) == [
+    assert result.warnings == [
         "all.yaml#5 SessionStickyPolicy ns/b: spec.ports[0]: Conflicted: conflicts with SessionStickyPolicy ns/a"
         " (older) on service ns/svc port 8080; ignored there"
     ]
@@ -362,7 +348,7 @@ def test_policies_whose_service_or_port_does_not_exist(cwd: Path) -> None:
             "targetRef: {kind: ServiceImport, group: flomesh.io, name: svc}\nports: [{port: 8080}]",
         ),
     )
-    assert others(result.warnings) == [
+    assert result.warnings == [
         "all.yaml#5 LoadBalancerPolicy ns/a: spec.targetRef: service ns/nope not found; policy has no effect",
         "all.yaml#6 LoadBalancerPolicy ns/b: spec.ports[0].port: service ns/svc has no port 8081;"
         " this entry has no effect",
@@ -395,7 +381,7 @@ def test_check_prints_every_conflict_and_missing_target(cwd: Path, capsys: pytes
         " on service ns/svc port 8080; ignored there"
     ) in err
     assert "all.yaml#7 RetryPolicy ns/lost: spec.targetRef: service ns/gone not found; policy has no effect" in err
-    assert "all.yaml#5 RetryPolicy ns/old: accepted; retries are not applied by this version yet" in err
+    assert "RetryPolicy ns/old:" not in err  # the winner is valid and applied: nothing to say about it
 
 
 # --- Gateway API: HTTPRoute retry and sessionPersistence, BackendLBPolicy ----------------------
@@ -449,15 +435,7 @@ def test_route_fields_and_policies_are_both_recorded(cwd: Path) -> None:
     )
     assert p.retry is not None and p.retry.policy == "RetryPolicy ns/retry"
     assert p.sticky is not None
-    assert not_applied(result.warnings) == [
-        "all.yaml#4 HTTPRoute ns/r: spec.rules[0].retry: accepted; retries are not applied by this version yet",
-        "all.yaml#4 HTTPRoute ns/r: spec.rules[0].sessionPersistence: accepted; session persistence is not applied"
-        " by this version yet",
-        "all.yaml#5 BackendLBPolicy ns/blp: accepted; session persistence is not applied by this version yet",
-        "all.yaml#6 RetryPolicy ns/retry: accepted; retries are not applied by this version yet",
-        "all.yaml#7 SessionStickyPolicy ns/sticky: accepted; sticky sessions are not applied by this version yet",
-    ]
-    assert others(result.warnings) == [
+    assert result.warnings == [
         "all.yaml#7 SessionStickyPolicy ns/sticky: spec.ports[0]: overridden by BackendLBPolicy ns/blp for service"
         " ns/svc port 8080 (Gateway API's session persistence wins)"
     ]
@@ -501,7 +479,7 @@ def test_backend_lb_policy_conflicts_and_missing_service(cwd: Path) -> None:
     result = compile_docs(*BASE, other, older)
     p = backend(result).resilience
     assert p is not None and p.session is not None and p.session.policy == "BackendLBPolicy ns/a"
-    assert others(result.warnings) == [
+    assert result.warnings == [
         "all.yaml#5 BackendLBPolicy ns/blp: spec.targetRefs[1]: service ns/nope not found; this target has no effect",
         "all.yaml#5 BackendLBPolicy ns/blp: spec.targetRefs[0]: Conflicted: conflicts with BackendLBPolicy ns/a"
         " (older) on service ns/svc; ignored there",
@@ -515,7 +493,7 @@ def test_explain_shows_the_policies_and_which_one_wins(cwd: Path) -> None:
     result = compile_docs(gateway(), SVC, ES, ROUTE_WITH_FIELDS, BLP, RETRY, STICKY)
     text = explain(result.snapshot, 8000, "any.example", "/x")
     lines = text.splitlines()
-    start = lines.index("policies   (accepted, not applied by this version yet)")
+    start = lines.index("policies")
     assert lines[start + 1 : start + 6] == [
         "           rule: retry on 500, 503; 2 retries; backoff 100ms (HTTPRoute ns/r spec.rules[0].retry)",
         "           rule: session persistence cookie session; permanent cookie; absolute timeout 1h"
@@ -554,14 +532,12 @@ def test_config_dump_lists_the_policies_per_backend(cwd: Path) -> None:
             "policy": "RetryPolicy ns/retry",
             "settings": {"on": ["5xx"], "attempts": 3, "backoff": 1.0},
             "text": "on 5xx; 3 retries; backoff 1s",
-            "applied": False,
         },
         {
             "kind": "session persistence",
             "policy": "BackendLBPolicy ns/blp",
             "settings": {"type": "Header", "session_name": "x-session", "idle_timeout": 1800.0},
             "text": "header x-session; idle timeout 30m",
-            "applied": False,
         },
     ]
     # The route rules' own fields appear with the routes (the whole rule is dumped).
@@ -584,20 +560,27 @@ def test_snapshot_round_trips_and_old_snapshots_still_decode(cwd: Path) -> None:
     assert s.decode(s.encode(plain)).backends["ns/svc:8080"].resilience is None
 
 
-def test_applied_load_balancing_is_marked_so_in_explain_and_the_config_dump(cwd: Path) -> None:
+def test_load_balancing_in_explain_and_the_config_dump(cwd: Path) -> None:
     hashing = policy(
         "LoadBalancerPolicy",
         "lb",
         "targetRef: {kind: Service, name: svc}\nports: [{port: 8080, type: HashingLoadBalancer}]",
     )
     result = compile_docs(*BASE, hashing)
-    assert not_applied(result.warnings) == []
+    assert result.warnings == []
     text = explain(result.snapshot, 8000, "any.example", "/x")
     assert (
-        "policies\n           ns/svc:8080: load balancing HashingLoadBalancer (LoadBalancerPolicy ns/lb) [applied]\n"
+        "\npolicies\n           ns/svc:8080: load balancing HashingLoadBalancer (LoadBalancerPolicy ns/lb)\nresult "
     ) in text
     (entry,) = [b for b in config_json(result.snapshot)["backends"] if b["name"] == "ns/svc:8080"]
-    assert [(p["kind"], p["applied"]) for p in entry["policies"]] == [("load balancing", True)]
+    assert entry["policies"] == [
+        {
+            "kind": "load balancing",
+            "policy": "LoadBalancerPolicy ns/lb",
+            "settings": {"type": "HashingLoadBalancer"},
+            "text": "HashingLoadBalancer",
+        }
+    ]
     # Least connections too (its slots in the shared arena are the master's, not shown).
     least = policy(
         "LoadBalancerPolicy",
@@ -605,12 +588,16 @@ def test_applied_load_balancing_is_marked_so_in_explain_and_the_config_dump(cwd:
         "targetRef: {kind: Service, name: svc}\nports: [{port: 8080, type: LeastConnectionLoadBalancer}]",
     )
     result = compile_docs(*BASE, least)
-    assert not_applied(result.warnings) == []
+    assert result.warnings == []
     (entry,) = [b for b in config_json(result.snapshot)["backends"] if b["name"] == "ns/svc:8080"]
-    assert [(p["kind"], p["settings"], p["applied"]) for p in entry["policies"]] == [
-        ("load balancing", {"type": "LeastConnectionLoadBalancer"}, True)
+    assert [(p["kind"], p["settings"]) for p in entry["policies"]] == [
+        ("load balancing", {"type": "LeastConnectionLoadBalancer"})
     ]
+    # With another policy on the backend, both are listed under the one heading.
     mixed = compile_docs(*BASE, hashing, RETRY)
-    assert "policies   (accepted, not applied by this version yet unless marked applied)\n" in explain(
-        mixed.snapshot, 8000, "any.example", "/x"
-    )
+    assert (
+        "\npolicies\n"
+        "           ns/svc:8080: load balancing HashingLoadBalancer (LoadBalancerPolicy ns/lb)\n"
+        "           ns/svc:8080: retry on 5xx; 3 retries; backoff 1s (RetryPolicy ns/retry)\n"
+        "result "
+    ) in explain(mixed.snapshot, 8000, "any.example", "/x")

@@ -12,6 +12,7 @@ import base64
 import binascii
 import http.client
 import re
+import ssl
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -23,13 +24,17 @@ import yaml
 
 from fsmfast.demo.manifests import documents, service, to_yaml
 from tests.support import resilience
+from tests.support.manifests import tls_secret
+from tests.support.pki import san_pki
 from tests.support.procs import Gateway, free_port, wait_for
 from tests.support.resilience import HOST, NS, service_policy, upstreams
 from tests.support.upstreams import Upstream
 
 pytestmark = pytest.mark.slow
 
+STICKY = service_policy("SessionStickyPolicy", {"cookieName": "srv", "expires": 600}, "sticky")
 RETRY = service_policy("RetryPolicy", {"retryOn": ["5xx"], "numRetries": 2, "backoffBaseInterval": 0.01}, "retry")
+HEALTH = service_policy("HealthCheckPolicy", {"interval": 1, "maxFails": 1, "path": "/healthz"}, "health")
 
 
 class Reply:
@@ -40,9 +45,12 @@ class Reply:
         self.headers = resp.headers
 
 
-def get(port: int, path: str = "/x", headers: dict[str, str] | None = None) -> Reply:
+def get(port: int, path: str = "/x", headers: dict[str, str] | None = None, tls: ssl.SSLContext | None = None) -> Reply:
     """One request on a new connection (either worker takes it)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    if tls is not None:
+        conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=tls)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         conn.request("GET", path, headers={"Host": HOST, **(headers or {})})
         resp = conn.getresponse()
@@ -135,8 +143,7 @@ def reveals(value: str, port: int) -> bool:
 def test_sticky_cookie_pins_every_worker_and_clients_without_it_go_round_robin(tmp_path: Path) -> None:
     port = free_port()
     with upstreams(3) as ups:
-        sticky = service_policy("SessionStickyPolicy", {"cookieName": "srv", "expires": 600}, "sticky")
-        config = write_config(tmp_path / "s.yaml", port, ups, sticky)
+        config = write_config(tmp_path / "s.yaml", port, ups, STICKY)
         by_name = {u.name: u for u in ups}
         with Gateway(config, [port], workers=2) as gw:
             first = get(port)
@@ -257,20 +264,40 @@ def test_route_cookie_and_header_sessions(tmp_path: Path) -> None:
             assert len(served_pids(gw, 350)) == 2
 
 
+def test_cookies_over_tls_are_secure(tmp_path: Path) -> None:
+    port = free_port()
+    pki = san_pki(tmp_path / "pki", None, HOST)
+    rules = [route_rule("/route", **persistence(sessionName="rs")), route_rule("/")]
+    with upstreams(2) as ups:
+        config = write_config(tmp_path / "s.yaml", port, ups, STICKY, rules=rules)
+        docs = [d for d in yaml.safe_load_all(config.read_text()) if d]
+        (gateway,) = [d for d in docs if d["kind"] == "Gateway"]
+        gateway["spec"]["listeners"] = [
+            {"name": "https", "protocol": "HTTPS", "port": port, "tls": {"certificateRefs": [{"name": "cert"}]}}
+        ]
+        secret = tls_secret("cert", pki.server_cert, pki.server_key, namespace=NS)
+        config.write_text(documents(*(to_yaml(d) for d in docs), secret))
+        # Whether the connection is TLS is what counts here, not whom the certificate names.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+
+        with Gateway(config, [port], workers=2):
+            for path, name in (("/x", "srv"), ("/route", "rs")):
+                first = get(port, path, tls=context)
+                value, attributes = cookie(first, name)
+                assert attributes[-1] == "Secure", attributes
+                pinned = [get(port, path, {"Cookie": f"{name}={value}"}, tls=context) for _ in range(10)]
+                assert Counter(r.upstream for r in pinned) == {first.upstream: 10}
+
+
 # -- failover ----------------------------------------------------------------------------------------
-
-
-HEALTH = service_policy("HealthCheckPolicy", {"interval": 1, "maxFails": 1, "path": "/healthz"}, "health")
-
-
-def sticky_policy() -> str:
-    return service_policy("SessionStickyPolicy", {"cookieName": "srv", "expires": 600}, "sticky")
 
 
 @pytest.mark.parametrize("checked", [False, True], ids=["retry", "retry+health"])
 def test_session_to_a_killed_endpoint_fails_over_without_error_and_is_re_pinned(tmp_path: Path, checked: bool) -> None:
     port = free_port()
-    policies = [sticky_policy(), RETRY] + ([HEALTH] if checked else [])
+    policies = [STICKY, RETRY] + ([HEALTH] if checked else [])
     with upstreams(3) as ups:
         config = write_config(tmp_path / "s.yaml", port, ups, *policies)
         by_name = {u.name: u for u in ups}
@@ -334,7 +361,7 @@ def next_probe(upstream: Upstream) -> None:
 def test_session_to_an_endpoint_out_of_service_fails_over_and_returns_when_it_recovers(tmp_path: Path) -> None:
     port = free_port()
     with upstreams(3) as ups:
-        config = write_config(tmp_path / "s.yaml", port, ups, sticky_policy(), HEALTH)
+        config = write_config(tmp_path / "s.yaml", port, ups, STICKY, HEALTH)
         by_name = {u.name: u for u in ups}
         with Gateway(config, [port], workers=2):
             first = get(port)
@@ -379,7 +406,7 @@ def test_backend_session_re_pins_past_a_503_and_a_removed_endpoint_and_survives_
     )
     with upstreams(3) as ups:
         by_name = {u.name: u for u in ups}
-        config = write_config(tmp_path / "s.yaml", port, ups, sticky_policy(), RETRY, blp)
+        config = write_config(tmp_path / "s.yaml", port, ups, STICKY, RETRY, blp)
         with Gateway(config, [port], workers=2) as gw:
             first = get(port)
             (line,) = first.cookies
@@ -400,7 +427,7 @@ def test_backend_session_re_pins_past_a_503_and_a_removed_endpoint_and_survives_
 
             # A reload that removes the new session's endpoint from the EndpointSlices: that session
             # is re-pinned; the others keep their endpoints (the key and the tokens outlive reloads).
-            write_config(config, port, [u for u in ups if u.name != moved.upstream], sticky_policy(), RETRY, blp)
+            write_config(config, port, [u for u in ups if u.name != moved.upstream], STICKY, RETRY, blp)
             gw.reload()
             gone = [get(port, headers={"Cookie": f"{name}={new}"}) for _ in range(10)]
             assert all(r.status == 200 and r.upstream != moved.upstream for r in gone)
@@ -494,7 +521,7 @@ def test_each_rule_has_its_own_sessions(tmp_path: Path) -> None:
     rules = [route_rule("/a", **shared), route_rule("/b", **shared), route_rule("/c")]
     with upstreams(3) as ups:
         # The Service's own sticky cookie applies where a rule has no sessionPersistence (/c).
-        config = write_config(tmp_path / "s.yaml", port, ups, sticky_policy(), rules=rules)
+        config = write_config(tmp_path / "s.yaml", port, ups, STICKY, rules=rules)
         with Gateway(config, [port], workers=2):
             a = get(port, "/a")
             # The rule's session wins over the Service's SessionStickyPolicy: no "srv" cookie.

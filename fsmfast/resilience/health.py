@@ -5,9 +5,14 @@ write.
 Each endpoint of a backend with a ``HealthCheck`` owns ``HEALTH_CELLS`` words of the arena's
 cells, from the base the master assigned (``SharedCells.endpoints``)::
 
-    base + 0   consecutive failures, passive and active together (reset by any success)
+    base + 0   consecutive failures of requests (passive; reset by a request's success)
     base + 1   out-until: CLOCK_MONOTONIC milliseconds before which the endpoint is not picked;
                0 (or any past time) means in, FOREVER means out until an active probe passes
+    base + 2   consecutive failed probes (active; reset by a passing probe)
+
+The two counts are kept apart: an endpoint whose health check fails goes out even while the
+requests it still gets succeed (an application saying it is draining), and a probe that passes
+does not hide requests that fail.
 
 So "may I pick it" is one load and one comparison (``now_ms >= out_until``), whatever the
 state. Taking an endpoint out is a compare-and-swap on out-until, so when several workers see
@@ -31,9 +36,10 @@ from typing import Protocol
 
 from fsmfast.snapshot import HealthCheck
 
-HEALTH_CELLS = 2
+HEALTH_CELLS = 3
 _FAILS = 0
 _UNTIL = 1
+_PROBE_FAILS = 2
 
 # The largest int64: later than any CLOCK_MONOTONIC millisecond, so the one comparison in
 # ``usable`` needs no special case for it.
@@ -69,8 +75,12 @@ class EndpointHealth:
     state = usable  # for the master's gauge: the same answer
 
     def failures(self, i: int) -> int:
-        """Consecutive failures counted for endpoint i (for logs)."""
+        """Consecutive failures of requests counted for endpoint i (for logs)."""
         return self._cells.load(self.bases[i] + _FAILS)
+
+    def probe_failures(self, i: int) -> int:
+        """Consecutive failed probes of endpoint i (for logs)."""
+        return self._cells.load(self.bases[i] + _PROBE_FAILS)
 
     def out_until(self, i: int) -> int:
         """Endpoint i's out-until in CLOCK_MONOTONIC ms (0 or past: in; FOREVER: until a probe passes)."""
@@ -106,8 +116,10 @@ class EndpointHealth:
         cells = self._cells
         base = self.bases[i]
         if ok:
+            if cells.load(base + _PROBE_FAILS):
+                cells.store(base + _PROBE_FAILS, 0)
             if cells.load(base + _FAILS):
-                cells.store(base + _FAILS, 0)
+                cells.store(base + _FAILS, 0)  # back in service with a clean slate
             while True:
                 until = cells.load(base + _UNTIL)
                 if until == 0:
@@ -116,7 +128,7 @@ class EndpointHealth:
                     return 1 if now_ms < until else 0
         if self._never_out:
             return 0
-        if cells.add(base + _FAILS, 1) < self.max_fails:
+        if cells.add(base + _PROBE_FAILS, 1) < self.max_fails:
             return 0
         while True:
             until = cells.load(base + _UNTIL)

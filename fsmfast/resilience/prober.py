@@ -31,6 +31,7 @@ import random
 import ssl
 import time
 from collections.abc import Callable
+from typing import Any
 
 from fsmfast.resilience.health import HEALTH_CELLS, Cells, EndpointHealth
 from fsmfast.snapshot import Backend, Endpoint, HealthCheck, HealthMatch, Snapshot, UpstreamTLS
@@ -113,6 +114,8 @@ class Prober:
         self.workers = workers
         self.cells = cells
         self.on_change: ChangeHook | None = None
+        # The worker's metrics (fsmfast.metrics.counters.WorkerStats), counting every probe's result.
+        self.stats: Any = None
         self.probes: dict[tuple[str, str], int] = {}
         self._targets: dict[tuple[str, str, int, int], _Target] = {}
 
@@ -175,6 +178,8 @@ class Prober:
     def _record(self, target: _Target, reason: str | None) -> None:
         key = (target.backend, "passed" if reason is None else "failed")
         self.probes[key] = self.probes.get(key, 0) + 1
+        if self.stats is not None:
+            self.stats.event("health_check", target.backend, "pass" if reason is None else "fail")
         change = target.health.probed(0, reason is None, int(time.monotonic() * 1000))
         if reason is not None and change == 0:
             log.debug("backend %s endpoint %s failed a health check: %s", target.backend, target.address, reason)
@@ -183,7 +188,7 @@ class Prober:
                 "backend %s endpoint %s is out after %d failed health checks: %s",
                 target.backend,
                 target.address,
-                target.health.failures(0),
+                target.health.probe_failures(0),
                 reason,
             )
         elif change > 0:

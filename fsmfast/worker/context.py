@@ -100,6 +100,9 @@ class Context(WorkerState):
         self.arena = arena
         # Active health checks of the endpoints this worker probes for the whole machine.
         self.prober = Prober(loop, index, settings.workers, arena.cells) if arena is not None else None
+        if self.prober is not None:
+            self.prober.on_change = self._endpoint_changed
+            self.prober.stats = self.stats
 
     def apply(self, snapshot: Snapshot) -> None:
         pools: dict[PoolKey, Pool] = {}
@@ -128,6 +131,10 @@ class Context(WorkerState):
         self.stats.forget()  # the counts stay; the old snapshot's rules and backends go
         if self.prober is not None:
             self.prober.apply(snapshot)
+
+    def _endpoint_changed(self, backend: str, endpoint: str, healthy: bool) -> None:
+        """An active health check took an endpoint out or brought it back (once on the machine)."""
+        self.stats.event("endpoint", backend, "in" if healthy else "out")
 
     # -- timers ---------------------------------------------------------------------
 

@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.procs import Gateway, free_port, wait_for
+from tests.support import manifests
+from tests.support.pki import Pki
+from tests.support.procs import Gateway, Gunicorn, free_port, wait_for
 from tests.support.resilience import HOST, NS, service_policy, upstreams, write_config
 from tests.support.upstreams import Upstream
 
@@ -254,3 +256,48 @@ def test_the_retry_budget_caps_retries_when_every_endpoint_fails(tmp_path: Path)
     # Without a budget: two retries a request. With it: 20 % of the requests, or 10 a second.
     assert sent > 100
     assert 10 <= retries <= 0.2 * sent + 10 * (elapsed + 1), (sent, retries)
+
+
+# --- the founding scenario's TLS upstream: probes go over its TLS, with its trust -------------------
+
+
+def _health_policy(path: str) -> str:
+    return (
+        "apiVersion: gateway.flomesh.io/v1alpha1\nkind: HealthCheckPolicy\n"
+        "metadata: {name: health, namespace: httpbin}\n"
+        "spec:\n  targetRef: {group: '', kind: Service, name: httpbin}\n"
+        f"  ports: [{{port: 8443, config: {{interval: 1, maxFails: 2, path: {path}}}}}]\n"
+    )
+
+
+@pytest.mark.timeout(60)
+def test_health_checks_of_a_tls_upstream_speak_its_tls(pki: Pki, httpbin_tls: Gunicorn, config_dir: Path) -> None:
+    port = free_port()
+    manifests.write_founding(config_dir, port, httpbin_tls.port, with_policy=True, ca_pem=pki.ca_cert)
+    (config_dir / "health.yaml").write_text(_health_policy("/status/200"))
+    backend = "httpbin/httpbin:8443"
+    passed = f'fsmfast_upstream_health_checks_total{{backend="{backend}",result="pass"}}'
+    with Gateway(config_dir, [port], workers=2, args=["--detailed-errors"]) as gw:
+        # httpbin answers 200 to a GET /status/200 only over TLS (FSM's plain-HTTP probe failed here).
+        text = wait_for(lambda: (lambda t: t if passed in t else None)(gw.admin("/metrics")[1].decode()), 6, passed)
+        samples = _samples(text)
+        assert samples[passed] >= 1 and samples.get(passed.replace('"pass"', '"fail"'), 0) == 0
+        endpoint = f"127.0.0.1:{httpbin_tls.port}"
+        assert samples[f'fsmfast_upstream_endpoint_healthy{{backend="{backend}",endpoint="{endpoint}"}}'] == 1
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/get", headers={"Host": "foo.example.com"})
+        assert conn.getresponse().status == 200
+        conn.close()
+        # A check the endpoint fails (over that same TLS): out after two intervals, 503 naming the backend.
+        (config_dir / "health.yaml").write_text(_health_policy("/status/503"))
+        gw.reload()
+
+        def refused() -> bool:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/get", headers={"Host": "foo.example.com"})
+            resp = conn.getresponse()
+            body = resp.read().decode()
+            conn.close()
+            return resp.status == 503 and backend in body
+
+        wait_for(refused, 6, "the endpoint out of service")

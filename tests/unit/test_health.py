@@ -91,11 +91,13 @@ def test_active_failures_take_it_out_for_good_even_over_a_passive_timeout(arena:
     assert health.probed(0, False, now) == -1
     assert health.out_until(0) == FOREVER and not health.usable(0, now + 60_000)
     assert health.probed(0, True, now) == 1
-    # Out passively (10 s), then a failing probe: still out, no second transition, and no return
-    # when the 10 s are up.
+    # Out passively (10 s), then failing probes: still out, no second transition, and no return
+    # when the 10 s are up. Probes count apart from requests: one failed probe is not enough.
     health.failed(1, now)
     assert health.failed(1, now) is True
     assert health.probed(1, False, now + 1) == 0
+    assert health.out_until(1) == now + 10_000
+    assert health.probed(1, False, now + 2) == 0
     assert not health.usable(1, now + 20_000)
     assert health.probed(1, True, now + 20_000) == 1
 
@@ -190,3 +192,17 @@ def test_racing_processes_report_exactly_one_transition(arena: Arena, fail_timeo
         statuses = _reap(pids)
     assert statuses == [0] * processes
     assert reports == [1] * rounds, f"{sum(n != 1 for n in reports)} of {rounds} rounds reported {set(reports)}"
+
+
+def test_requests_that_succeed_do_not_hide_failing_probes(arena: Arena) -> None:
+    # An application whose health check says it is draining while its requests still succeed.
+    health = _health(arena, _policy(max_fails=2))
+    now = 1_000_000
+    assert health.probed(0, False, now) == 0
+    health.succeeded(0)
+    assert health.probed(0, False, now + 1000) == -1
+    assert not health.usable(0, now + 2000)
+    # And a passing probe does not hide failing requests either: they count on their own.
+    health.failed(0, now)
+    assert health.probed(0, True, now + 3000) == 1
+    assert health.failed(0, now + 3001) is False and health.failed(0, now + 3002) is True

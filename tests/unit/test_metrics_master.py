@@ -310,11 +310,12 @@ def test_breakers_and_endpoint_health_are_read_from_the_arena(metrics: MasterMet
     endpoints = (snapmod.Endpoint("10.0.0.1", 80), snapmod.Endpoint("10.0.0.2", 8080))
     circuit = snapmod.CircuitBreaker("CircuitBreakingPolicy ns/cb", 1, 10, 30, error_amount_threshold=1)
     health = snapmod.HealthCheck("HealthCheckPolicy ns/hc", interval=5, max_fails=1)
-    places = snapmod.SharedCells(endpoints=(4, 4 + HEALTH_CELLS), breaker=8, budget=-1)
+    at = 4 + 2 * HEALTH_CELLS  # the breaker's words, after the two endpoints' health words
+    places = snapmod.SharedCells(endpoints=(4, 4 + HEALTH_CELLS), breaker=at, budget=-1)
     policies = snapmod.BackendPolicies(health=health, circuit=circuit, cells=places)
     backend = replace(snap.backends[name], endpoints=endpoints, resilience=policies)
     snap = replace(snap, backends={**snap.backends, name: backend})
-    arena = Arena(workers=1, slots=1, cells=8 + BREAKER_CELLS)
+    arena = Arena(workers=1, slots=1, cells=at + BREAKER_CELLS)
     try:
         metrics.set_snapshot(snap, arena.cells)
         s = scrape(metrics)
@@ -324,7 +325,7 @@ def test_breakers_and_endpoint_health_are_read_from_the_arena(metrics: MasterMet
         # A worker (another process would do the same through its own mapping) opens the breaker
         # and takes an endpoint out.
         now = time.monotonic()
-        assert Breaker(arena.cells, 8, circuit, name).record(502, 0.01, now) == "open"
+        assert Breaker(arena.cells, at, circuit, name).record(502, 0.01, now) == "open"
         assert EndpointHealth(arena.cells, places.endpoints, health).failed(1, int(now * 1000))
         s = scrape(metrics)
         assert s[f'fsmfast_circuit_breaker_open{{backend="{name}"}}'] == 1

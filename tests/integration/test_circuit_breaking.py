@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.procs import Gateway, free_port, wait_for
-from tests.support.resilience import HOST, NS, service_policy, upstreams, write_config
+from tests.support.resilience import HOST, NS, metrics_with, service_policy, upstreams, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -65,11 +65,7 @@ def test_errors_open_the_breaker_at_the_configured_count_across_two_workers(tmp_
             wait_for(lambda: get(port)[0] == 200, 4, "the breaker to close")
             assert time.monotonic() - opened >= 2.0
             assert all(get(port)[0] == 200 for _ in range(6))
-            transitions = wait_for(
-                lambda: (lambda t: t if 'state="closed"} 1' in t else None)(gw.admin("/metrics")[1].decode()),
-                5,
-                "the closing in the metrics",
-            )
+            transitions = metrics_with(gw, f'{{backend="{BACKEND}",state="closed"}} 1')
             assert f'fsmfast_circuit_breaker_transitions_total{{backend="{BACKEND}",state="open"}} 1' in transitions
             assert f'fsmfast_circuit_breaker_open{{backend="{BACKEND}"}} 0' in transitions
 

@@ -11,12 +11,12 @@ import os
 import shutil
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
 
 from tests.support import manifests
+from tests.support.clients import ClientThreads
 from tests.support.procs import Gateway, free_port, wait_for
 from tests.support.upstreams import Upstream
 
@@ -25,30 +25,18 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class Load:
+class Load(ClientThreads):
     """Clients sending numbered requests until stopped; keeps the numbers answered 200."""
 
     def __init__(self, port: int, clients: int = 4) -> None:
-        self.port = port
+        super().__init__(port, clients)
         self.done: list[str] = []
         self.errors: list[str] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(clients)]
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=10)
 
     def _run(self, client: int) -> None:
         n = 0
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             n += 1
             tag = f"{client}-{n}"
             try:

@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 from tests.support import manifests
+from tests.support.clients import ClientThreads
 from tests.support.pki import Pki
 from tests.support.procs import Gateway, Gunicorn, free_port, wait_for
-from tests.support.resilience import HOST, NS, service_policy, upstreams, write_config
+from tests.support.resilience import HOST, NS, metrics_with, service_policy, upstreams, write_config
+from tests.support.resilience import samples as metric_samples
 from tests.support.upstreams import Upstream
 
 pytestmark = pytest.mark.slow
@@ -32,38 +34,25 @@ HEALTH = service_policy("HealthCheckPolicy", {"interval": 1, "maxFails": 2, "pat
 RETRY = service_policy("RetryPolicy", {"retryOn": ["5xx"], "numRetries": 2, "backoffBaseInterval": 0.01})
 
 
-class Traffic:
+class Traffic(ClientThreads):
     """Clients on keep-alive connections sending GETs until stopped; every answer is recorded with
     the time its request was sent."""
 
-    def __init__(self, port: int, clients: int = 4, method: str = "GET") -> None:
-        self.port = port
-        self.method = method
+    def __init__(self, port: int, clients: int = 4) -> None:
+        super().__init__(port, clients)
         self.sent: dict[str, float] = {}
         self.answers: list[tuple[float, int, str | None]] = []
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(clients)]
-
-    def __enter__(self) -> Traffic:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=10)
 
     def _run(self, n: int) -> None:
         count = 0
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        while not self._stop.is_set():
+        while not self.stopping.is_set():
             count += 1
             rid = f"{n:04x}{count:028x}"
             sent = time.monotonic()
             try:
-                conn.request(self.method, "/echo", headers={"Host": HOST, "X-Request-Id": rid})
+                conn.request("GET", "/echo", headers={"Host": HOST, "X-Request-Id": rid})
                 resp = conn.getresponse()
                 resp.read()
                 status, upstream = resp.status, resp.headers.get("X-Upstream")
@@ -80,16 +69,6 @@ class Traffic:
 
 def _config(tmp_path: Path, port: int, ups: list[Upstream], *policies: str, not_ready: tuple[int, ...] = ()) -> Path:
     return write_config(tmp_path / "r.yaml", port, [u.port for u in ups], *policies, not_ready=not_ready)
-
-
-def _samples(text: str) -> dict[str, float]:
-    """A Prometheus text page's samples by series (name and labels as written)."""
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            series, _, value = line.rpartition(" ")
-            out[series] = float(value)
-    return out
 
 
 def _entries(gw: Gateway, n: int) -> list[dict[str, Any]]:
@@ -109,8 +88,7 @@ def test_one_of_three_endpoints_dies_under_traffic_and_no_request_fails(tmp_path
         entries = _entries(gw, len(answers))
         # The metrics say the same (workers publish at most once a second).
         out = f'fsmfast_upstream_endpoint_transitions_total{{backend="{BACKEND}",state="out"}}'
-        metrics = wait_for(lambda: (lambda t: t if out in t else None)(gw.admin("/metrics")[1].decode()), 5, out)
-        samples = _samples(metrics)
+        samples = metric_samples(metrics_with(gw, out))
         healthy = f'fsmfast_upstream_endpoint_healthy{{backend="{BACKEND}",endpoint="127.0.0.1:'
         assert samples[f'{healthy}{ups[1].port}"}}'] == 0 and samples[f'{healthy}{ups[0].port}"}}'] == 1
         assert samples[out] >= 1
@@ -279,8 +257,7 @@ def test_health_checks_of_a_tls_upstream_speak_its_tls(pki: Pki, httpbin_tls: Gu
     passed = f'fsmfast_upstream_health_checks_total{{backend="{backend}",result="pass"}}'
     with Gateway(config_dir, [port], workers=2, args=["--detailed-errors"]) as gw:
         # httpbin answers 200 to a GET /status/200 only over TLS (FSM's plain-HTTP probe failed here).
-        text = wait_for(lambda: (lambda t: t if passed in t else None)(gw.admin("/metrics")[1].decode()), 6, passed)
-        samples = _samples(text)
+        samples = metric_samples(metrics_with(gw, passed))
         assert samples[passed] >= 1 and samples.get(passed.replace('"pass"', '"fail"'), 0) == 0
         endpoint = f"127.0.0.1:{httpbin_tls.port}"
         assert samples[f'fsmfast_upstream_endpoint_healthy{{backend="{backend}",endpoint="{endpoint}"}}'] == 1

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from fsmfast.demo.manifests import documents, service, to_yaml
+from tests.support.procs import Gateway, wait_for
 from tests.support.upstreams import Upstream
 
 NS = "lb"
@@ -99,3 +100,27 @@ def upstreams(n: int, cls: type[Upstream] = Upstream) -> Iterator[list[Upstream]
     finally:
         for u in ups:
             u.stop()
+
+
+def metrics_with(gw: Gateway, needle: str, timeout: float = 6.0) -> str:
+    """The gateway's /metrics page once it contains ``needle`` (workers publish at most once a
+    second); an admin listener not answering yet counts as not yet."""
+
+    def page() -> str | None:
+        try:
+            text = gw.admin("/metrics")[1].decode()
+        except OSError:
+            return None
+        return text if needle in text else None
+
+    return wait_for(page, timeout, f"{needle} in /metrics")
+
+
+def samples(text: str) -> dict[str, float]:
+    """A Prometheus text page's samples by series (name and labels as written)."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            series, _, value = line.rpartition(" ")
+            out[series] = float(value)
+    return out

@@ -7,10 +7,8 @@ the compiled atomics and, with FSMFAST_NO_EXTENSIONS=1, over their pure-Python t
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,6 +17,8 @@ from fsmfast.pipeline.decision import LocalReply
 from fsmfast.resilience.breaker import BREAKER_CELLS, DEFAULT_TEXT, Breaker
 from fsmfast.shared.arena import USING_EXTENSION, Arena
 from fsmfast.snapshot import CircuitBreaker
+from tests.support.forks import fork as _fork
+from tests.support.forks import reap as _reap
 
 T0 = 5000.0  # an injected monotonic time, on a bucket boundary for windows of whole seconds
 
@@ -256,27 +256,3 @@ def test_breaker_cells_must_fit(arena: Arena) -> None:
     with pytest.raises(ValueError, match="outside the arena"):
         breaker(arena, base=len(arena.cells) - BREAKER_CELLS + 1)
     breaker(arena, base=len(arena.cells) - BREAKER_CELLS)
-
-
-def _fork(child: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            child()
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _reap(pid: int, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail(f"child {pid} did not finish in {timeout} s")

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from fsmfast.resilience.health import FOREVER, HEALTH_CELLS, EndpointHealth
 from fsmfast.shared.arena import USING_EXTENSION, Arena
 from fsmfast.snapshot import HealthCheck
+from tests.support.forks import fork as _fork
 
 GO = 0  # the cell forked children wait on
 TALLY = 1  # the cell they add their reported transitions to
@@ -121,18 +122,6 @@ def test_max_fails_zero_never_takes_an_endpoint_out(arena: Arena) -> None:
     strict = _health(arena, _policy(max_fails=1))
     assert strict.failed(1, now) is True and not strict.usable(1, now)
     assert health.usable(1, now)
-
-
-def _fork(child: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            child()
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
 
 
 def _reap(pids: list[int], timeout: float = 30.0) -> list[int]:

@@ -6,16 +6,15 @@ their pure-Python twin; times are injected.
 
 from __future__ import annotations
 
-import os
-import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from fsmfast.resilience.retry import BUDGET_CELLS, Budget, RetryPlan
 from fsmfast.shared.arena import USING_EXTENSION, Arena
 from fsmfast.snapshot import Retry
+from tests.support.forks import fork as _fork
+from tests.support.forks import reap as _reap
 
 T0 = 7000.0
 
@@ -124,27 +123,3 @@ def test_the_budget_is_exact_across_processes() -> None:
         assert {budget.counts(T0) for budget in budgets} == {(100, 20)}
     finally:
         arena.close()
-
-
-def _fork(child: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            child()
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _reap(pid: int, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail(f"child {pid} did not finish in {timeout} s")

@@ -18,35 +18,13 @@ import pytest
 
 from fsmfast.shared import atomic as twin
 from fsmfast.shared.arena import USING_EXTENSION, Arena
+from tests.support.forks import fork as _fork
+from tests.support.forks import reap as _reap
 
 # The twin takes two system calls an operation; keep its runs short but contended.
 ROUNDS = 200_000 if USING_EXTENSION else 5_000
 PROCESSES = 4
 GO = 0  # cell the children wait on, so they all start hammering at once
-
-
-def _fork(child: Callable[[], None]) -> int:
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            child()
-            code = 0
-        finally:
-            os._exit(code)
-    return pid
-
-
-def _reap(pid: int, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.005)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail(f"child {pid} did not finish in {timeout} s: the arena is stuck")
 
 
 def _wait_go(arena: Arena) -> None:

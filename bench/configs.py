@@ -9,14 +9,20 @@ Equivalence rules every proxy config keeps (bench/README.md explains each):
   responses never spooled to disk (nginx ``proxy_max_temp_file_size 0``), nginx's proxy buffers 16 KiB like
   HAProxy's ``tune.bufsize`` (nginx's default is one memory page, 4 KiB);
 - TLS: TLS 1.3 with TLS_AES_128_GCM_SHA256 on every TLS socket the harness configures (S2's upstream,
-  S3's listeners), so no system negotiates a cheaper or dearer suite than another.
+  S3's listeners), so no system negotiates a cheaper or dearer suite than another;
+- S7 (resilience): the same three endpoints (three ports of the one upstream), round robin, an active check of
+  ``GET /`` expecting 200 every HEALTH_INTERVAL s (out after MAX_FAILS failures), up to RETRIES retries on
+  connection errors and 5xx answers, each system in its own words (nginx has no active check in its open
+  source build: its passive ``max_fails``/``fail_timeout`` is the nearest it has).
 """
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.scenarios import (
     BIG_SIZE,
@@ -34,6 +40,13 @@ from tests.support import manifests as m  # the demo's manifests plus tls_secret
 TLS_SUITE = "TLS_AES_128_GCM_SHA256"
 KEEPALIVE_REQUESTS = 1_000_000
 POOL_SIZE = 64  # idle upstream connections kept per worker: fsmfast's default pool_idle_limit
+
+# S7: one set of resilience settings, written in each system's own terms below.
+HEALTH_INTERVAL = 2  # s between active checks (HAProxy `inter`; fsmfast HealthCheckPolicy `interval`)
+MAX_FAILS = 3  # failures before an endpoint is out (HAProxy `fall`, nginx `max_fails`, fsmfast `maxFails`)
+FAIL_TIMEOUT = 10  # s: nginx's `fail_timeout` (its window for max_fails and how long a server stays out)
+RETRIES = 2  # retries after the first try (fsmfast `numRetries`, HAProxy `retries`; nginx counts tries: 3)
+RETRY_BACKOFF = 0.025  # s, fsmfast's `backoffBaseInterval` (nginx and HAProxy retry at once)
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,21 @@ class UpstreamPorts:
     https: int  # the same over TLS with the blog's server certificate (S2)
     sink: int  # where /upload's read body ends up: a `return 200` that gets a bodiless request
     status: int  # stub_status, to count the connections the upstream accepts per run
+    # More ports serving exactly what ``http`` serves: S7's second and third endpoints. One upstream process
+    # on three ports, so the upstream's own cost stays that of S1.
+    more_http: tuple[int, ...] = ()
+
+    def http_endpoints(self, n: int) -> tuple[int, ...]:
+        """The ports of ``n`` plain HTTP endpoints: ``http`` first, then ``more_http``."""
+        ports = (self.http, *self.more_http)
+        if n > len(ports):
+            raise ValueError(f"{n} endpoints wanted, the upstream listens on {len(ports)} HTTP ports")
+        return ports[:n]
+
+
+def upstream_ports(free_port: Callable[[], int]) -> UpstreamPorts:
+    """A port for each thing the upstream serves, and two more HTTP ports for S7's extra endpoints."""
+    return UpstreamPorts(free_port(), free_port(), free_port(), free_port(), more_http=(free_port(), free_port()))
 
 
 def _nginx_common(prefix: Path) -> str:
@@ -107,6 +135,7 @@ def write_upstream(prefix: Path, ports: UpstreamPorts, certs: Certs) -> Path:
     for path, mode in ((prefix, 0o711), (www, 0o755), (big, 0o644)):
         path.chmod(mode)
     small = SMALL_BODY.decode()
+    more = "".join(f"\n        listen 127.0.0.1:{p} backlog=4096;" for p in ports.more_http)
     conf = prefix / "nginx.conf"
     conf.write_text(
         _nginx_common(prefix)
@@ -120,7 +149,7 @@ http {{
     upstream sink {{ server 127.0.0.1:{ports.sink}; keepalive 256; keepalive_requests {KEEPALIVE_REQUESTS}; }}
 
     server {{
-        listen 127.0.0.1:{ports.http} backlog=4096;
+        listen 127.0.0.1:{ports.http} backlog=4096;{more}
         listen 127.0.0.1:{ports.https} ssl backlog=4096;
         ssl_certificate {certs.blog.server_cert};
         ssl_certificate_key {certs.blog.server_key};
@@ -183,6 +212,18 @@ def write_nginx(prefix: Path, scenario: Scenario, port: int, up: UpstreamPorts, 
             proxy_ssl_session_reuse on;
             proxy_ssl_protocols TLSv1.3;
             proxy_ssl_conf_command Ciphersuites {TLS_SUITE};"""
+    elif scenario.resilience:
+        # Round robin is nginx's default. Open source nginx has no active check: max_fails/fail_timeout take
+        # a server out after MAX_FAILS failed tries within FAIL_TIMEOUT s, for FAIL_TIMEOUT s. Errors,
+        # timeouts and 5xx answers are tried on the next server, up to RETRIES + 1 tries in all.
+        upstream = "\n        ".join(
+            f"server 127.0.0.1:{p} max_fails={MAX_FAILS} fail_timeout={FAIL_TIMEOUT}s;"
+            for p in up.http_endpoints(scenario.endpoints)
+        )
+        proxy = f"""\
+            proxy_pass http://be;
+            proxy_next_upstream error timeout http_500 http_502 http_503 http_504;
+            proxy_next_upstream_tries {RETRIES + 1};"""
     else:
         upstream = f"server 127.0.0.1:{up.http};"
         proxy = "            proxy_pass http://be;"
@@ -256,6 +297,22 @@ def write_haproxy(dir: Path, scenario: Scenario, port: int, up: UpstreamPorts, c
         bind += f" ssl crt {certs.ecdsa_pem}"
     if scenario.upstream_tls:
         server = f"server up 127.0.0.1:{up.https} ssl verify required ca-file {certs.blog.ca_cert} verifyhost {HOST}"
+    elif scenario.resilience:
+        # An HTTP check of GET / expecting 200 every HEALTH_INTERVAL s, out after MAX_FAILS failures, back
+        # after one success; RETRIES retries, each on another server (redispatch), on connection failures and
+        # 5xx answers (HAProxy 2.6 names the codes it can retry on: no "5xx" class).
+        servers = "\n    ".join(
+            f"server up{i} 127.0.0.1:{p} check inter {HEALTH_INTERVAL}s fall {MAX_FAILS} rise 1"
+            for i, p in enumerate(up.http_endpoints(scenario.endpoints))
+        )
+        server = f"""\
+balance roundrobin
+    option httpchk GET /
+    http-check expect status 200
+    retries {RETRIES}
+    option redispatch
+    retry-on conn-failure empty-response response-timeout 500 501 502 503 504
+    {servers}"""
     else:
         server = f"server up 127.0.0.1:{up.http}"
     if scenario.many_routes:
@@ -353,8 +410,70 @@ def _route(name: str, hostname: str, prefixes: list[str], service: str, service_
     )
 
 
+def _resilient_service(service: str, service_port: int, ports: tuple[int, ...]) -> list[str]:
+    """S7's Service: one named port whose target port resolves differently in each of its EndpointSlices (as
+    for pods listening on different container ports), so every endpoint is on 127.0.0.1; and FSM's policies
+    on that port: round robin, the active health check and the retries of the other systems' configs."""
+    svc: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": service, "namespace": m.NAMESPACE},
+        "spec": {
+            "selector": {"app": service},
+            "ports": [{"name": "http", "port": service_port, "protocol": "TCP", "targetPort": "http"}],
+        },
+    }
+    docs = [m.to_yaml(svc)]
+    for i, port in enumerate(ports):
+        docs.append(
+            m.to_yaml(
+                {
+                    "apiVersion": "discovery.k8s.io/v1",
+                    "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": f"{service}-{i}",
+                        "namespace": m.NAMESPACE,
+                        "labels": {"kubernetes.io/service-name": service},
+                    },
+                    "addressType": "IPv4",
+                    "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+                    "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+                }
+            )
+        )
+    configs: dict[str, dict[str, Any]] = {
+        "LoadBalancerPolicy": {"port": service_port, "type": "RoundRobinLoadBalancer"},
+        "HealthCheckPolicy": {
+            "port": service_port,
+            "config": {
+                "interval": HEALTH_INTERVAL,
+                "maxFails": MAX_FAILS,
+                "path": "/",
+                "matches": [{"statusCodes": [200]}],
+            },
+        },
+        "RetryPolicy": {
+            "port": service_port,
+            "config": {"retryOn": ["5xx"], "numRetries": RETRIES, "backoffBaseInterval": RETRY_BACKOFF},
+        },
+    }
+    for kind, port_entry in configs.items():
+        docs.append(
+            m.to_yaml(
+                {
+                    "apiVersion": "gateway.flomesh.io/v1alpha1",
+                    "kind": kind,
+                    "metadata": {"name": f"{service}-{kind.removesuffix('Policy').lower()}", "namespace": m.NAMESPACE},
+                    "spec": {"targetRef": {"group": "", "kind": "Service", "name": service}, "ports": [port_entry]},
+                }
+            )
+        )
+    return docs
+
+
 def write_fsmfast(dir: Path, scenario: Scenario, port: int, up: UpstreamPorts, certs: Certs) -> Path:
-    """Gateway API manifests (plus the FSM UpstreamTLSPolicy for S2) in ``dir``; ``fsmfast run -c dir``."""
+    """Gateway API manifests (plus the FSM UpstreamTLSPolicy for S2, the resilience policies for S7) in ``dir``;
+    ``fsmfast run -c dir``."""
     dir.mkdir(parents=True, exist_ok=True)
     service, service_port = "upstream", 80
     docs = []
@@ -367,6 +486,8 @@ def write_fsmfast(dir: Path, scenario: Scenario, port: int, up: UpstreamPorts, c
         docs.append(m.endpoint_slice(service, up.https))
         docs.append(m.ca_secret("upstream-ca", certs.blog.ca_cert))
         docs.append(m.upstream_tls_policy(secret="upstream-ca", port=service_port, service=service))
+    elif scenario.resilience:
+        docs += _resilient_service(service, service_port, up.http_endpoints(scenario.endpoints))
     else:
         docs.append(m.service(service, service_port, up.http))
         docs.append(m.endpoint_slice(service, up.http))

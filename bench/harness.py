@@ -129,12 +129,12 @@ class Harness:
     # -- upstream ------------------------------------------------------------------------------------
 
     def start_upstream(self, certs: configs.Certs) -> None:
-        self.up = UpstreamPorts(procs.free_port(), procs.free_port(), procs.free_port(), procs.free_port())
+        self.up = configs.upstream_ports(procs.free_port)
         prefix = self.tmp / "upstream"
         conf = configs.write_upstream(prefix, self.up, certs)
         argv = [deps.tool("nginx"), "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
         self.upstream = procs.Proc("upstream", argv, prefix, self.cpus["harness"])
-        for port in (self.up.http, self.up.https, self.up.sink, self.up.status):
+        for port in (self.up.http, *self.up.more_http, self.up.https, self.up.sink, self.up.status):
             procs.wait_port(port, 30, self.upstream.proc)
 
     # -- one run -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The scenarios S1–S6: what the load generator sends, and what each system must be configured to do.
+"""The scenarios S1–S7: what the load generator sends, and what each system must be configured to do.
 
 A scenario has one or more *cases* (S5 has two: 1 MiB downloads and 1 MiB uploads). A case is one wrk
 load: method, path, Host header, extra headers, body, and the response the pre-flight check expects.
@@ -49,6 +49,10 @@ class Scenario:
     listener_tls: bool = False  # S3: the proxies terminate TLS
     upstream_tls: bool = False  # S2: the proxies speak TLS to the upstream
     many_routes: bool = False  # S4
+    # S7: the Service has this many endpoints (the upstream listens on as many ports), balanced round robin,
+    # with an active health check and retries configured on it (see bench/configs.py for each system).
+    endpoints: int = 1
+    resilience: bool = False
     notes: tuple[str, ...] = field(default=())
 
 
@@ -96,6 +100,14 @@ SCENARIOS: dict[str, Scenario] = {
             "churn",
             "a new client connection for every request (Connection: close); upstream keep-alive",
             (Case("get", "/", headers=(("Connection", "close"),)),),
+        ),
+        Scenario(
+            "S7",
+            "resilient",
+            "as S1 against three endpoints: round robin, an active health check and retries configured",
+            (Case("get", "/"),),
+            endpoints=3,
+            resilience=True,
         ),
     )
 }

@@ -3,6 +3,7 @@
 Only the harness's plumbing is checked: every system starts on scenario S1's config, answers the pre-flight
 request, serves a one-second wrk run, and the JSON has the documented keys. Benchmark numbers are never
 asserted: this box runs other work, and a test that depends on speed fails for reasons unrelated to the code.
+S7's configs are checked for what makes the comparison fair (the same endpoints, rotation, retries), not timed.
 nginx, haproxy and wrk come from ``.ci/sysdeps`` (purpose ``test``); the harness is told not to install.
 """
 
@@ -149,3 +150,64 @@ def test_instruction_counts_per_request_for_fsmfast_and_nginx() -> None:
     # Both proxies did work per request (a system left outside valgrind or a lost count gives 0).
     assert fsmfast > 1000 and nginx > 1000, row
     assert ratio == pytest.approx(fsmfast / nginx, abs=0.006), row  # printed with two decimals
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("system_name", ["fsmfast", "nginx", "haproxy"])
+def test_s7_config_balances_three_endpoints_and_retries_5xx(tmp_path: Path, system_name: str) -> None:
+    # S7 compares like with like only if every system gets the same three endpoints, rotates over them
+    # per request on one client connection, and tries a request that keeps failing with a 5xx 1 + 2 times;
+    # fsmfast and HAProxy also check each endpoint with GET / (open-source nginx has no active check).
+    # Three threaded origins stand in for the upstream's three ports.
+    import http.client
+
+    from bench.configs import HEALTH_INTERVAL, RETRIES, UpstreamPorts, write_fsmfast
+    from bench.scenarios import HOST, SCENARIOS
+    from bench.systems import make
+    from fsmfast.compile import build
+    from tests.support.procs import wait_for
+    from tests.support.upstreams import Upstream
+
+    scenario = SCENARIOS["S7"]
+    ups = [Upstream(f"u{i}", echo_all=True) for i in range(scenario.endpoints)]
+    for u in ups:
+        u.start()
+    up = UpstreamPorts(ups[0].port, 0, 0, 0, more_http=tuple(u.port for u in ups[1:]))
+    if system_name == "fsmfast":
+        result = build(str(write_fsmfast(tmp_path / "check", scenario, 1, up, None)))  # type: ignore[arg-type]
+        (backend,) = result.snapshot.backends.values()
+        assert sorted(e.port for e in backend.endpoints) == sorted(u.port for u in ups)
+        policies = backend.resilience
+        assert policies is not None and policies.lb is not None and policies.health is not None
+        assert policies.lb.type == "RoundRobinLoadBalancer"
+        assert (policies.health.interval, policies.health.max_fails, policies.health.path) == (2, 3, "/")
+        assert policies.retry is not None and (policies.retry.on, policies.retry.attempts) == (("5xx",), RETRIES)
+    system = make(system_name, tmp_path, up, None, None)  # type: ignore[arg-type]  # no TLS in S7
+    try:
+        system.start(scenario, tmp_path / system_name)
+        system.wait_ready(30)
+        conn = http.client.HTTPConnection("127.0.0.1", system.port, timeout=10)
+
+        def get(path: str) -> int:
+            conn.request("GET", path, headers={"Host": HOST})
+            resp = conn.getresponse()
+            resp.read()
+            return resp.status
+
+        assert [get("/x") for _ in range(30)] == [200] * 30
+        assert [len(u.requests_for("/x")) for u in ups] == [10, 10, 10]
+        assert get("/status/503") == 503
+        assert sum(len(u.requests_for("/status/503")) for u in ups) == RETRIES + 1
+        conn.close()
+
+        def checked() -> list[bool]:
+            return [any(r.method == "GET" and r.target == "/" for r in list(u.requests)) for u in ups]
+
+        if system_name == "nginx":
+            assert checked() == [False] * len(ups)
+        else:
+            wait_for(lambda: all(checked()), 2 * HEALTH_INTERVAL + 1, "a health check of every endpoint")
+    finally:
+        system.stop()
+        for u in ups:
+            u.stop()

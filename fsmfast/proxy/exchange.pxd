@@ -45,16 +45,13 @@ cdef class Exchange(UpstreamUser):
     cdef public object plan
     cdef public Pool pool
     cdef public object reason
-    cdef public list replay
-    cdef public Py_ssize_t replay_size
     cdef public long long req_framing
     cdef public bint request_done
     cdef public object request_id
     cdef public long long resp_framing
     cdef public bint retried
     cdef public object retry
-    cdef public object retry_handle
-    cdef public list retry_why
+    cdef public object attempts
     cdef public bint reused
     cdef public unsigned long long rid
     cdef public object rule
@@ -63,8 +60,6 @@ cdef class Exchange(UpstreamUser):
     cdef public int status
     cdef public bytes target
     cdef public object timer
-    cdef public list tried
-    cdef public int tries
     cdef public list up_out
     cdef public bint up_paused
 

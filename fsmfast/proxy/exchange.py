@@ -89,10 +89,9 @@ from fsmfast.proxy.states import (
 )
 from fsmfast.proxy.upstream import BackendState, Pool, UpstreamConnection
 from fsmfast.proxy.websocket import UPGRADE_WEBSOCKET
+from fsmfast.resilience.retry import Attempts
 
 if TYPE_CHECKING:
-    import asyncio
-
     from fsmfast.proxy.downstream import ClientConnection
     from fsmfast.proxy.filters import RequestPlan
     from fsmfast.proxy.route_timer import RouteTimer
@@ -152,6 +151,7 @@ def check_states(on: bool) -> None:
 
 class Exchange(UpstreamUser):
     __slots__ = (
+        "attempts",
         "backend",
         "body_bytes",
         "body_room",
@@ -171,16 +171,12 @@ class Exchange(UpstreamUser):
         "plan",
         "pool",
         "reason",
-        "replay",
-        "replay_size",
         "req_framing",
         "request_done",
         "request_id",
         "resp_framing",
         "retried",
         "retry",
-        "retry_handle",
-        "retry_why",
         "reused",
         "rid",
         "rule",
@@ -189,8 +185,6 @@ class Exchange(UpstreamUser):
         "status",
         "target",
         "timer",
-        "tried",
-        "tries",
         "up_out",
         "up_paused",
     )
@@ -230,15 +224,11 @@ class Exchange(UpstreamUser):
     body_room: int
     request_id: bytes | None  # the client's X-Request-Id when valid (scan_request), else None
     rid: int  # with request_id None: the number of the id this worker made for the request
-    # A retry policy's state (None/0 without one): the plan, retries made, the pools tried, why each
-    # retry was made, the body kept for a replay and its size, the backoff's timer.
+    # A retry policy's plan (None without one, or once the body outgrew REPLAY_LIMIT), and the
+    # request's retries once it needs them (the body kept, the attempts made): two fields, so that
+    # an exchange without a policy pays two stores.
     retry: RetryPlan | None
-    tries: int
-    tried: list[Pool] | None
-    retry_why: list[str] | None
-    replay: list[bytes] | None
-    replay_size: int
-    retry_handle: asyncio.TimerHandle | None
+    attempts: Attempts | None
 
     @staticmethod
     def start(
@@ -307,12 +297,7 @@ class Exchange(UpstreamUser):
         self.body_room = -1
         self.upgrade = None
         self.retry = None
-        self.tries = 0
-        self.tried = None
-        self.retry_why = None
-        self.replay = None
-        self.replay_size = 0
-        self.retry_handle = None
+        self.attempts = None
         return self
 
     # -- the request id -------------------------------------------------------------------
@@ -374,18 +359,20 @@ class Exchange(UpstreamUser):
         self.reply(503, text, "no_healthy_upstream")  # the access log names the backend
 
     def _keep_for_retry(self, retry: RetryPlan) -> None:
-        """A retry policy applies: keep the body for a replay, when it is small enough, and count
-        the request in the retry budget."""
-        if retry.budget is not None:
-            retry.budget.request(self.client.ctx.clock)
+        """A retry policy applies: count the request for the retry budget (the worker's tick hands
+        the counts to the machine's budget) and keep its body for a replay, when it is small enough."""
+        backend = self.backend
+        assert backend is not None
+        backend.retry_requests += 1
         if self.req_framing > REPLAY_LIMIT or self.pending_size > REPLAY_LIMIT:
             return  # too big to keep: streamed, never retried
         self.retry = retry
-        # From now on the body goes to ``replay`` (upstream_ready sends it), not ``pending``.
-        self.replay = self.pending
-        self.replay_size = self.pending_size
-        self.pending = []
-        self.pending_size = 0
+        if self.pending:
+            # What arrived while the exchange waited its turn; from now on the body goes to the kept
+            # one (upstream_ready sends it), not to ``pending``.
+            self.attempts = Attempts(self.pending, self.pending_size)
+            self.pending = []
+            self.pending_size = 0
 
     def request_body(self, data: bytes) -> None:
         if self.body_room >= 0:
@@ -414,13 +401,13 @@ class Exchange(UpstreamUser):
 
     def _send_up(self, pieces: list[bytes], size: int) -> None:
         state = self.state
-        if self.replay is not None:
+        if self.retry is not None:
             self._keep(pieces, size, state)
             return
         if state in (SENDING, RESPONDING):
             if self.conn is not None:
                 self.up_out.extend(pieces)
-        elif state in (QUEUED, CONNECTING):
+        elif state in (QUEUED, CONNECTING, WAITING):
             self.pending.extend(pieces)
             self.pending_size += size
             if self.pending_size > PENDING_LIMIT:
@@ -429,25 +416,28 @@ class Exchange(UpstreamUser):
 
     def _keep(self, pieces: list[bytes], size: int, state: int) -> None:
         """Body pieces of a request a retry may replay: kept, and sent on when an upstream has the head."""
-        replay = self.replay
-        assert replay is not None
-        self.replay_size += size
-        if self.replay_size <= REPLAY_LIMIT:
-            replay.extend(pieces)
+        a = self.attempts
+        if a is None:
+            a = self.attempts = Attempts([], 0)
+        body = a.body
+        assert body is not None  # ``retry`` is None once the body is no longer kept
+        a.size += size
+        if a.size <= REPLAY_LIMIT:
+            body.extend(pieces)
             if state in (SENDING, RESPONDING) and self.conn is not None:
                 self.up_out.extend(pieces)
             return
         # Too big to keep: no retry from now on. What is still due upstream is all of it when no
         # upstream has the head yet, else just these pieces.
-        self.replay = None
+        a.body = None
         self.retry = None
         if state in (SENDING, RESPONDING):
             if self.conn is not None:
                 self.up_out.extend(pieces)
         elif state != DONE:
-            replay.extend(pieces)
-            self.pending = replay
-            self.pending_size = self.replay_size
+            body.extend(pieces)
+            self.pending = body
+            self.pending_size = a.size
             if self.pending_size > PENDING_LIMIT:
                 self.client.pause_reading(self.client.PAUSE_PENDING)
 
@@ -478,9 +468,9 @@ class Exchange(UpstreamUser):
             conn.abort()  # mid-exchange: the upstream connection cannot be reused
         if self.timer is not None:
             self.timer.cancel()
-        if self.retry_handle is not None:
-            self.retry_handle.cancel()
-            self.retry_handle = None
+        if self.attempts is not None and self.attempts.timer is not None:
+            self.attempts.timer.cancel()  # in a retry's backoff
+            self.attempts.timer = None
         if self.status == 0:
             self.status = 499  # nginx's code for "client closed request"
         self.reason = self.reason or "downstream_disconnect"
@@ -542,8 +532,8 @@ class Exchange(UpstreamUser):
             self.upstream_lost(conn, conn.error)
             self.flush_client()
             return
-        if self.replay:
-            conn.write([head, *self.replay])  # the body so far, kept for a retry (see _keep)
+        if self.attempts is not None and self.attempts.body:
+            conn.write([head, *self.attempts.body])  # the body so far, kept for a retry (see _keep)
         elif self.pending:
             conn.write([head, *self.pending])
             self.pending = []
@@ -605,7 +595,13 @@ class Exchange(UpstreamUser):
         if self.state != SENDING:
             return
         retry = self.retry
-        if retry is not None and retry.retriable(status) and self.conn is not None and self._may_retry(False):
+        if (
+            retry is not None
+            and status >= retry.floor
+            and retry.retriable(status)
+            and self.conn is not None
+            and self._may_retry(False)
+        ):
             conn = self.conn
             self.conn = None
             conn.abort()  # the rest of its response is not read: the connection cannot be reused
@@ -747,7 +743,7 @@ class Exchange(UpstreamUser):
         kept, an idempotent method unless the request never reached the upstream, and room in the
         retry budget (which counts the retry when it allows it)."""
         retry = self.retry
-        if retry is None or self.tries >= retry.attempts or self.replay is None:
+        if retry is None or (self.attempts.tries if self.attempts is not None else 0) >= retry.attempts:
             return False
         if not not_sent and self.method not in IDEMPOTENT:
             return False
@@ -764,23 +760,22 @@ class Exchange(UpstreamUser):
         assert retry is not None and backend is not None
         backend.settle(pool, True)
         self.pool = None
-        self.tries += 1
-        failure = f"{pool.address} {why}"  # the access log: which endpoint failed, and how
-        if self.tried is None:
-            self.tried = [pool]
-            self.retry_why = [failure]
-        else:
-            self.tried.append(pool)
-            self.retry_why.append(failure)  # type: ignore[union-attr]
+        a = self.attempts
+        if a is None:
+            a = self.attempts = Attempts([], 0)
+        a.tries += 1
+        a.tried.append(pool)
+        a.why.append(f"{pool.address} {why}")  # the access log: which endpoint failed, and how
         self.client.ctx.stats.event("retry", backend.name, why)
         if CHECK_STATES:
             transition(self, self.state, "backoff", WAITING)
         self.state = WAITING
-        self.retry_handle = self.client.ctx.loop.call_later(retry.delay(self.tries), self._again)
+        a.timer = self.client.ctx.loop.call_later(retry.delay(a.tries), self._again)
 
     def _again(self) -> None:
         """The backoff is over: the next attempt, on another endpoint when there is one."""
-        self.retry_handle = None
+        if self.attempts is not None:
+            self.attempts.timer = None
         if self.state != WAITING:
             return
         backend = self.backend
@@ -924,9 +919,9 @@ class Exchange(UpstreamUser):
         """A response produced by the gateway itself (``location``: a redirect's Location)."""
         if CHECK_STATES:
             transition(self, self.state, "reply", DONE)
-        if self.retry_handle is not None:  # a route timeout or a 413 during a retry's backoff
-            self.retry_handle.cancel()
-            self.retry_handle = None
+        if self.attempts is not None and self.attempts.timer is not None:
+            self.attempts.timer.cancel()  # a route timeout or a 413 during a retry's backoff
+            self.attempts.timer = None
         if not self.request_done:
             # The body is still coming and we will not read it: close after replying.
             self.keep_alive = False
@@ -1004,7 +999,7 @@ class Exchange(UpstreamUser):
                 # not the role's: read by name (a cast would cost a call per logged request).
                 **(getattr(self.client, "tls_log", None) or {}),
         }
-        if self.tries:  # a retry policy retried: the attempts made, and why each retry was
-            entry["attempts"] = self.tries + 1
-            entry["retries"] = self.retry_why
+        if self.attempts is not None and self.attempts.tries:  # the attempts made, why each retry was
+            entry["attempts"] = self.attempts.tries + 1
+            entry["retries"] = self.attempts.why
         ctx.access_log.write(entry, self.headers)  # headers: the combined format's Referer and User-Agent

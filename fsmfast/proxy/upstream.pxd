@@ -20,6 +20,7 @@ cdef class BackendState:
     cdef public object tls
     cdef public bint keyed
     cdef public object retry
+    cdef public long long retry_requests
 
     cpdef Pool pick(self)
     cpdef Pool pick_for(self, ex)

@@ -69,7 +69,7 @@ class BackendState:
     ``pick``, ``settle`` after a failed attempt it retries and ``ended`` when it ends.
     """
 
-    __slots__ = ("_next", "backend", "keyed", "name", "pools", "retry", "tls")
+    __slots__ = ("_next", "backend", "keyed", "name", "pools", "retry", "retry_requests", "tls")
 
     def __init__(self, backend: Backend, pools: list[Pool]) -> None:
         self.backend = backend
@@ -79,6 +79,9 @@ class BackendState:
         self._next = 0
         self.keyed = False
         self.retry: RetryPlan | None = None
+        # Requests a retry policy covered since the worker's last tick, which hands them to the
+        # machine's retry budget (one compare-and-swap a tick, not one a request).
+        self.retry_requests = 0
 
     def pick(self) -> Pool | None:
         pools = self.pools
@@ -217,7 +220,8 @@ class PolicyBackend(BackendState):
         if not n:
             return None
         now_ms = int(ex.client.ctx.clock * 1000)
-        tried = ex.tried
+        attempts = ex.attempts
+        tried = attempts.tried if attempts is not None and attempts.tried else None
         session = self.session
         i = -1
         issued = None

@@ -54,10 +54,12 @@ class Budget:
         self._cells = cells
         self._base = base
 
-    def request(self, now: float) -> None:
-        """Count one request that a retry policy covers (once, however many attempts it takes)."""
+    def request(self, now: float, n: int = 1) -> None:
+        """Count ``n`` requests that a retry policy covers (once each, however many attempts they take).
+        The workers count them on their backends and hand them over here each tick (a second's
+        bucket gets them up to a tick late), not a compare-and-swap per request."""
         epoch = int(now)
-        window.bump(self._cells, self._base + _REQUESTS + epoch % BUDGET_SECONDS, epoch & window.TAG_MASK)
+        window.bump(self._cells, self._base + _REQUESTS + epoch % BUDGET_SECONDS, epoch & window.TAG_MASK, n)
 
     def allow(self, now: float) -> bool:
         """Whether one more retry may go now; counted when it may."""
@@ -92,7 +94,7 @@ class RetryPlan:
     """A retry policy as the exchange asks it: ``attempts`` (retries, not counting the first try),
     ``retriable(status)``, ``delay(n)``; ``budget`` None when the backend has no budget words."""
 
-    __slots__ = ("_base", "_cap", "_codes", "_five", "attempts", "budget", "name", "policy")
+    __slots__ = ("_base", "_cap", "_codes", "_five", "attempts", "budget", "floor", "name", "policy")
 
     def __init__(self, policy: Retry, budget: Budget | None) -> None:
         self.policy = policy
@@ -101,6 +103,9 @@ class RetryPlan:
         self.attempts = policy.attempts if policy.attempts is not None else DEFAULT_ATTEMPTS
         self._five = "5xx" in policy.on
         self._codes = frozenset(int(code) for code in policy.on if code != "5xx")
+        # The lowest status retried: the exchange compares a response's status with it before it asks
+        # ``retriable``, so an answer below it (a 200) costs a comparison.
+        self.floor = min([*self._codes, *([500] if self._five else [])], default=1000)
         self._base = policy.backoff if policy.backoff is not None else DEFAULT_BACKOFF
         self._cap = BACKOFF_CAP * self._base
 
@@ -115,3 +120,19 @@ class RetryPlan:
         makes the minimum."""
         doubling = 1 << min(max(n - 1, 0), 8)  # past the cap soon: no need for huge numbers
         return min(self._cap, self._base * doubling) * (1.0 + 0.5 * random.random())
+
+
+class Attempts:
+    """One request's retries, held by its exchange once it needs them: the body kept for a replay
+    (``body``, ``size``; None once it outgrew the bound), the retries made (``tries``), the pools
+    tried and why each attempt failed (the access log's ``retries``), the backoff's timer."""
+
+    __slots__ = ("body", "size", "timer", "tried", "tries", "why")
+
+    def __init__(self, body: list[bytes] | None, size: int) -> None:
+        self.body = body
+        self.size = size
+        self.tries = 0
+        self.tried: list[Any] = []
+        self.why: list[str] = []
+        self.timer: Any = None

@@ -45,11 +45,18 @@ class BackendStates(dict[str, BackendState]):
         self.arena = arena
         self.row = row
         self._key: bytes | None = None
+        # The states whose requests count for a retry budget: the worker's tick hands their counts over.
+        self.budgeted: list[BackendState] = []
         self._views: dict[tuple[str, str], BackendState] = {}
 
     def add(self, backend: Backend, pools: list[Pool]) -> BackendState:
         state = self[backend.name] = self._build(backend, pools)
+        self._budgeted(state)
         return state
+
+    def _budgeted(self, state: BackendState) -> None:
+        if state.retry is not None and state.retry.budget is not None:
+            self.budgeted.append(state)
 
     @property
     def key(self) -> bytes:
@@ -121,6 +128,7 @@ class BackendStates(dict[str, BackendState]):
         else:
             source = base if isinstance(base, PolicyBackend) else PolicyBackend(backend, base.pools)
             view = source.with_policies(retry, session)
+            self._budgeted(view)
         self._views[(scope, name)] = view
         return view
 

@@ -25,16 +25,16 @@ TAG_BITS = 63 - COUNT_BITS
 TAG_MASK = (1 << TAG_BITS) - 1
 
 
-def bump(cells: Any, i: int, tag: int) -> None:
-    """One more in word ``i`` for ``tag`` (0 <= tag < 2**TAG_BITS)."""
+def bump(cells: Any, i: int, tag: int, n: int = 1) -> None:
+    """``n`` more in word ``i`` for ``tag`` (0 <= tag < 2**TAG_BITS)."""
     while True:
         word = cells.load(i)
         if word >> COUNT_BITS == tag:
             if word & COUNT_MAX == COUNT_MAX:
                 return  # saturated: carrying into the tag would corrupt it
-            new = word + 1
+            new = word + min(n, COUNT_MAX - (word & COUNT_MAX))
         else:
-            new = tag << COUNT_BITS | 1  # a stale bucket (or a fresh arena): this epoch starts here
+            new = tag << COUNT_BITS | min(n, COUNT_MAX)  # a stale bucket (or a fresh arena): this epoch starts here
         if cells.cas(i, word, new):
             return
 

@@ -11,3 +11,4 @@ cdef class Context(WorkerState):
     cdef public object publisher
     cdef public object arena
     cdef public object prober
+    cdef public list budgeted

@@ -27,7 +27,7 @@ from fsmfast.proxy.options import RuleOptions, rule_options
 from fsmfast.proxy.roles import WorkerState
 from fsmfast.proxy.router import Router
 from fsmfast.proxy.states import RESPONDING, SENDING
-from fsmfast.proxy.upstream import Pool
+from fsmfast.proxy.upstream import BackendState, Pool
 from fsmfast.resilience.prober import Prober
 from fsmfast.resilience.runtime import BackendStates
 from fsmfast.settings import Settings
@@ -98,6 +98,7 @@ class Context(WorkerState):
         self.publisher = Publisher(region, self.stats)
         # The machine-wide state of the resilience policies (fsmfast.shared), this worker's row ``index``.
         self.arena = arena
+        self.budgeted: list[BackendState] = []
         # Active health checks of the endpoints this worker probes for the whole machine.
         self.prober = Prober(loop, index, settings.workers, arena.cells) if arena is not None else None
         if self.prober is not None:
@@ -127,6 +128,7 @@ class Context(WorkerState):
         self.detailed_ports = frozenset(lst.port for lst in snapshot.listeners if lst.detailed_errors)
         self.router = router
         self.ports = ports
+        self.budgeted = states.budgeted
         self.generation = snapshot.generation
         self.stats.forget()  # the counts stay; the old snapshot's rules and backends go
         if self.prober is not None:
@@ -147,6 +149,12 @@ class Context(WorkerState):
         now = self.clock = time.monotonic()
         self.clock_upper = now + TICK
         self.publisher.tick(now)  # heartbeat; counts, when they changed
+        for state in self.budgeted:
+            # The requests under a retry policy since the last tick, for the machine's retry budget.
+            n = state.retry_requests
+            if n:
+                state.retry_requests = 0
+                state.retry.budget.request(now, n)  # type: ignore[union-attr]
         settings = self.settings
         admission = self.admission
         count = len(self.connections) + len(self.tunnels)

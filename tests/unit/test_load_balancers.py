@@ -41,7 +41,7 @@ class Ex:
     def __init__(self, ip: bytes = b"-") -> None:
         self.client = Client(ip)
         self.headers: list[tuple[bytes, bytes]] = []
-        self.tried: list[Pool] | None = None
+        self.attempts: object = None
         self.plan: object = None
 
 

@@ -39,6 +39,10 @@ def test_retriable_statuses() -> None:
     assert [exact.retriable(s) for s in (503, 429, 500, 502, 0)] == [True, True, False, False, True]
     both = RetryPlan(Retry("p", ("5xx", "409")), None)
     assert [both.retriable(s) for s in (409, 504, 404)] == [True, True, False]
+    # The exchange asks ``retriable`` only from ``floor`` up: nothing below it may be retriable.
+    assert (five.floor, exact.floor, both.floor) == (500, 429, 409)
+    for plan in (five, exact, both):
+        assert not any(plan.retriable(s) for s in range(1, plan.floor))
 
 
 @pytest.mark.parametrize("backoff", [None, 0.1, 2.0])
@@ -80,6 +84,15 @@ def test_twenty_percent_of_the_requests_of_the_last_ten_seconds(arena: Arena) ->
     assert budget.counts(T0 + 10) == (50, 10)
     assert [budget.allow(T0 + 10) for _ in range(11)] == [True] * 10 + [False]  # 20 of 50: minimum rate too
     assert budget.counts(T0 + 14) == (0, 10)  # only the retries of T0 + 10 are still in
+
+
+def test_requests_handed_over_in_a_batch_count_as_many(arena: Arena) -> None:
+    # A worker's tick hands over the requests it counted since the last one.
+    budget = Budget(arena.cells, 2)
+    budget.request(T0, 100)
+    budget.request(T0, 50)
+    assert budget.counts(T0) == (150, 0)
+    assert [budget.allow(T0) for _ in range(31)] == [True] * 30 + [False]
 
 
 def test_budgets_are_per_backend(arena: Arena) -> None:

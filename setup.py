@@ -22,6 +22,7 @@ COMPILED_MODULES = (
     "fsmfast.tls.link",
     "fsmfast.worker.context",
     "fsmfast.metrics.counters",
+    "fsmfast.resilience.health",
 )
 
 

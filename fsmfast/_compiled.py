@@ -46,6 +46,7 @@ COMPILED = (
     "fsmfast.tls.link",
     "fsmfast.worker.context",
     "fsmfast.metrics.counters",
+    "fsmfast.resilience.health",
 )
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))

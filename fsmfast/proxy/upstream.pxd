@@ -8,6 +8,7 @@ cimport cython
 
 from fsmfast._parser cimport ResponseHead, parse_response_head, read_response_head, scan_response_head
 from fsmfast.proxy.roles cimport UpstreamUser, WorkerState
+from fsmfast.resilience.health cimport EndpointHealth
 
 cdef Py_ssize_t MAX_RESPONSE_HEAD  # a C constant: read on every response
 
@@ -31,7 +32,7 @@ cdef class BackendState:
 cdef class PolicyBackend(BackendState):
     cdef public object breaker
     cdef public object counters
-    cdef public object health
+    cdef public EndpointHealth health
     cdef public dict index_of
     cdef public int lb
     cdef public tuple policies

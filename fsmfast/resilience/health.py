@@ -72,7 +72,9 @@ class EndpointHealth:
         """Endpoint i may be picked now: one load."""
         return self._never_out or now_ms >= self._cells.load(self.bases[i] + _UNTIL)
 
-    state = usable  # for the master's gauge: the same answer
+    def state(self, i: int, now_ms: int) -> bool:
+        """For the master's gauge: ``usable``'s answer."""
+        return self.usable(i, now_ms)
 
     def failures(self, i: int) -> int:
         """Consecutive failures of requests counted for endpoint i (for logs)."""

@@ -24,7 +24,8 @@ from fsmfast._compiled import COMPILED
 ROOT = Path(fsmfast.__file__).resolve().parent.parent
 DESCRIBED = (
     "compiled fsmfast._parser, tls._records, shared._atomic, proxy.router, proxy.roles, pipeline.route,"
-    " proxy.upstream, proxy.exchange, proxy.downstream, tls.link, worker.context, metrics.counters"
+    " proxy.upstream, proxy.exchange, proxy.downstream, tls.link, worker.context, metrics.counters,"
+    " resilience.health"
 )
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from msgspec.structs import replace
 
-from fsmfast.config import httproute, listenerchecks, policies
+from fsmfast.config import edge, httproute, listenerchecks, policies
 from fsmfast.config.hostnames import hostname_problem
 from fsmfast.config.issues import Issues, Where
 from fsmfast.config.model import (
@@ -237,6 +237,11 @@ CHECKS: dict[str, Callable[[Any, Issues], Object | None]] = {
     },
     "LoadBalancerPolicy": lambda obj, issues: policies.check_service_policy(Checker(obj, issues), obj),
     "BackendLBPolicy": lambda obj, issues: policies.check_backend_lb_policy(Checker(obj, issues), obj),
+    # FSM's edge policies (issue 20): fsmfast.config.edge.
+    **{
+        kind: lambda obj, issues: edge.check_edge_policy(Checker(obj, issues), obj)
+        for kind in ("RateLimitPolicy", "AccessControlPolicy", "FaultInjectionPolicy")
+    },
 }
 
 

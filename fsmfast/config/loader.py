@@ -52,6 +52,11 @@ KINDS: dict[str, Kind] = {
     "SessionStickyPolicy": Kind(m.SessionStickyPolicy, "gateway.flomesh.io", ("v1alpha1",), "session_sticky_policies"),
     "LoadBalancerPolicy": Kind(m.LoadBalancerPolicy, "gateway.flomesh.io", ("v1alpha1",), "load_balancer_policies"),
     "BackendLBPolicy": Kind(m.BackendLBPolicy, m.GATEWAY_GROUP, ("v1alpha2",), "backend_lb_policies"),
+    "RateLimitPolicy": Kind(m.RateLimitPolicy, "gateway.flomesh.io", ("v1alpha1",), "rate_limit_policies"),
+    "AccessControlPolicy": Kind(m.AccessControlPolicy, "gateway.flomesh.io", ("v1alpha1",), "access_control_policies"),
+    "FaultInjectionPolicy": Kind(
+        m.FaultInjectionPolicy, "gateway.flomesh.io", ("v1alpha1",), "fault_injection_policies"
+    ),
     "TLSRoute": Kind(m.TLSRoute, m.GATEWAY_GROUP, ("v1", "v1alpha3", "v1alpha2"), "tls_routes"),
     "TCPRoute": Kind(m.TCPRoute, m.GATEWAY_GROUP, ("v1alpha2",), "tcp_routes"),
 }

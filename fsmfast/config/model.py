@@ -762,6 +762,182 @@ class BackendLBPolicy(Object, frozen=True, kw_only=True):
     spec: BackendLBPolicySpec
 
 
+# --- Flomesh edge policies (issue 20): RateLimitPolicy, AccessControlPolicy, FaultInjectionPolicy ---
+#
+# As with the resilience policies, every config field is optional here (None: "not written"):
+# an entry's ``config`` is merged field by field over the spec-level ``config``, then the CRD
+# defaults apply (fsmfast.config.edge). ``key``, ``trustedHops`` and ``trustedProxies`` are
+# fsmfast extensions (docs/edge-policies.md).
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Status = Annotated[int, msgspec.Meta(ge=1, le=10000)]
+Percent = Annotated[int, msgspec.Meta(ge=0, le=100)]
+TimeUnit = Literal["ms", "s", "m", "h", "d"]
+
+
+class GRPCMethodMatch(Spec, frozen=True, kw_only=True):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    service: str | None = None
+    method: str | None = None
+
+
+class GRPCHeaderMatch(Spec, frozen=True, kw_only=True):
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    name: str
+    value: str
+
+
+class GRPCRouteMatch(Spec, frozen=True, kw_only=True):
+    method: GRPCMethodMatch | None = None
+    headers: list[GRPCHeaderMatch] = []
+
+
+class RateLimitKey(Spec, frozen=True, kw_only=True):
+    """fsmfast extension: one quota per client address, or per value of a request header."""
+
+    type: Literal["ClientIP", "Header"]
+    name: str | None = None  # the header, with type Header
+
+
+class L7RateLimit(Spec, frozen=True, kw_only=True):
+    mode: Literal["Local", "Global"] | None = None
+    backlog: Positive | None = None
+    requests: Positive | None = None
+    burst: Positive | None = None
+    stat_time_window: Positive | None = None
+    response_status_code: Status | None = None
+    response_headers_to_add: list[HTTPHeader] | None = None
+    key: RateLimitKey | None = None
+
+
+class RateLimitPort(Spec, frozen=True, kw_only=True):
+    port: Port
+    bps: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+class RateLimitHostname(Spec, frozen=True, kw_only=True):
+    hostname: str
+    config: L7RateLimit | None = None
+
+
+class RateLimitHTTPMatch(Spec, frozen=True, kw_only=True):
+    match: HTTPRouteMatch
+    config: L7RateLimit | None = None
+
+
+class RateLimitGRPCMatch(Spec, frozen=True, kw_only=True):
+    match: GRPCRouteMatch
+    config: L7RateLimit | None = None
+
+
+class RateLimitPolicySpec(Spec, frozen=True, kw_only=True):
+    target_ref: PolicyTargetRef
+    ports: list[RateLimitPort] = []
+    bps: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    hostnames: list[RateLimitHostname] = []
+    http: list[RateLimitHTTPMatch] = []
+    grpc: list[RateLimitGRPCMatch] = []
+    config: L7RateLimit | None = None
+
+
+class RateLimitPolicy(Object, frozen=True, kw_only=True):
+    spec: RateLimitPolicySpec
+
+
+class AccessControlConfig(Spec, frozen=True, kw_only=True):
+    blacklist: list[str] | None = None
+    whitelist: list[str] | None = None
+    enable_xff: bool | None = msgspec.field(default=None, name="enableXFF")
+    status_code: Status | None = None
+    message: str | None = None
+    trusted_hops: Annotated[int, msgspec.Meta(ge=0, le=64)] | None = None  # fsmfast extension
+    trusted_proxies: list[str] | None = None  # fsmfast extension
+
+
+class AccessControlPort(Spec, frozen=True, kw_only=True):
+    port: Port
+    config: AccessControlConfig | None = None
+
+
+class AccessControlHostname(Spec, frozen=True, kw_only=True):
+    hostname: str
+    config: AccessControlConfig | None = None
+
+
+class AccessControlHTTPMatch(Spec, frozen=True, kw_only=True):
+    match: HTTPRouteMatch
+    config: AccessControlConfig | None = None
+
+
+class AccessControlGRPCMatch(Spec, frozen=True, kw_only=True):
+    match: GRPCRouteMatch
+    config: AccessControlConfig | None = None
+
+
+class AccessControlPolicySpec(Spec, frozen=True, kw_only=True):
+    target_ref: PolicyTargetRef
+    ports: list[AccessControlPort] = []
+    hostnames: list[AccessControlHostname] = []
+    http: list[AccessControlHTTPMatch] = []
+    grpc: list[AccessControlGRPCMatch] = []
+    config: AccessControlConfig | None = None
+
+
+class AccessControlPolicy(Object, frozen=True, kw_only=True):
+    spec: AccessControlPolicySpec
+
+
+class FaultRange(Spec, frozen=True, kw_only=True):
+    min: Annotated[int, msgspec.Meta(ge=0)]
+    max: Positive
+
+
+class FaultDelay(Spec, frozen=True, kw_only=True):
+    percent: Percent
+    fixed: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    range: FaultRange | None = None
+    unit: TimeUnit | None = None
+
+
+class FaultAbort(Spec, frozen=True, kw_only=True):
+    percent: Percent
+    status_code: Status | None = None
+    message: str | None = None
+
+
+class FaultInjectionConfig(Spec, frozen=True, kw_only=True):
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+
+class FaultInjectionHostname(Spec, frozen=True, kw_only=True):
+    hostname: str
+    config: FaultInjectionConfig | None = None
+
+
+class FaultInjectionHTTPMatch(Spec, frozen=True, kw_only=True):
+    match: HTTPRouteMatch
+    config: FaultInjectionConfig | None = None
+
+
+class FaultInjectionGRPCMatch(Spec, frozen=True, kw_only=True):
+    match: GRPCRouteMatch
+    config: FaultInjectionConfig | None = None
+
+
+class FaultInjectionPolicySpec(Spec, frozen=True, kw_only=True):
+    target_ref: PolicyTargetRef
+    hostnames: list[FaultInjectionHostname] = []
+    http: list[FaultInjectionHTTPMatch] = []
+    grpc: list[FaultInjectionGRPCMatch] = []
+    config: FaultInjectionConfig | None = None
+    unit: TimeUnit = "ms"
+
+
+class FaultInjectionPolicy(Object, frozen=True, kw_only=True):
+    spec: FaultInjectionPolicySpec
+
+
 # --- the whole set --------------------------------------------------------------------------
 
 
@@ -789,6 +965,9 @@ class Manifests(msgspec.Struct, kw_only=True):
     session_sticky_policies: list[SessionStickyPolicy] = []
     load_balancer_policies: list[LoadBalancerPolicy] = []
     backend_lb_policies: list[BackendLBPolicy] = []
+    rate_limit_policies: list[RateLimitPolicy] = []
+    access_control_policies: list[AccessControlPolicy] = []
+    fault_injection_policies: list[FaultInjectionPolicy] = []
     files: list[str] = []
     documents: int = 0
     digest: str = ""

@@ -179,6 +179,96 @@ class BackendPolicies(msgspec.Struct, frozen=True, gc=False, omit_defaults=True)
     cells: SharedCells | None = None  # set by the master
 
 
+# --- edge policies (issue 20): resolved, not yet applied by the data plane ---------------------
+#
+# ``policy`` names the source ("RateLimitPolicy ns/name"); CRD defaults are applied. Port-level
+# settings live on ``Listener.edge``; hostname- and route-level ones, already combined for each
+# rule, on ``VirtualHost.edge`` keyed by ``Rule.name``: one dict lookup per request, and only on a
+# virtual host that has any.
+
+
+class ClientKey(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """fsmfast extension: a quota per client address (``ClientIP``) or per value of ``header``."""
+
+    type: Literal["ClientIP", "Header"]
+    header: str | None = None  # lower-case
+
+
+class RateLimit(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """``requests`` per ``window`` seconds, bursts up to ``burst``; up to ``backlog`` requests wait
+    for a token, the next get ``status`` with ``headers``. ``key`` None: one quota for everyone."""
+
+    policy: str
+    requests: int
+    window: int
+    burst: int
+    backlog: int = 10
+    status: int = 429
+    headers: tuple[HeaderValue, ...] = ()
+    mode: Literal["Local", "Global"] = "Local"
+    key: ClientKey | None = None
+
+
+class Bandwidth(msgspec.Struct, frozen=True, gc=False):
+    """L4 throttle of each connection of a port, both directions, in bytes per second."""
+
+    policy: str
+    bps: int
+
+
+class AccessControl(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Addresses and networks in canonical CIDR form. With a ``whitelist`` only it is used (FSM's
+    rule: the blacklist is then empty here). ``enable_xff``: the client address is taken from
+    X-Forwarded-For, skipping ``trusted_hops`` entries from the right and entries inside
+    ``trusted_proxies``; with neither, X-Forwarded-For is not trusted and the TCP peer is used."""
+
+    policy: str
+    whitelist: tuple[str, ...] = ()
+    blacklist: tuple[str, ...] = ()
+    status: int = 403
+    message: str = ""
+    enable_xff: bool = False
+    trusted_hops: int = 0
+    trusted_proxies: tuple[str, ...] = ()
+
+
+class Delay(msgspec.Struct, frozen=True, gc=False):
+    """``percent`` of requests wait a time between ``min`` and ``max`` seconds (equal: fixed)."""
+
+    percent: int
+    min: float
+    max: float
+
+
+class Abort(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    percent: int
+    status: int
+    message: str = ""
+
+
+class FaultInjection(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    policy: str
+    delay: Delay | None = None
+    abort: Abort | None = None
+
+
+class EdgeRule(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """What applies to a request through one rule of one virtual host: rate limits and access
+    control both apply, hostname level first, then route level; for fault injection the route
+    level replaces the hostname level."""
+
+    rate_limits: tuple[RateLimit, ...] = ()
+    access: tuple[AccessControl, ...] = ()
+    fault: FaultInjection | None = None
+
+
+class PortEdge(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
+    """Gateway port level: the connection ACL (before any byte is read) and the byte rate."""
+
+    access: AccessControl | None = None
+    bandwidth: Bandwidth | None = None
+
+
 class Backend(msgspec.Struct, frozen=True, gc=False):
     """A Service port as an upstream: ``namespace/name:port``."""
 
@@ -338,6 +428,8 @@ class VirtualHost(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     hostname: str
     rules: tuple[Rule, ...]
     listeners: tuple[str, ...] = ()
+    # Edge policies (issue 20) per ``Rule.name``, for the rules that have any.
+    edge: dict[str, EdgeRule] = {}
 
 
 # --- listener TLS and L4 routes (TLS termination, passthrough, TCP) ----------------------------
@@ -397,6 +489,8 @@ class Listener(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     # The gateway's error bodies name the namespace, Service and endpoint address that failed
     # (fsmfast.io/detailed-errors on a Gateway of this port); otherwise only the logs do.
     detailed_errors: bool = False
+    # Port-level edge policies (issue 20).
+    edge: PortEdge | None = None
 
 
 class Snapshot(msgspec.Struct, frozen=True, gc=False):

@@ -30,6 +30,7 @@ from fsmfast.config import model as m
 from fsmfast.config.httproute import UNSUPPORTED
 from fsmfast.config.issues import Issues, Where
 from fsmfast.config.loader import load
+from fsmfast.edge.resolve import EdgePolicies
 from fsmfast.errors import ConfigError
 from fsmfast.snapshot import (
     SCHEMA,
@@ -68,6 +69,7 @@ class _Compiler:
         self.index = Index(manifests)
         self.tls = TLSPolicies(self.index, issues)
         self.resilience = resilience.Resilience(self.index, issues)
+        self.edge = EdgePolicies(self.index, issues)  # issue 20: resolved, not yet applied
         self.used: dict[str, tuple[m.Service, m.ServicePort]] = {}
         self._entries: dict[str, list[tuple[Precedence, Rule]]] = {}
         self.attached_routes: set[str] = set()
@@ -96,7 +98,9 @@ class _Compiler:
             self.index, self.issues, frontends, lambda svc, sp: self.used.setdefault(f"{svc.key}:{sp.port}", (svc, sp))
         )
         self.attached_routes |= l4.attached
-        listeners = sorted([*listeners, *l4.listeners()], key=lambda listener: listener.port)
+        listeners = sorted(
+            [self.edge.listener(li) for li in (*listeners, *l4.listeners())], key=lambda listener: listener.port
+        )
         backends = {key: self._backend(key, *self.used[key]) for key in sorted(self.used)}
         return Snapshot(
             schema=SCHEMA,
@@ -247,6 +251,9 @@ def _summary(snapshot: Snapshot, manifests: m.Manifests, routes: int) -> str:
             "session_sticky_policies",
             "load_balancer_policies",
             "backend_lb_policies",
+            "rate_limit_policies",
+            "access_control_policies",
+            "fault_injection_policies",
         )
     )
     return (

@@ -130,7 +130,7 @@ def not_applied_yet(c: Checker, policy: EdgePolicy) -> None:
     """Until the data plane enforces these policies, say so for every accepted one, so nobody
     believes a route is protected that is not."""
     what = {
-        "RateLimitPolicy": "rate limits",
+        "RateLimitPolicy": "rate limiting",
         "AccessControlPolicy": "access control",
         "FaultInjectionPolicy": "fault injection",
     }[policy.kind]

@@ -19,7 +19,7 @@ from fsmfast.config.duration import format_duration
 from fsmfast.pipeline import route
 from fsmfast.pipeline import target as target_stage
 from fsmfast.pipeline.decision import Choice, LocalReply, Redirect
-from fsmfast.policytext import policy_lines
+from fsmfast.policytext import edge_lines, policy_lines
 from fsmfast.proxy.conditions import RequestView
 from fsmfast.proxy.filters import RequestPlan
 from fsmfast.proxy.router import HostTable, Router, RouteRule, VHost, normalize_host
@@ -319,6 +319,9 @@ def explain(
         return "\n".join(lines) + "\n"
     rule = winner.source
     lines.append(f"matched    {winner.name}")
+    if listener.edge is not None or any(vh.edge for vh in listener.vhosts):
+        compiled = next((vh for vh in listener.vhosts if vh.hostname == vhost.hostname), None)
+        lines += edge_lines(port, listener.edge, compiled.edge.get(rule.name) if compiled is not None else None)
     extras = filters_text(rule.filters, rule.timeouts)
     if extras:
         lines.append("filters    " + extras[0])

@@ -12,13 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fsmfast.config.duration import format_duration
+from fsmfast.edge.describe import port_edge_texts, rule_edge_texts
 from fsmfast.snapshot import (
     Backend,
     BackendPolicies,
     CircuitBreaker,
+    EdgeRule,
     HealthCheck,
     LoadBalancing,
     Persistence,
+    PortEdge,
     Retry,
     Rule,
     StickyCookie,
@@ -134,3 +137,14 @@ def policy_lines(rule: Rule, backends: Sequence[Backend]) -> list[str]:
     if not rows:
         return []
     return ["policies", *("           " + row for row in rows)]
+
+
+def edge_lines(port: int, port_edge: PortEdge | None, rule_edge: EdgeRule | None) -> list[str]:
+    """What ``fsmfast explain`` prints about the edge policies (issue 20) for a request on ``port``
+    through a rule: the port's, then the rule's in the order they apply."""
+    rows = [f"port {port}: {kind} {text} ({source})" for kind, source, text in port_edge_texts(port_edge or PortEdge())]
+    if rule_edge is not None:
+        rows += [f"rule: {kind} {text} ({source})" for kind, source, text in rule_edge_texts(rule_edge)]
+    if not rows:
+        return []
+    return ["edge       resolved, not applied by this version yet", *("           " + row for row in rows)]

@@ -23,9 +23,20 @@ from typing import Any
 
 import msgspec
 
+from fsmfast.edge.describe import port_edge_texts, rule_edge_texts
 from fsmfast.explain import backends_text, conditions_text, filters_text, path_text
 from fsmfast.policytext import backend_policy_texts
-from fsmfast.snapshot import Backend, BackendPolicies, BackendRef, L4Route, Listener, Rule, Snapshot, UpstreamTLS
+from fsmfast.snapshot import (
+    Backend,
+    BackendPolicies,
+    BackendRef,
+    EdgeRule,
+    L4Route,
+    Listener,
+    Rule,
+    Snapshot,
+    UpstreamTLS,
+)
 from fsmfast.tls.certs import rfc3339
 from fsmfast.tls.inventory import CertInfo, certificates, client_ca_users
 
@@ -85,6 +96,13 @@ def _rule(precedence: int, rule: Rule) -> dict[str, Any]:
     }
 
 
+def _rule_edge(edge: EdgeRule | None) -> dict[str, Any]:
+    # Only on a rule that has edge policies, so /config without them reads as before.
+    if edge is None:
+        return {}
+    return {"edge": {"settings": msgspec.to_builtins(edge), "policies": _edge(rule_edge_texts(edge))}}
+
+
 def _l4(route: L4Route) -> dict[str, Any]:
     return {"name": route.name, "hostname": route.hostname, "backends": _refs(route.backends)}
 
@@ -128,12 +146,22 @@ def _listener(listener: Listener, certs: _Certs) -> dict[str, Any]:
             {
                 "hostname": vh.hostname,
                 "listeners": list(vh.listeners),
-                "routes": [_rule(n, rule) for n, rule in enumerate(vh.rules, 1)],
+                "routes": [
+                    {**_rule(n, rule), **_rule_edge(vh.edge.get(rule.name))} for n, rule in enumerate(vh.rules, 1)
+                ],
             }
             for vh in listener.vhosts
         ],
         "l4_routes": [_l4(route) for route in listener.routes],
+        # Issue 20's edge policies on the port; [] when none.
+        "edge": _edge(port_edge_texts(listener.edge)) if listener.edge is not None else [],
     }
+
+
+def _edge(texts: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    """Edge policies (resolved, not yet applied by the data plane): kind, source and words; the
+    settings themselves are in the rule's or listener's ``edge``."""
+    return [{"kind": kind, "policy": source, "text": text} for kind, source, text in texts]
 
 
 def _upstream_tls(key: str, tls: UpstreamTLS, certs: _Certs) -> dict[str, Any]:

@@ -58,7 +58,12 @@ _TARGETS: dict[str, tuple[str, ...]] = {
 }
 
 # The lists of a spec, and the target kind each one takes effect for.
-_LISTS = (("ports", "Gateway"), ("hostnames", "HTTPRoute or GRPCRoute"), ("http", "HTTPRoute"), ("grpc", "GRPCRoute"))
+_LISTS = (
+    ("ports", "a Gateway"),
+    ("hostnames", "an HTTPRoute or GRPCRoute"),
+    ("http", "an HTTPRoute"),
+    ("grpc", "a GRPCRoute"),
+)
 
 
 def category(policy: EdgePolicy) -> str | None:
@@ -98,7 +103,8 @@ def check_edge_policy(c: Checker, policy: EdgePolicy) -> EdgePolicy | None:
     if target.group != m.GATEWAY_GROUP or target.kind not in allowed:
         names = ", ".join(allowed[:-1]) + " or " + allowed[-1]
         got = gk(target.group, target.kind)
-        c.error("spec.targetRef", f"must reference a {names} (group {m.GATEWAY_GROUP}), got {got}")
+        article = "an" if names.startswith("HTTP") else "a"
+        c.error("spec.targetRef", f"must reference {article} {names} (group {m.GATEWAY_GROUP}), got {got}")
     elif target.kind == "GRPCRoute":
         c.warn("spec.targetRef", "GRPCRoute is not served by fsmfast; this policy has no effect")
     if spec.config is not None:
@@ -149,7 +155,7 @@ def _check_category(c: Checker, policy: EdgePolicy) -> None:
         return
     for lst, for_kind in _LISTS:
         if lst != chosen and getattr(spec, lst, None):
-            why = f"spec.{chosen} is used" if target.kind in for_kind else f"only for a {for_kind} target"
+            why = f"spec.{chosen} is used" if target.kind in for_kind else f"only for {for_kind} target"
             c.warn(f"spec.{lst}", f"ignored ({why}; a policy takes effect in one category only)")
     if isinstance(policy, m.RateLimitPolicy) and chosen != "ports" and spec.bps is not None:
         c.warn("spec.bps", "ignored (only for ports of a Gateway target)")

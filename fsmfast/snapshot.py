@@ -219,8 +219,8 @@ class Bandwidth(msgspec.Struct, frozen=True, gc=False):
 class AccessControl(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     """Addresses and networks in canonical CIDR form. With a ``whitelist`` only it is used (FSM's
     rule: the blacklist is then empty here). ``enable_xff``: the client address is taken from
-    X-Forwarded-For, skipping ``trusted_hops`` entries from the right and entries inside
-    ``trusted_proxies``; with neither, X-Forwarded-For is not trusted and the TCP peer is used."""
+    X-Forwarded-For through ``trusted_hops`` proxies in front of the gateway or those inside
+    ``trusted_proxies`` (fsmfast.edge.access.client_address); with neither, the TCP peer is used."""
 
     policy: str
     whitelist: tuple[str, ...] = ()

@@ -19,7 +19,6 @@ compiling (fsmfast.edge.resolve).
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +26,7 @@ from fsmfast.config import httproute
 from fsmfast.config import model as m
 from fsmfast.config.policies import merge
 from fsmfast.config.targets import gk
+from fsmfast.edge.access import parse_entry
 
 if TYPE_CHECKING:
     from fsmfast.config.checks import Checker
@@ -216,24 +216,20 @@ def _status(c: Checker, path: str, status: int | None) -> None:
         c.error(path, f"expected a status 200-599 other than 204, 205, 304; got {status}")
 
 
-def address_problem(text: str) -> str | None:
-    """Why ``text`` is not an IPv4/IPv6 address or CIDR, or None."""
-    try:
-        ipaddress.ip_network(text.strip(), strict=False)
-    except ValueError:
-        return f"{text!r} is not an IP address or CIDR (like 10.0.0.1, 10.0.0.0/8, 2001:db8::/32)"
-    return None
-
-
 def _addresses(c: Checker, path: str, items: list[str] | None) -> None:
+    # The data plane's own parser (fsmfast.edge.access), so check and requests read a list alike.
     if items is None:
         return
     if len(items) > MAX_ADDRESSES:
         c.error(path, f"at most {MAX_ADDRESSES} entries, got {len(items)}")
     for k, text in enumerate(items):
-        problem = address_problem(text)
-        if problem:
-            c.error(f"{path}[{k}]", problem)
+        try:
+            entry = parse_entry(text)
+        except ValueError as exc:
+            c.error(f"{path}[{k}]", str(exc))
+            continue
+        if entry.loose:
+            c.warn(f"{path}[{k}]", f"host bits set in {text!r}; read as {entry.normalized}")
 
 
 def _check_config(c: Checker, path: str, cfg: Any, spec: Any) -> None:

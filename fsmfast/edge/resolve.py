@@ -22,7 +22,6 @@ Nothing here runs per request.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import defaultdict
 from typing import Any
 
@@ -33,6 +32,7 @@ from fsmfast.config import edge as e
 from fsmfast.config import model as m
 from fsmfast.config.hostnames import covers, intersect, specificity
 from fsmfast.config.issues import Issues, Where
+from fsmfast.edge.access import parse_entry
 from fsmfast.snapshot import (
     Abort,
     AccessControl,
@@ -80,7 +80,7 @@ def rate_limit(name: str, cfg: m.L7RateLimit) -> RateLimit:
 def _networks(items: list[str] | None) -> tuple[str, ...]:
     out: list[str] = []
     for text in items or ():
-        net = str(ipaddress.ip_network(text.strip(), strict=False))
+        net = parse_entry(text).normalized  # checked when loading
         if net not in out:
             out.append(net)
     return tuple(out)

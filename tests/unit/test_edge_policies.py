@@ -137,7 +137,12 @@ config: {{blacklist: [203.0.113.0/24], message: go away}}
         ),
     )
     assert others(result) == [
-        "all.yaml#5 AccessControlPolicy ns/ac: spec.ports[0].config.blacklist: ignored: a whitelist is set (FSM's rule)"
+        "all.yaml#5 AccessControlPolicy ns/ac: spec.ports[0].config.whitelist[0]: host bits set in '10.1.2.3/8';"
+        " read as 10.0.0.0/8",
+        "all.yaml#5 AccessControlPolicy ns/ac: spec.ports[0].config.whitelist[2]: host bits set in"
+        " '2001:DB8::1/32'; read as 2001:db8::/32",
+        "all.yaml#5 AccessControlPolicy ns/ac: spec.ports[0].config.blacklist: ignored: a whitelist is set"
+        " (FSM's rule)",
     ]
     assert listener(result).edge == s.PortEdge(
         access=s.AccessControl(
@@ -312,8 +317,8 @@ ERRORS = [
     (
         "AccessControlPolicy",
         f"{TO_GW}\nports: [{{port: 8000, config: {{whitelist: [10.0.0.0/33]}}}}]",
-        "spec.ports[0].config.whitelist[0]: '10.0.0.0/33' is not an IP address or CIDR"
-        " (like 10.0.0.1, 10.0.0.0/8, 2001:db8::/32)",
+        "spec.ports[0].config.whitelist[0]: '10.0.0.0/33' is not an IP address or CIDR:"
+        " the prefix length must be 0..32",
     ),
     (
         "AccessControlPolicy",

@@ -18,7 +18,7 @@ from fsmfast.columns import table
 from fsmfast.config.duration import format_duration
 from fsmfast.pipeline import route
 from fsmfast.pipeline import target as target_stage
-from fsmfast.pipeline.decision import Choice, LocalReply, Redirect
+from fsmfast.pipeline.decision import Choice, Delayed, LocalReply, Redirect
 from fsmfast.policytext import edge_lines, policy_lines
 from fsmfast.proxy.conditions import RequestView
 from fsmfast.proxy.filters import RequestPlan
@@ -250,7 +250,10 @@ def walk(
         out.decision = found
         return out
     out.rule = found
-    out.decision = route.choose(found, scheme, out.host, port, method, headers, out.target, out.path, b"-")
+    decision = route.choose(found, scheme, out.host, port, method, headers, out.target, out.path, b"-")
+    # Only the worker's hooks delay (fault injection); a pure router has none, so never a Delayed here.
+    assert not isinstance(decision, Delayed)
+    out.decision = decision
     return out
 
 

@@ -133,14 +133,16 @@ def check_edge_policy(c: Checker, policy: EdgePolicy) -> EdgePolicy | None:
 
 
 def not_applied_yet(c: Checker, policy: EdgePolicy) -> None:
-    """Until the data plane enforces these policies, say so for every accepted one, so nobody
-    believes a route is protected that is not."""
-    what = {
-        "RateLimitPolicy": "rate limiting",
-        "AccessControlPolicy": "access control",
-        "FaultInjectionPolicy": "fault injection",
-    }[policy.kind]
-    c.warn("", f"accepted; {what} is resolved and shown by check/explain but not applied by this version yet")
+    """What the data plane does not enforce yet, said for every accepted policy that asks for it, so
+    nobody believes a route is protected that is not: rate limits, and access control of a port
+    (hostname- and route-level access control and fault injection are applied)."""
+    if isinstance(policy, m.RateLimitPolicy):
+        what = "rate limiting is"
+    elif isinstance(policy, m.AccessControlPolicy) and category(policy) == "ports":
+        what = "port-level access control is"
+    else:
+        return
+    c.warn("", f"accepted; {what} resolved and shown by check/explain but not applied by this version yet")
 
 
 def _check_category(c: Checker, policy: EdgePolicy) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from fsmfast.proxy.router import Choice
 
-__all__ = ["Choice", "Decision", "LocalReply", "Redirect"]
+__all__ = ["Choice", "Decision", "Delayed", "LocalReply", "Redirect"]
 
 
 class LocalReply:
@@ -52,4 +52,19 @@ class Redirect:
         return f"Redirect({self.status}, {self.location!r})"
 
 
-Decision = Choice | LocalReply | Redirect
+class Delayed:
+    """Wait ``seconds``, then do ``then``: a LocalReply (a fault's abort), or the Choice the rule made
+    (the request is then forwarded). A route policy (fault injection) returns it with ``then`` None
+    when the request goes on; ``choose`` puts the rule's own decision there."""
+
+    __slots__ = ("seconds", "then")
+
+    def __init__(self, seconds: float, then: Any) -> None:
+        self.seconds = seconds
+        self.then = then
+
+    def __repr__(self) -> str:
+        return f"Delayed({self.seconds:g}s, {self.then!r})"
+
+
+Decision = Choice | LocalReply | Redirect | Delayed

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from fsmfast.pipeline.decision import Choice, LocalReply, Redirect
+from fsmfast.pipeline.decision import Choice, Delayed, LocalReply, Redirect
 
 
 class PolicyRequest:
@@ -44,10 +44,10 @@ class PolicyRequest:
 
 
 class Policy(Protocol):
-    def __call__(self, request: PolicyRequest) -> Choice | LocalReply | Redirect | None: ...
+    def __call__(self, request: PolicyRequest) -> Choice | LocalReply | Redirect | Delayed | None: ...
 
 
-def run(policies: Sequence[Policy], request: PolicyRequest) -> Choice | LocalReply | Redirect | None:
+def run(policies: Sequence[Policy], request: PolicyRequest) -> Choice | LocalReply | Redirect | Delayed | None:
     """The first answer of ``policies`` in order, or None when every one lets the request go on."""
     for policy in policies:
         decision = policy(request)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from fsmfast.codec import normalize_host
 from fsmfast.pipeline import hooks
-from fsmfast.pipeline.decision import LocalReply, Redirect
+from fsmfast.pipeline.decision import Delayed, LocalReply, Redirect
 from fsmfast.proxy.router import Choice, HostTable, RouteRule
 
 
@@ -41,18 +41,22 @@ def choose(
     target: bytes,
     path: bytes,
     client: bytes,
-) -> Choice | LocalReply | Redirect:
-    """What ``rule`` does with the request: redirect it, let a policy answer, or forward it."""
+) -> Choice | LocalReply | Redirect | Delayed:
+    """What ``rule`` does with the request: redirect it, let a policy answer, or forward it (after a
+    route policy's delay: ``Delayed`` holding the rest)."""
     if rule.redirect is not None:
         location = rule.redirect.location(scheme, normalize_host(host), port, target)
         return Redirect(rule.redirect.status, location, rule)
     view = None
     choice = None
+    delayed = None
     if rule.policies:
         view = hooks.PolicyRequest(method, host, path, target, headers, client, rule)
         answer = hooks.run(rule.policies, view)
         if isinstance(answer, Choice):
             choice = answer  # forward here: a session names this backend (it beats the weights)
+        elif type(answer) is Delayed and answer.then is None:
+            delayed = answer  # fault injection: wait, then what the rule says
         elif answer is not None:
             return answer
     if choice is None:
@@ -60,12 +64,26 @@ def choose(
     if choice is None or choice.backend is None:
         # The rule's name holds its namespace and route (the access log's "route" has it).
         why = " has no backend" if choice is None else f": {choice.error}"
-        return LocalReply(500, "no usable backend for this route", "invalid_backend", f"route {rule.name}{why}", rule)
+        reply = LocalReply(500, "no usable backend for this route", "invalid_backend", f"route {rule.name}{why}", rule)
+        return _after(delayed, reply)
     if choice.policies:
         if view is None:
             view = hooks.PolicyRequest(method, host, path, target, headers, client, rule)
         view.backend = choice.backend
         answer = hooks.run(choice.policies, view)
         if answer is not None:
-            return answer
+            return _after(delayed, answer)  # type: ignore[arg-type]  # a backend policy's answer: not a delay
+    if delayed is not None:
+        delayed.then = choice
+        return delayed
     return choice
+
+
+def _after(
+    delayed: Delayed | None, decision: Choice | LocalReply | Redirect
+) -> Choice | LocalReply | Redirect | Delayed:
+    """``decision``, after the delay a route policy asked for, if any."""
+    if delayed is None:
+        return decision
+    delayed.then = decision
+    return delayed

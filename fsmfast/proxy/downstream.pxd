@@ -58,6 +58,7 @@ cdef class ClientConnection(ClientSide):
     cpdef _message_done(self)
     @cython.locals(found=object, rule=RouteRule, decision=object, choice=Choice)
     cpdef _route(self, Exchange ex, bytes host, bytes path)
+    cdef _delayed(self, Exchange ex, RouteRule rule, object delayed)
     @cython.locals(ex=Exchange)
     cpdef exchange_finished(self, finished)
     cpdef stop_after_queue(self)
@@ -68,3 +69,8 @@ cdef class ClientConnection(ClientSide):
     cpdef resume_reading(self, int reason)
     cpdef close(self)
     cpdef abort(self)
+
+
+# Forwarding as a choice says: from _route, and after a route policy's delay.
+@cython.locals(plan=object)
+cdef _forward(ClientConnection conn, Exchange ex, RouteRule rule, Choice choice)

@@ -33,12 +33,12 @@ from fsmfast.codec import (
     scan_request,
     scan_request_line,
 )
-from fsmfast.pipeline.decision import LocalReply, Redirect
+from fsmfast.pipeline.decision import Delayed, LocalReply, Redirect
 from fsmfast.pipeline.head import refusal
 from fsmfast.pipeline.route import choose, find
 from fsmfast.pipeline.target import other_form
 from fsmfast.proxy import mirror
-from fsmfast.proxy.exchange import Exchange
+from fsmfast.proxy.exchange import Exchange, Hold
 from fsmfast.proxy.roles import ClientSide
 from fsmfast.proxy.route_timer import RouteTimer
 from fsmfast.proxy.router import Choice, RouteRule
@@ -517,17 +517,22 @@ class ClientConnection(ClientSide):
         ex.rule = rule
         decision = choose(rule, self.scheme, host, self.port, ex.method, ex.headers, ex.target, path, self.client_ip)
         if not isinstance(decision, Choice):
-            _answer(ex, decision)
+            if type(decision) is Delayed:
+                self._delayed(ex, rule, decision)
+            else:
+                _answer(ex, decision)  # type: ignore[arg-type]
             return
-        choice = decision
-        ex.backend = choice.backend
-        # HTTPRoute filters and timeouts: precomputed, None for a plain rule.
-        if choice.plan is not None:
-            ex.plan = choice.plan
-            if choice.plan.mirrors:
-                ex.mirrors = mirror.start(ex, choice.plan, choice.plan.mirrors)
-        if rule.timeouts is not None:
-            ex.timer = RouteTimer(ex, self.ctx.loop, rule.timeouts)
+        _forward(self, ex, rule, decision)
+
+    def _delayed(self, ex: Exchange, rule: RouteRule, delayed: Delayed) -> None:
+        """A route policy's delay (fault injection): what follows it is decided now, and the exchange
+        holds it until the delay is over (``Exchange.local``; it waits in its connection's queue)."""
+        then = delayed.then
+        if isinstance(then, Choice):
+            _forward(self, ex, rule, then)
+        else:
+            _answer(ex, then)
+        ex.local = Hold(delayed.seconds, ex.local)  # type: ignore[arg-type]  # _answer set a tuple, or None
 
     # -- flow -------------------------------------------------------------------------
 
@@ -745,6 +750,18 @@ def _after_empty_lines(data: bytes) -> bytes:
 
 # A method is a token (RFC 9110 §9.1): bytes.translate deleting these leaves nothing of one.
 _TCHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _forward(conn: ClientConnection, ex: Exchange, rule: RouteRule, choice: Choice) -> None:
+    """Forward ``ex`` as ``choice`` says: its backend, and the rule's filters, mirrors and timeouts."""
+    ex.backend = choice.backend
+    # HTTPRoute filters and timeouts: precomputed, None for a plain rule.
+    if choice.plan is not None:
+        ex.plan = choice.plan
+        if choice.plan.mirrors:
+            ex.mirrors = mirror.start(ex, choice.plan, choice.plan.mirrors)
+    if rule.timeouts is not None:
+        ex.timer = RouteTimer(ex, conn.ctx.loop, rule.timeouts)
 
 
 def _answer(ex: Exchange, decision: LocalReply | Redirect) -> None:

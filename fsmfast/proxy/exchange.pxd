@@ -76,6 +76,7 @@ cdef class Exchange(UpstreamUser):
     cdef _keep(self, list pieces, Py_ssize_t size, int state)
     cdef _keep_for_retry(self, retry)
     cpdef _no_endpoint(self)
+    cdef _hold(self)
     cdef bint _may_retry(self, bint not_sent) except -1
     cdef _backoff(self, Pool pool, str why)
     cpdef flush_up(self)

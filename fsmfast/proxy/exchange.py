@@ -139,6 +139,17 @@ def seed_request_ids(prefix: int) -> None:
 seed_request_ids(int.from_bytes(os.urandom(8), "big"))
 
 
+class Hold:
+    """What ``Exchange.local`` holds while a request waits out a route policy's delay: the seconds,
+    then the local answer to give after it (None: forward the request)."""
+
+    __slots__ = ("seconds", "then")
+
+    def __init__(self, seconds: float, then: tuple[int, str, str, bytes] | None) -> None:
+        self.seconds = seconds
+        self.then = then
+
+
 def check_states(on: bool) -> None:
     """Check every transition against fsmfast.proxy.states.TRANSITIONS (debug builds, tests).
 
@@ -201,7 +212,7 @@ class Exchange(UpstreamUser):
     expect_continue: bool
     state: int
     started: float
-    local: tuple[int, str, str, bytes] | None  # (status, text, reason code, Location)
+    local: tuple[int, str, str, bytes] | Hold | None  # (status, text, reason code, Location), or a delay
     rule: RouteRule | None
     backend: BackendState | None
     plan: RequestPlan | None
@@ -324,7 +335,10 @@ class Exchange(UpstreamUser):
         if self.state != QUEUED:
             return
         if self.local is not None:
-            self.reply(*self.local)
+            if type(self.local) is Hold:
+                self._hold()
+                return
+            self.reply(*self.local)  # type: ignore[misc]  # a tuple: a Hold was taken above
             return
         backend = self.backend
         if backend is None:
@@ -349,6 +363,21 @@ class Exchange(UpstreamUser):
                 transition(self, self.state, "connect", CONNECTING)
             self.state = CONNECTING
             pool.connect(self)
+
+    def _hold(self) -> None:
+        """A route policy asked this request to wait (fault injection's delay): it stays first in its
+        connection's queue until then."""
+        hold = self.local
+        assert isinstance(hold, Hold)
+        self.client.ctx.loop.call_later(hold.seconds, self._held)
+
+    def _held(self) -> None:
+        hold = self.local
+        if type(hold) is Hold:  # else a route timeout answered meanwhile: that answer goes instead
+            self.local = hold.then
+        if self.state == QUEUED:  # not if the client left meanwhile
+            self.activate()
+            self.client.flush()
 
     def _no_endpoint(self) -> None:
         backend = self.backend

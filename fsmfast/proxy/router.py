@@ -334,11 +334,20 @@ class HostTable:
         self.any: VHost | None = None
         for vh in listener.vhosts:
             rules = []
+            # Edge policies (issue 20) become hooks in the worker (its backends know how); the pure
+            # tools (explain, routes) describe them instead of drawing their random faults.
+            edge_hooks = getattr(backends, "edge_hooks", None)
+            edge = vh.edge if edge_hooks is not None else None
             for r in vh.rules:
-                # A rule is a candidate of several hostnames: one object, one round-robin state.
-                built = shared.get(r.name)
+                # A rule is a candidate of several hostnames: one object, one round-robin state. Not
+                # when this hostname has edge policies for it (issue 20): those are this host's own.
+                setting = edge.get(r.name) if edge else None
+                key: Any = r.name if setting is None else (r.name, setting)
+                built = shared.get(key)
                 if built is None:
-                    built = shared[r.name] = RouteRule(r, backends)
+                    built = shared[key] = RouteRule(r, backends)
+                    if setting is not None and edge_hooks is not None:
+                        built.policies = edge_hooks(setting) + built.policies
                 rules.append(built)
             vhost = VHost(vh, rules)
             name = vh.hostname.lower().encode()

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from fsmfast.edge.hooks import edge_hooks
 from fsmfast.proxy.upstream import HASHING, LEAST_CONN, ROUND_ROBIN, BackendState, PolicyBackend, Pool
 from fsmfast.resilience.breaker import Breaker
 from fsmfast.resilience.health import EndpointHealth
 from fsmfast.resilience.retry import Budget, RetryPlan
 from fsmfast.resilience.session import RouteSession, Session, endpoint_names, rule_session, session_key
-from fsmfast.snapshot import Backend, Persistence, Retry, Rule, StickyCookie
+from fsmfast.snapshot import Backend, EdgeRule, Persistence, Retry, Rule, StickyCookie
 
 if TYPE_CHECKING:
     from fsmfast.shared.arena import Arena
@@ -131,6 +132,11 @@ class BackendStates(dict[str, BackendState]):
             self._budgeted(view)
         self._views[(scope, name)] = view
         return view
+
+    @staticmethod
+    def edge_hooks(setting: EdgeRule) -> tuple[Any, ...]:
+        """The router asks this for the edge policies (issue 20) of a rule of one virtual host."""
+        return edge_hooks(setting)
 
     def route_session(self, rule: Rule, choices: list[Any]) -> RouteSession | None:
         """The hook of a rule with ``sessionPersistence`` and several backends: the backend that holds

@@ -1,0 +1,130 @@
+"""Edge policies end to end (issue 20, the part applied so far): AccessControlPolicy at hostname and
+route level, FaultInjectionPolicy's abort and delay, on a gateway with two workers and clients from
+several loopback source addresses."""
+
+from __future__ import annotations
+
+import http.client
+import math
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from fsmfast.compile import build
+from tests.support.procs import Gateway, free_port
+from tests.support.resilience import HOST, NS, upstreams, write_config
+
+pytestmark = pytest.mark.slow
+
+TO_ROUTE = f"{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: r, namespace: {NS}}}"
+
+
+def edge_policy(kind: str, body: str) -> str:
+    return (
+        f"apiVersion: gateway.flomesh.io/v1alpha1\nkind: {kind}\n"
+        f"metadata: {{name: {kind.lower()}, namespace: {NS}}}\n"
+        f"spec:\n  targetRef: {TO_ROUTE}\n{body}"
+    )
+
+
+def get(port: int, path: str = "/echo", source: str = "127.0.0.1", headers: dict[str, str] | None = None):
+    """(status, body, seconds) of one request from ``source``, on a connection of its own."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(source, 0))
+    started = time.monotonic()
+    conn.request("GET", path, headers={"Host": HOST, **(headers or {})})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, body, time.monotonic() - started
+
+
+def test_access_control_at_hostname_and_route_level(tmp_path: Path) -> None:
+    hostname = edge_policy(
+        "AccessControlPolicy",
+        f"  hostnames: [{{hostname: {HOST}, config: {{blacklist: [127.0.0.3, 127.0.0.128/25], message: not you}}}}]\n",
+    )
+    port = free_port()
+    with upstreams(1) as ups:
+        config = write_config(tmp_path / "acl.yaml", port, [u.port for u in ups], hostname)
+        assert not [w for w in build(str(config)).warnings if "not applied" in w]
+        with Gateway(config, [port], workers=2) as gw:
+            assert [get(port, source=s)[0] for s in ("127.0.0.1", "127.0.0.2", "127.0.0.4")] == [200] * 3
+            for source in ("127.0.0.3", "127.0.0.200"):
+                status, body, _ = get(port, source=source)
+                assert (status, body) == (403, b"not you\n")
+            assert all(r.target == "/echo" for r in ups[0].requests) and len(ups[0].requests) == 3
+            denied = [e for e in gw.access_log(min_entries=5) if e["status"] == 403]
+            assert {e["reason"] for e in denied} == {"access_denied"} and {e["client"] for e in denied} == {
+                "127.0.0.3",
+                "127.0.0.200",
+            }
+
+    # Route level, with a whitelist (the blacklist is then ignored, FSM's rule) and X-Forwarded-For
+    # read only through one trusted hop: a client cannot whitelist itself by sending its own.
+    route = edge_policy(
+        "AccessControlPolicy",
+        "  http:\n  - match: {path: {type: PathPrefix, value: /}}\n"
+        "    config: {whitelist: [127.0.0.2, 10.9.0.0/16], blacklist: [127.0.0.2], enableXFF: true,"
+        " trustedProxies: [127.0.0.5]}\n",
+    )
+    with upstreams(1) as ups:
+        config = write_config(tmp_path / "acl2.yaml", port, [u.port for u in ups], route)
+        with Gateway(config, [port], workers=2):
+            assert get(port, source="127.0.0.2")[0] == 200
+            assert get(port, source="127.0.0.3")[:2] == (403, b"access denied\n")  # no message: a line saying why
+            spoof = {"X-Forwarded-For": "10.9.1.1"}
+            assert get(port, source="127.0.0.3", headers=spoof)[0] == 403  # not a trusted proxy: XFF not read
+            assert get(port, source="127.0.0.5", headers=spoof)[0] == 200  # through the trusted proxy
+            assert get(port, source="127.0.0.5", headers={"X-Forwarded-For": "10.9.1.1, 10.1.1.1"})[0] == 403
+
+
+def test_fault_injection_aborts_and_delays_the_share_asked_for(tmp_path: Path) -> None:
+    faults = edge_policy(
+        "FaultInjectionPolicy",
+        "  http:\n"
+        "  - match: {path: {type: PathPrefix, value: /abort}}\n"
+        "    config: {abort: {percent: 100, statusCode: 503, message: injected}}\n"
+        "  - match: {path: {type: PathPrefix, value: /slow}}\n"
+        "    config: {delay: {percent: 100, fixed: 300}}\n"
+        "  - match: {path: {type: PathPrefix, value: /half}}\n"
+        "    config: {abort: {percent: 50, statusCode: 500}}\n"
+        "  - match: {path: {type: PathPrefix, value: /never}}\n"
+        "    config: {abort: {percent: 0, statusCode: 500}}\n"
+        "  - match: {path: {type: PathPrefix, value: /both}}\n"
+        "    config: {delay: {percent: 100, fixed: 200}, abort: {percent: 100, statusCode: 429, message: later}}\n",
+    )
+    rule = {
+        "matches": [
+            {"path": {"type": "PathPrefix", "value": p}} for p in ("/abort", "/slow", "/half", "/never", "/both")
+        ]
+    }
+    port = free_port()
+    with upstreams(1) as ups:
+        config = write_config(tmp_path / "fi.yaml", port, [u.port for u in ups], faults, rule=rule)
+        with Gateway(config, [port], workers=2) as gw:
+            assert [get(port, "/abort")[:2] for _ in range(5)] == [(503, b"injected\n")] * 5
+            assert not ups[0].requests_for("/abort")
+            status, _, took = get(port, "/slow")
+            assert status == 200 and took >= 0.3 and len(ups[0].requests_for("/slow")) == 1
+            status, body, took = get(port, "/both")  # the delay first, then the abort (FSM's order)
+            assert (status, body) == (429, b"later\n") and took >= 0.2
+            assert Counter(get(port, "/never")[0] for _ in range(30)) == {200: 30}
+            n = 300
+            half = Counter(get(port, "/half")[0] for _ in range(n))
+            # Binomial(300, 0.5): mean 150, sd 8.7; 5 sd either way.
+            assert set(half) == {200, 500} and abs(half[500] - n / 2) <= 5 * math.sqrt(n / 4), half
+            entries = gw.access_log(min_entries=5)
+            assert {e["reason"] for e in entries if e["path"] == "/abort"} == {"fault_injected"}
+            # A delayed request holds its connection's queue: a pipelined one behind it waits its turn.
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            started = time.monotonic()
+            conn.request("GET", "/slow", headers={"Host": HOST})
+            first = conn.getresponse()
+            first.read()
+            conn.request("GET", "/never", headers={"Host": HOST})
+            second = conn.getresponse()
+            second.read()
+            conn.close()
+            assert (first.status, second.status) == (200, 200) and time.monotonic() - started >= 0.3

@@ -207,6 +207,11 @@ class RateLimit(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
     headers: tuple[HeaderValue, ...] = ()
     mode: Literal["Local", "Global"] = "Local"
     key: ClientKey | None = None
+    # Whose quota this is: ``hostname <ns>/<route> <hostname>`` for a hostname entry (all the rules of
+    # that hostname share it), ``match <rule name>`` for a route-match entry. Set when resolving.
+    scope: str = ""
+    # The quota's first word in the machine-wide arena (fsmfast.shared), set by the master; -1: none.
+    cell: int = -1
 
 
 class Bandwidth(msgspec.Struct, frozen=True, gc=False):

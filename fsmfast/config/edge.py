@@ -134,11 +134,18 @@ def check_edge_policy(c: Checker, policy: EdgePolicy) -> EdgePolicy | None:
 
 def not_applied_yet(c: Checker, policy: EdgePolicy) -> None:
     """What the data plane does not enforce yet, said for every accepted policy that asks for it, so
-    nobody believes a route is protected that is not: rate limits, and access control of a port
-    (hostname- and route-level access control and fault injection are applied)."""
-    if isinstance(policy, m.RateLimitPolicy):
-        what = "rate limiting is"
-    elif isinstance(policy, m.AccessControlPolicy) and category(policy) == "ports":
+    nobody believes a route is protected that is not: a port's byte rate and access control, and
+    fleet-wide (``mode: Global``) rate limits (local rate limits, hostname- and route-level access
+    control and fault injection are applied)."""
+    chosen = category(policy)
+    if isinstance(policy, m.RateLimitPolicy) and chosen == "ports":
+        what = "a port's byte-rate limiting is"
+    elif isinstance(policy, m.RateLimitPolicy) and chosen is not None:
+        entries = range(len(getattr(policy.spec, chosen) or ()))
+        if not any(entry_config(policy, chosen, k).mode == "Global" for k in entries):
+            return
+        what = "fleet-wide (mode: Global) rate limiting is"
+    elif isinstance(policy, m.AccessControlPolicy) and chosen == "ports":
         what = "port-level access control is"
     else:
         return

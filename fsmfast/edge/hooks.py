@@ -1,10 +1,15 @@
 """The edge policies of one rule as pipeline hooks (``fsmfast.pipeline.hooks``): what the router puts
 in ``RouteRule.policies`` for a rule whose virtual host has an ``EdgeRule`` (issue 20).
 
-Access control runs first (a denied client gets its answer and nothing else is asked), then fault
-injection. Each hook is built once per snapshot, and a rule without edge policies gets none, so its
-requests pay nothing. Rate limits are resolved into the snapshot but not applied yet: their quotas
-need places in the machine's arena, which the master does not assign yet.
+Access control runs first (a denied client gets its answer and nothing else is asked), then the
+rate limits (hostname level, then route level: all in one hook, so a request waiting in one's
+backlog is still counted by the other), then fault injection (so an injected delay never skips a
+limit; a request waiting in a backlog is not picked for a fault). Each hook is built once per
+snapshot, and a rule without edge policies gets none, so its requests pay nothing.
+
+Local rate limits are exact on the machine: every worker takes its tokens from the same quota in the
+arena (``fsmfast.edge.ratelimit``, one compare-and-swap), at the place the master gave the policy's
+entry (``RateLimit.cell``). A fleet-wide (``mode: Global``) limit is not applied yet.
 
 A fault's delay is a decision of its own, ``Delayed``: the request waits that long in its
 connection's queue (``fsmfast.proxy.exchange``: ``Exchange.local`` holds it), then is forwarded, or
@@ -13,13 +18,15 @@ answered with the abort when both fire (FSM's order: the delay first).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fsmfast.edge.access import AccessRule, AddressSet, client_address
 from fsmfast.edge.faults import FaultPlan
+from fsmfast.edge.ratelimit import KeyedQuotas, Quota, refusal_headers
 from fsmfast.pipeline.decision import Delayed, LocalReply
 from fsmfast.pipeline.hooks import PolicyRequest
-from fsmfast.snapshot import AccessControl, EdgeRule, FaultInjection
+from fsmfast.snapshot import AccessControl, EdgeRule, FaultInjection, RateLimit
 
 # The body of a denial whose policy has no message (FSM sends an empty one; a line saying why helps
 # whoever reads it with curl, as fsmfast's other answers do).
@@ -53,6 +60,59 @@ class AccessHook:
         return None if self.rule.allows(self.client(request)) else self.reply
 
 
+class _Limit:
+    """One local rate limit: its quota (shared, or one per client key) and its refusal."""
+
+    __slots__ = ("header", "keyed", "max_wait", "quota", "spec")
+
+    def __init__(self, spec: RateLimit, cells: Any, table_entries: int) -> None:
+        self.spec = spec
+        self.keyed = spec.key is not None
+        # ClientIP: the TCP peer; Header: that header's first value (absent: one quota for all such).
+        self.header = spec.key.header.encode() if spec.key is not None and spec.key.header else None
+        if self.keyed:
+            self.quota: Any = KeyedQuotas(cells, spec.cell, table_entries, spec.requests, spec.window, spec.burst)
+        else:
+            self.quota = Quota(cells, spec.cell, spec.requests, spec.window, spec.burst)
+        self.max_wait = self.quota.backlog_wait(spec.backlog) if spec.backlog > 0 else 0.0
+
+    def key(self, request: PolicyRequest) -> bytes:
+        if self.header is None:
+            return request.client
+        name = self.header
+        return next((v for n, v in request.headers if len(n) == len(name) and n.lower() == name), b"")
+
+
+class RateLimitHook:
+    """The local rate limits of a rule, in order: a token from each, or the first refusal
+    (``responseStatusCode``, 429 by default, with ``RateLimit-*``, ``Retry-After`` and the policy's
+    ``responseHeadersToAdd``). A request whose token is free within its backlog's reach waits for it
+    (``Delayed``); the longest of the waits counts."""
+
+    __slots__ = ("limits",)
+
+    def __init__(self, limits: list[_Limit]) -> None:
+        self.limits = limits
+
+    def __call__(self, request: PolicyRequest) -> LocalReply | Delayed | None:
+        now = time.monotonic()
+        wait = 0.0
+        for limit in self.limits:
+            if limit.keyed:
+                decision = limit.quota.reserve(limit.key(request), now, limit.max_wait)
+            else:
+                decision = limit.quota.reserve(now, limit.max_wait)
+            if not decision.admitted:
+                spec = limit.spec
+                extra = [(h.name, h.value) for h in spec.headers]
+                fields = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in refusal_headers(decision, extra))
+                text = "rate limit exceeded"
+                return LocalReply(spec.status, text, "rate_limited", f"{text} ({spec.policy})", headers=fields)
+            if decision.wait > wait:
+                wait = decision.wait
+        return Delayed(wait, None) if wait > 0 else None
+
+
 class FaultHook:
     """A FaultInjectionPolicy: for the share of requests it picks, a delay, an abort, or both."""
 
@@ -84,9 +144,14 @@ class FaultHook:
         return abort
 
 
-def edge_hooks(edge: EdgeRule) -> tuple[Any, ...]:
-    """The hooks of ``edge``, in the order they run (access control, then fault injection)."""
+def edge_hooks(edge: EdgeRule, cells: Any = None, table_entries: int = 0) -> tuple[Any, ...]:
+    """The hooks of ``edge``, in the order they run (access control, rate limits, fault injection).
+    ``cells``: the arena's, where the master placed the local rate limits (None: no rate limits)."""
     hooks: list[Any] = [AccessHook(spec) for spec in edge.access]
+    if cells is not None:
+        limits = [_Limit(s, cells, table_entries) for s in edge.rate_limits if s.mode == "Local" and s.cell >= 0]
+        if limits:
+            hooks.append(RateLimitHook(limits))
     if edge.fault is not None:
         fault = FaultHook(edge.fault)
         if fault.plan.armed:

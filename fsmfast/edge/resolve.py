@@ -191,15 +191,22 @@ class EdgePolicies:
             parts = rule.name.split("/")
             route_key = f"{parts[1]}/{parts[2]}" if parts[0] == "httproute" else ""
             host: dict[str, Any] = {}
+            names: dict[str, str] = {}
             # The most specific hostname entry covering this virtual host, per slot.
             for hostname, slot, value in sorted(self.hosts.get(route_key, ()), key=lambda x: specificity(x[0])):
                 if slot not in host and covers(hostname, vh.hostname):
                     host[slot] = value
+                    names[slot] = hostname
             own = self.rules.get(rule.name, {})
             if not host and not own:
                 continue
+            rates = []
+            if host.get("rate") is not None:  # one quota for every rule of the hostname entry
+                rates.append(msgspec.structs.replace(host["rate"], scope=f"hostname {route_key} {names['rate']}"))
+            if own.get("rate") is not None:
+                rates.append(msgspec.structs.replace(own["rate"], scope=f"match {rule.name}"))
             edge[rule.name] = EdgeRule(
-                rate_limits=tuple(x for x in (host.get("rate"), own.get("rate")) if x is not None),
+                rate_limits=tuple(rates),
                 access=tuple(x for x in (host.get("access"), own.get("access")) if x is not None),
                 fault=own.get("fault") or host.get("fault"),
             )

@@ -18,17 +18,27 @@ class LocalReply:
     """An answer without an upstream: status, the body's text, the access log's reason code.
 
     ``detail`` replaces ``text`` where detailed errors are on (it may name namespaces and
-    Services); ``rule`` is the rule that matched, if any (the access log's route).
+    Services); ``rule`` is the rule that matched, if any (the access log's route); ``headers``
+    go on the answer ((name, value) bytes: a rate limit's ``RateLimit-*`` and ``Retry-After``).
     """
 
-    __slots__ = ("code", "detail", "rule", "status", "text")
+    __slots__ = ("code", "detail", "headers", "rule", "status", "text")
 
-    def __init__(self, status: int, text: str, code: str, detail: str | None = None, rule: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        text: str,
+        code: str,
+        detail: str | None = None,
+        rule: Any = None,
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
         self.status = status
         self.text = text
         self.code = code
         self.detail = detail
         self.rule = rule
+        self.headers = headers
 
     def __repr__(self) -> str:
         return f"LocalReply({self.status}, {self.text!r}, {self.code!r})"

@@ -769,6 +769,6 @@ def _answer(ex: Exchange, decision: LocalReply | Redirect) -> None:
     if isinstance(decision, Redirect):
         ex.set_local(decision.status, decision.text, "redirect", decision.location)
     elif decision.detail is not None and ex.detailed_errors():
-        ex.set_local(decision.status, decision.detail, decision.code)
+        ex.set_local(decision.status, decision.detail, decision.code, b"", decision.headers)
     else:
-        ex.set_local(decision.status, decision.text, decision.code)
+        ex.set_local(decision.status, decision.text, decision.code, b"", decision.headers)

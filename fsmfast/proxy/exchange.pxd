@@ -67,7 +67,7 @@ cdef class Exchange(UpstreamUser):
     @cython.locals(self=Exchange)
     cdef Exchange start(ClientSide client, bytes method, bytes target, bint http11, list headers, bytes host,
                         long long req_framing, bint keep_alive, bint expect_continue, object request_id)
-    cpdef set_local(self, int status, str text, str code, bytes location=*)
+    cpdef set_local(self, int status, str text, str code, bytes location=*, tuple headers=*)
     @cython.locals(pool=Pool)
     cpdef activate(self)
     cpdef request_body(self, bytes data)
@@ -101,7 +101,7 @@ cdef class Exchange(UpstreamUser):
     cpdef response_body(self, bytes data)
     @cython.locals(conn=UpstreamConnection, pool=Pool)
     cpdef response_complete(self, connection, bint up_keep_alive)
-    cpdef reply(self, int status, str text, str code, bytes location=*)
+    cpdef reply(self, int status, str text, str code, bytes location=*, tuple headers=*)
     cpdef bint detailed_errors(self) except -1
     cdef bint _client_stalled(self) except -1
     cpdef _finish(self)

@@ -139,13 +139,17 @@ def seed_request_ids(prefix: int) -> None:
 seed_request_ids(int.from_bytes(os.urandom(8), "big"))
 
 
+# What the gateway answers itself (Exchange.local): status, text, reason code, Location, more headers.
+LocalAnswer = tuple[int, str, str, bytes, tuple[tuple[bytes, bytes], ...]]
+
+
 class Hold:
     """What ``Exchange.local`` holds while a request waits out a route policy's delay: the seconds,
     then the local answer to give after it (None: forward the request)."""
 
     __slots__ = ("seconds", "then")
 
-    def __init__(self, seconds: float, then: tuple[int, str, str, bytes] | None) -> None:
+    def __init__(self, seconds: float, then: LocalAnswer | None) -> None:
         self.seconds = seconds
         self.then = then
 
@@ -212,7 +216,7 @@ class Exchange(UpstreamUser):
     expect_continue: bool
     state: int
     started: float
-    local: tuple[int, str, str, bytes] | Hold | None  # (status, text, reason code, Location), or a delay
+    local: LocalAnswer | Hold | None  # or a route policy's delay
     rule: RouteRule | None
     backend: BackendState | None
     plan: RequestPlan | None
@@ -325,8 +329,10 @@ class Exchange(UpstreamUser):
 
     # -- decisions made when the head is parsed ---------------------------------------
 
-    def set_local(self, status: int, text: str, code: str, location: bytes = b"") -> None:
-        self.local = (status, text, code, location)
+    def set_local(
+        self, status: int, text: str, code: str, location: bytes = b"", headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        self.local = (status, text, code, location, headers)
 
     # -- the client side ----------------------------------------------------------------
 
@@ -944,8 +950,11 @@ class Exchange(UpstreamUser):
 
     # -- endings --------------------------------------------------------------------------
 
-    def reply(self, status: int, text: str, code: str, location: bytes = b"") -> None:
-        """A response produced by the gateway itself (``location``: a redirect's Location)."""
+    def reply(
+        self, status: int, text: str, code: str, location: bytes = b"", headers: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
+        """A response produced by the gateway itself (``location``: a redirect's Location; ``headers``:
+        more fields, a rate limit's)."""
         if CHECK_STATES:
             transition(self, self.state, "reply", DONE)
         if self.attempts is not None and self.attempts.timer is not None:
@@ -961,7 +970,13 @@ class Exchange(UpstreamUser):
         self.resp_framing = FRAME_NONE
         self.client.out.append(
             error_response(
-                status, text, http11=self.http11, close=not self.keep_alive, location=location, head=self.is_head
+                status,
+                text,
+                http11=self.http11,
+                close=not self.keep_alive,
+                location=location,
+                head=self.is_head,
+                headers=headers,
             )
         )
         self._finish()

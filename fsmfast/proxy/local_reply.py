@@ -13,7 +13,14 @@ def reason_phrase(status: int) -> bytes:
 
 
 def error_response(
-    status: int, body: str, *, http11: bool = True, close: bool = False, location: bytes = b"", head: bool = False
+    status: int,
+    body: str,
+    *,
+    http11: bool = True,
+    close: bool = False,
+    location: bytes = b"",
+    head: bool = False,
+    headers: tuple[tuple[bytes, bytes], ...] = (),
 ) -> bytes:
     """A complete plain-text response. The body is one line saying why, for curl users.
 
@@ -26,6 +33,7 @@ def error_response(
         b"HTTP/1.1 " if http11 else b"HTTP/1.0 ",
         b"%d %s\r\n" % (status, reason_phrase(status)),
         b"Location: %s\r\n" % location if location else b"",
+        *(b"%s: %s\r\n" % field for field in headers),
         b"Content-Type: text/plain; charset=utf-8\r\n",
         b"Content-Length: %d\r\n" % len(payload),
         b"Connection: close\r\n" if close else (b"" if http11 else b"Connection: keep-alive\r\n"),

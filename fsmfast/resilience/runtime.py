@@ -23,6 +23,7 @@ from fsmfast.resilience.breaker import Breaker
 from fsmfast.resilience.health import EndpointHealth
 from fsmfast.resilience.retry import Budget, RetryPlan
 from fsmfast.resilience.session import RouteSession, Session, endpoint_names, rule_session, session_key
+from fsmfast.shared.endpoints import TABLE_ENTRIES
 from fsmfast.snapshot import Backend, EdgeRule, Persistence, Retry, Rule, StickyCookie
 
 if TYPE_CHECKING:
@@ -133,10 +134,10 @@ class BackendStates(dict[str, BackendState]):
         self._views[(scope, name)] = view
         return view
 
-    @staticmethod
-    def edge_hooks(setting: EdgeRule) -> tuple[Any, ...]:
+    def edge_hooks(self, setting: EdgeRule) -> tuple[Any, ...]:
         """The router asks this for the edge policies (issue 20) of a rule of one virtual host."""
-        return edge_hooks(setting)
+        cells = self.arena.cells if self.arena is not None else None
+        return edge_hooks(setting, cells, TABLE_ENTRIES)
 
     def route_session(self, rule: Rule, choices: list[Any]) -> RouteSession | None:
         """The hook of a rule with ``sessionPersistence`` and several backends: the backend that holds

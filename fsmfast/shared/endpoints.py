@@ -32,6 +32,7 @@ from collections.abc import Iterable
 from msgspec.structs import replace
 
 from fsmfast import snapshot as snapmod
+from fsmfast.edge.ratelimit import CELLS_PER_QUOTA, keyed_cells
 from fsmfast.resilience.breaker import BREAKER_CELLS
 from fsmfast.resilience.health import HEALTH_CELLS
 from fsmfast.resilience.retry import BUDGET_CELLS
@@ -48,6 +49,9 @@ MIN_SLOTS = 1024  # least-connections endpoints
 MIN_HEALTH = 4096  # health-checked endpoints
 MIN_BREAKERS = 1024
 MIN_BUDGETS = 1024
+MIN_QUOTAS = 1024  # rate-limit quotas (one per policy entry)
+MIN_TABLES = 16  # per-client rate-limit tables
+TABLE_ENTRIES = 16384  # clients a per-client table tracks at once (16 bytes each)
 
 
 def _least(backend: snapmod.Backend) -> bool:
@@ -57,6 +61,46 @@ def _least(backend: snapmod.Backend) -> bool:
 
 def _key(name: str, ep: snapmod.Endpoint) -> str:
     return f"{name}/{ep.host}:{ep.port}"
+
+
+def _quota_key(limit: snapmod.RateLimit) -> str:
+    return f"{limit.policy}|{limit.scope}"
+
+
+def local_rate_limits(snap: snapmod.Snapshot) -> tuple[set[str], set[str]]:
+    """The quotas the snapshot's local rate limits need: (one quota each, a per-client table each),
+    by key. A fleet-wide (Global) limit needs none here."""
+    plain: set[str] = set()
+    keyed: set[str] = set()
+    for listener in snap.listeners:
+        for vhost in listener.vhosts:
+            for setting in vhost.edge.values():
+                for limit in setting.rate_limits:
+                    if limit.mode == "Local":
+                        (keyed if limit.key is not None else plain).add(_quota_key(limit))
+    return plain, keyed
+
+
+def _place_quotas(snap: snapmod.Snapshot, cells: dict[str, int]) -> snapmod.Snapshot:
+    """``snap`` with each local rate limit's ``cell`` set from ``cells`` (by key)."""
+
+    def placed(limit: snapmod.RateLimit) -> snapmod.RateLimit:
+        cell = cells.get(_quota_key(limit), -1) if limit.mode == "Local" else -1
+        return limit if cell == limit.cell else replace(limit, cell=cell)
+
+    listeners = []
+    for listener in snap.listeners:
+        vhosts = []
+        for vhost in listener.vhosts:
+            if vhost.edge:
+                edge = {
+                    name: replace(s, rate_limits=tuple(placed(x) for x in s.rate_limits)) if s.rate_limits else s
+                    for name, s in vhost.edge.items()
+                }
+                vhost = replace(vhost, edge=edge)
+            vhosts.append(vhost)
+        listeners.append(replace(listener, vhosts=tuple(vhosts)))
+    return replace(snap, listeners=tuple(listeners))
 
 
 def retried_backends(snap: snapmod.Snapshot) -> set[str]:
@@ -98,7 +142,7 @@ class SharedState:
     made then) and every reload; the snapshot it returns (decoded, and its bytes) carries the
     places. ``worker_gone(slot)`` before a respawn; ``close()`` when the gateway stops."""
 
-    __slots__ = ("arena", "breakers", "budgets", "health", "table", "workers")
+    __slots__ = ("arena", "breakers", "budgets", "health", "quotas", "table", "tables", "workers")
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -107,6 +151,8 @@ class SharedState:
         self.health: Region | None = None
         self.breakers: Region | None = None
         self.budgets: Region | None = None
+        self.quotas: Region | None = None
+        self.tables: Region | None = None
 
     def _make(self, snap: snapmod.Snapshot) -> Arena:
         least = sum(len(b.endpoints) for b in snap.backends.values() if _least(b))
@@ -117,7 +163,10 @@ class SharedState:
         self.health = Region(KEY_CELLS, max(MIN_HEALTH, HEADROOM * health), HEALTH_CELLS)
         self.breakers = Region(self.health.end, max(MIN_BREAKERS, HEADROOM * breakers), BREAKER_CELLS)
         self.budgets = Region(self.breakers.end, max(MIN_BUDGETS, HEADROOM * budgets), BUDGET_CELLS)
-        arena = Arena(self.workers, slots, self.budgets.end)
+        plain, keyed = local_rate_limits(snap)
+        self.quotas = Region(self.budgets.end, max(MIN_QUOTAS, HEADROOM * len(plain)), CELLS_PER_QUOTA)
+        self.tables = Region(self.quotas.end, max(MIN_TABLES, HEADROOM * len(keyed)), keyed_cells(TABLE_ENTRIES))
+        arena = Arena(self.workers, slots, self.tables.end)
         write_session_key(arena.cells, os.urandom(32))
         self.table = SlotTable(slots)
         return arena
@@ -132,6 +181,7 @@ class SharedState:
         arena = self.arena
         assert self.table is not None and self.health is not None
         assert self.breakers is not None and self.budgets is not None
+        assert self.quotas is not None and self.tables is not None
         backends = snap.backends
         changed: dict[str, snapmod.Backend] = {}
 
@@ -158,6 +208,16 @@ class SharedState:
             except SlotTableFull as e:
                 log.warning("%s: %s are not applied to this configuration", e, what)
                 placed[what] = {}
+        plain, keyed = local_rate_limits(snap)
+        quotas: dict[str, int] = {}
+        for label, region, keys in (
+            ("rate limits", self.quotas, sorted(plain)),
+            ("per-client rate limits", self.tables, sorted(keyed)),
+        ):
+            try:
+                quotas.update(region.assign(keys, arena))
+            except SlotTableFull as e:
+                log.warning("%s: %s are not applied to this configuration", e, label)
         bases = placed["health checks"]
         breaker_at = placed["circuit breakers"]
         budget_at = placed["retry budgets"]
@@ -181,9 +241,12 @@ class SharedState:
             if cells != snapmod.SharedCells():
                 policies = replace(policies, cells=cells)
             changed[name] = replace(b, resilience=policies)
-        if not changed:
+        if quotas:
+            snap = _place_quotas(snap, quotas)
+        elif not changed:
             return snap, data
-        snap = replace(snap, backends={**backends, **changed})
+        if changed:
+            snap = replace(snap, backends={**backends, **changed})
         return snap, snapmod.encode(snap)
 
     def worker_gone(self, worker: int) -> None:

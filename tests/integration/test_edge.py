@@ -8,6 +8,7 @@ import http.client
 import math
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -128,3 +129,65 @@ def test_fault_injection_aborts_and_delays_the_share_asked_for(tmp_path: Path) -
             second.read()
             conn.close()
             assert (first.status, second.status) == (200, 200) and time.monotonic() - started >= 0.3
+
+
+def _burst(port: int, n: int, source: str = "127.0.0.1", threads: int = 10) -> list[tuple[int, dict[str, str], float]]:
+    """``n`` requests sent at once from ``threads`` threads: (status, headers, seconds) each."""
+    out: list[tuple[int, dict[str, str], float]] = []
+
+    def one(_: int) -> tuple[int, dict[str, str], float]:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20, source_address=(source, 0))
+        started = time.monotonic()
+        conn.request("GET", "/echo", headers={"Host": HOST})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, time.monotonic() - started
+
+    with ThreadPoolExecutor(threads) as pool:
+        out.extend(pool.map(one, range(n)))
+    return out
+
+
+def _rate_limit(config: str) -> str:
+    return edge_policy(
+        "RateLimitPolicy",
+        f"  http:\n  - match: {{path: {{type: PathPrefix, value: /}}}}\n    config: {config}\n",
+    )
+
+
+def test_a_local_rate_limit_is_exact_across_two_workers(tmp_path: Path) -> None:
+    # 20 per 60 s: a token every 3 s; the backlog lets one more wait for the next token.
+    limit = _rate_limit(
+        "{requests: 20, statTimeWindow: 60, backlog: 1, responseHeadersToAdd: [{name: X-Limited, value: 'yes'}]}"
+    )
+    port = free_port()
+    with upstreams(1) as ups:
+        config = write_config(tmp_path / "rl.yaml", port, [u.port for u in ups], limit)
+        assert not [w for w in build(str(config)).warnings if "not applied" in w]
+        with Gateway(config, [port], workers=2) as gw:
+            answers = _burst(port, 100)
+            statuses = Counter(status for status, _, _ in answers)
+            assert statuses == {200: 21, 429: 79}, statuses
+            waited = [took for status, _, took in answers if status == 200 and took >= 2.0]
+            assert len(waited) == 1, "the one in the backlog got the next token, 3 s later"
+            refused = [headers for status, headers, _ in answers if status == 429]
+            assert all(h["ratelimit-limit"] == "20" and h["ratelimit-remaining"] == "0" for h in refused)
+            assert all(1 <= int(h["retry-after"]) <= 60 and h["x-limited"] == "yes" for h in refused)
+            assert len(ups[0].requests) == 21
+            entries = gw.access_log(min_entries=100)
+            assert len({e["pid"] for e in entries}) == 2, "both workers took from the one quota"
+            assert Counter(e["reason"] for e in entries if e["status"] == 429) == {"rate_limited": 79}
+
+
+def test_a_rate_limit_per_client_address(tmp_path: Path) -> None:
+    limit = _rate_limit("{requests: 5, statTimeWindow: 5, backlog: 1, key: {type: ClientIP}}")
+    port = free_port()
+    with upstreams(1) as ups:
+        config = write_config(tmp_path / "rl.yaml", port, [u.port for u in ups], limit)
+        with Gateway(config, [port], workers=2):
+            for source in ("127.0.0.2", "127.0.0.3"):  # each its own quota
+                answers = _burst(port, 10, source)
+                fast = sum(1 for status, _, took in answers if status == 200 and took < 0.5)
+                slow = sum(1 for status, _, took in answers if status == 200 and took >= 0.5)
+                assert (fast, slow, Counter(s for s, _, _ in answers)[429]) == (5, 1, 4), answers

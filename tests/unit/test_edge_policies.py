@@ -82,9 +82,10 @@ config: {{requests: 100, statTimeWindow: 60}}
         ),
     )
     assert others(result) == []
+    # One entry is fleet-wide (mode: Global), which needs the Redis of a later part of issue 20.
     assert result.warnings == [
-        "all.yaml#5 RateLimitPolicy ns/rl: accepted; rate limiting is resolved and shown by check/explain"
-        " but not applied by this version yet"
+        "all.yaml#5 RateLimitPolicy ns/rl: accepted; fleet-wide (mode: Global) rate limiting is resolved and"
+        " shown by check/explain but not applied by this version yet"
     ]
     edge = vhost(result, "a.example.com").edge
     assert edge[R00] == s.EdgeRule(
@@ -97,6 +98,7 @@ config: {{requests: 100, statTimeWindow: 60}}
                 backlog=10,
                 status=429,
                 headers=(s.HeaderValue("RateLimit-Limit", "5"),),
+                scope=f"match {R00}",  # a route-match entry: this rule's own quota
             ),
         )
     )
@@ -110,6 +112,7 @@ config: {{requests: 100, statTimeWindow: 60}}
             status=503,
             mode="Global",
             key=s.ClientKey(type="ClientIP"),
+            scope=f"match {R01}",
         ),
     )
     assert R10 not in edge

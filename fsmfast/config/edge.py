@@ -134,9 +134,9 @@ def check_edge_policy(c: Checker, policy: EdgePolicy) -> EdgePolicy | None:
 
 def not_applied_yet(c: Checker, policy: EdgePolicy) -> None:
     """What the data plane does not enforce yet, said for every accepted policy that asks for it, so
-    nobody believes a route is protected that is not: a port's byte rate and access control, and
-    fleet-wide (``mode: Global``) rate limits (local rate limits, hostname- and route-level access
-    control and fault injection are applied)."""
+    nobody believes a route is protected that is not: a port's byte rate, and fleet-wide
+    (``mode: Global``) rate limits (local rate limits, access control at every level and fault
+    injection are applied)."""
     chosen = category(policy)
     if isinstance(policy, m.RateLimitPolicy) and chosen == "ports":
         what = "a port's byte-rate limiting is"
@@ -145,8 +145,6 @@ def not_applied_yet(c: Checker, policy: EdgePolicy) -> None:
         if not any(entry_config(policy, chosen, k).mode == "Global" for k in entries):
             return
         what = "fleet-wide (mode: Global) rate limiting is"
-    elif isinstance(policy, m.AccessControlPolicy) and chosen == "ports":
-        what = "port-level access control is"
     else:
         return
     c.warn("", f"accepted; {what} resolved and shown by check/explain but not applied by this version yet")

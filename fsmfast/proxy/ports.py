@@ -2,7 +2,8 @@
 
 Built with every snapshot (``Context.apply``). The worker's server for a port calls
 ``connection_for`` on every accept, so a reload that turns a port from HTTP into HTTPS, or
-into a TCP port, needs no new server: the next connection simply gets the new protocol.
+into a TCP port, needs no new server: the next connection simply gets the new protocol. A port
+with a port-level AccessControlPolicy gets a ``Guard`` in front of that protocol (issue 20).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from fsmfast.edge.access import AccessRule
+from fsmfast.edge.guard import Guard
 from fsmfast.proxy import https
 from fsmfast.proxy.downstream import ClientConnection
 from fsmfast.proxy.l4 import PASSTHROUGH, TCP, TERMINATE, L4Target, SNITable, Tunnel
@@ -24,7 +27,7 @@ HTTP, HTTPS, L4_TCP, L4_PASSTHROUGH, L4_TERMINATE = range(5)
 
 
 class PortRuntime:
-    __slots__ = ("cert_header", "kind", "port", "sni", "tcp", "tls")
+    __slots__ = ("access", "cert_header", "kind", "port", "sni", "tcp", "tls")
 
     def __init__(self, port: int, kind: int) -> None:
         self.port = port
@@ -33,6 +36,8 @@ class PortRuntime:
         self.sni: SNITable | None = None
         self.tcp: L4Target | None = None
         self.cert_header: bytes | None = None
+        # Port-level AccessControlPolicy (issue 20): checked once per connection, by a Guard.
+        self.access: AccessRule | None = None
 
 
 def build_ports(snapshot: Snapshot, states: Mapping[str, Any], contexts: Contexts) -> dict[int, PortRuntime]:
@@ -44,9 +49,12 @@ def build_ports(snapshot: Snapshot, states: Mapping[str, Any], contexts: Context
     contexts.begin()
     out: dict[int, PortRuntime] = {}
     for listener in snapshot.listeners:
+        access = listener.edge.access if listener.edge is not None else None
         if listener.protocol == "HTTP":
-            continue  # the default: no runtime needed
-        if listener.protocol == "TCP":
+            if access is None:
+                continue  # the default: no runtime needed
+            rt = PortRuntime(listener.port, HTTP)
+        elif listener.protocol == "TCP":
             rt = PortRuntime(listener.port, L4_TCP)
             rt.tcp = L4Target(listener.routes[0], states) if listener.routes else None
         elif listener.protocol == "TLS" and listener.tls_mode == "Passthrough":
@@ -59,6 +67,8 @@ def build_ports(snapshot: Snapshot, states: Mapping[str, Any], contexts: Context
             rt.tls = PortTLS(listener, contexts, routes)
             if listener.client_cert_header:
                 rt.cert_header = listener.client_cert_header.encode("latin-1")
+        if access is not None:
+            rt.access = AccessRule(access.whitelist, access.blacklist, access.status, access.message)
         out[listener.port] = rt
     contexts.end()
     return out
@@ -70,7 +80,15 @@ def connection_for(ctx: Context, port: int) -> asyncio.BaseProtocol:
     if rt is None:
         # Compiled, ClientConnection is a cdef class: asyncio.Protocol's methods without its base class.
         return ClientConnection(ctx, port)  # type: ignore[return-value]
+    if rt.access is not None:
+        return Guard(_protocol(ctx, rt, port), rt.access)  # type: ignore[return-value]
+    return _protocol(ctx, rt, port)
+
+
+def _protocol(ctx: Context, rt: PortRuntime, port: int) -> asyncio.BaseProtocol:
     kind = rt.kind
+    if kind == HTTP:
+        return ClientConnection(ctx, port)  # type: ignore[return-value]
     if kind == HTTPS:
         assert rt.tls is not None
         # https.HTTPSConnection, looked up here: importing fsmfast.proxy.https first reaches this

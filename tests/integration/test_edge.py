@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import math
+import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -191,3 +192,32 @@ def test_a_rate_limit_per_client_address(tmp_path: Path) -> None:
                 fast = sum(1 for status, _, took in answers if status == 200 and took < 0.5)
                 slow = sum(1 for status, _, took in answers if status == 200 and took >= 0.5)
                 assert (fast, slow, Counter(s for s, _, _ in answers)[429]) == (5, 1, 4), answers
+
+
+def test_port_level_access_control_closes_a_denied_connection_before_reading(tmp_path: Path) -> None:
+    port = free_port()
+    acl = (
+        "apiVersion: gateway.flomesh.io/v1alpha1\nkind: AccessControlPolicy\n"
+        f"metadata: {{name: port-acl, namespace: {NS}}}\n"
+        f"spec:\n  targetRef: {{group: gateway.networking.k8s.io, kind: Gateway, name: gw, namespace: {NS}}}\n"
+        f"  ports: [{{port: {port}, config: {{whitelist: [127.0.0.2, 127.0.0.4]}}}}]\n"
+    )
+    with upstreams(1) as ups:
+        config = write_config(tmp_path / "port-acl.yaml", port, [u.port for u in ups], acl)
+        assert not [w for w in build(str(config)).warnings if "not applied" in w]
+        with Gateway(config, [port], workers=2) as gw:
+            assert get(port, source="127.0.0.2")[0] == 200 and get(port, source="127.0.0.4")[0] == 200
+            for _ in range(4):  # both workers
+                sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.3", 0))
+                try:
+                    sock.sendall(b"GET /echo HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n")
+                except OSError:
+                    pass  # reset already
+                try:
+                    answer = sock.recv(100)
+                except ConnectionResetError:
+                    answer = b""
+                sock.close()
+                assert answer == b"", "nothing is answered to a denied address"
+            assert len(ups[0].requests) == 2
+            assert all(e["client"] != "127.0.0.3" for e in gw.access_log(min_entries=2))

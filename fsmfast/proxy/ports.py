@@ -27,7 +27,7 @@ HTTP, HTTPS, L4_TCP, L4_PASSTHROUGH, L4_TERMINATE = range(5)
 
 
 class PortRuntime:
-    __slots__ = ("access", "cert_header", "kind", "port", "sni", "tcp", "tls")
+    __slots__ = ("access", "bps", "cert_header", "kind", "port", "sni", "tcp", "tls")
 
     def __init__(self, port: int, kind: int) -> None:
         self.port = port
@@ -38,6 +38,8 @@ class PortRuntime:
         self.cert_header: bytes | None = None
         # Port-level AccessControlPolicy (issue 20): checked once per connection, by a Guard.
         self.access: AccessRule | None = None
+        # Port-level RateLimitPolicy (issue 20): each L4 connection's bytes a second, each way.
+        self.bps = 0
 
 
 def build_ports(snapshot: Snapshot, states: Mapping[str, Any], contexts: Contexts) -> dict[int, PortRuntime]:
@@ -69,6 +71,8 @@ def build_ports(snapshot: Snapshot, states: Mapping[str, Any], contexts: Context
                 rt.cert_header = listener.client_cert_header.encode("latin-1")
         if access is not None:
             rt.access = AccessRule(access.whitelist, access.blacklist, access.status, access.message)
+        if listener.edge is not None and listener.edge.bandwidth is not None:
+            rt.bps = listener.edge.bandwidth.bps
         out[listener.port] = rt
     contexts.end()
     return out

@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 from fsmfast.compile import build
+from fsmfast.demo.manifests import documents, endpoint_slice, service, to_yaml
 from tests.support.procs import Gateway, free_port
 from tests.support.resilience import HOST, NS, upstreams, write_config
+from tests.support.tcp import Echo, tcp_roundtrip
 
 pytestmark = pytest.mark.slow
 
@@ -221,3 +223,43 @@ def test_port_level_access_control_closes_a_denied_connection_before_reading(tmp
                 assert answer == b"", "nothing is answered to a denied address"
             assert len(ups[0].requests) == 2
             assert all(e["client"] != "127.0.0.3" for e in gw.access_log(min_entries=2))
+
+
+def test_a_port_byte_rate_throttles_each_tcp_connection_both_ways(tmp_path: Path) -> None:
+    port = free_port()
+    bps = 64 * 1024
+    config = tmp_path / "bps.yaml"
+    with Echo("echo") as echo:
+        config.write_text(
+            documents(
+                to_yaml(
+                    {
+                        "apiVersion": "gateway.networking.k8s.io/v1",
+                        "kind": "Gateway",
+                        "metadata": {"name": "gw", "namespace": NS},
+                        "spec": {
+                            "gatewayClassName": "fsmfast",
+                            "listeners": [{"name": "tcp", "protocol": "TCP", "port": port}],
+                        },
+                    }
+                ),
+                service("echo", 7000, echo.port, namespace=NS),
+                endpoint_slice("echo", echo.port, namespace=NS),
+                "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\n"
+                f"metadata: {{name: tcp, namespace: {NS}}}\n"
+                "spec: {parentRefs: [{name: gw}], rules: [{backendRefs: [{name: echo, port: 7000}]}]}\n",
+                "apiVersion: gateway.flomesh.io/v1alpha1\nkind: RateLimitPolicy\n"
+                f"metadata: {{name: bps, namespace: {NS}}}\n"
+                f"spec:\n  targetRef: {{group: gateway.networking.k8s.io, kind: Gateway, name: gw}}\n"
+                f"  ports: [{{port: {port}, bps: {bps}}}]\n",
+            )
+        )
+        assert not [w for w in build(str(config)).warnings if "not applied" in w]
+        with Gateway(config, [port], workers=1):
+            payload = bytes(range(256)) * 1024  # 256 KiB each way: 4 s at 64 KiB/s, the first second free
+            started = time.monotonic()
+            name, echoed = tcp_roundtrip(port, payload)
+            took = time.monotonic() - started
+            assert name == "echo" and echoed == payload
+            # Up: a burst of a second's worth, then 64 KiB/s; down follows up. About 3 s; 6 s at most.
+            assert 2.5 <= took <= 6.0, took

@@ -19,7 +19,6 @@ import os
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,57 +29,10 @@ import pytest
 from tests.support import manifests as m
 from tests.support.pki import Pki, client_cert, san_pki
 from tests.support.procs import Gateway, Gunicorn, free_port, wait_for
+from tests.support.tcp import Echo, tcp_roundtrip
 from tests.support.upstreams import Upstream
 
 NS = m.NAMESPACE
-
-
-class Echo:
-    """A TCP server that sends ``<name>\\n`` and then echoes everything until the client's EOF."""
-
-    def __init__(self, name: str, tls: ssl.SSLContext | None = None) -> None:
-        self.name = name
-        self.tls = tls
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-
-    def __enter__(self) -> Echo:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopping.set()
-        self.thread.join(timeout=2)
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(30)
-        try:
-            if self.tls is not None:
-                conn = self.tls.wrap_socket(conn, server_side=True)
-            conn.sendall(f"{self.name}\n".encode())
-            while True:
-                data = conn.recv(65536)
-                if not data:
-                    break
-                conn.sendall(data)
-            if self.tls is None:
-                conn.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        finally:
-            conn.close()
 
 
 @dataclass
@@ -270,31 +222,6 @@ def test_tls_terminate_with_mtls_forwards_plaintext_for_a_ca_signed_client(setup
 
 
 # --- TCP ------------------------------------------------------------------------------------------
-
-
-def tcp_roundtrip(port: int, payload: bytes) -> tuple[str, bytes]:
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        reader = sock.makefile("rb")
-        name = reader.readline().decode().strip()
-        got = bytearray()
-        done = threading.Event()
-
-        def drain() -> None:
-            while True:
-                data = reader.read1(1 << 20)
-                if not data:
-                    break
-                got.extend(data)
-            done.set()
-
-        t = threading.Thread(target=drain, daemon=True)
-        t.start()
-        view = memoryview(payload)
-        for i in range(0, len(payload), 1 << 20):
-            sock.sendall(view[i : i + (1 << 20)])
-        sock.shutdown(socket.SHUT_WR)  # half-close: the echo answers everything, then closes
-        assert done.wait(30), f"only {len(got)} of {len(payload)} bytes came back"
-    return name, bytes(got)
 
 
 @pytest.mark.timeout(60)

@@ -13,7 +13,11 @@ Equivalence rules every proxy config keeps (bench/README.md explains each):
 - S7 (resilience): the same three endpoints (three ports of the one upstream), round robin, an active check of
   ``GET /`` expecting 200 every HEALTH_INTERVAL s (out after MAX_FAILS failures), up to RETRIES retries on
   connection errors and 5xx answers, each system in its own words (nginx has no active check in its open
-  source build: its passive ``max_fails``/``fail_timeout`` is the nearest it has).
+  source build: its passive ``max_fails``/``fail_timeout`` is the nearest it has);
+- S8 (rate limit): one quota for every client on the route, ``scenario.rate_limit`` requests per second with as
+  many admitted at once, refused with 429, nothing queued beyond what fsmfast's smallest backlog (1) allows:
+  nginx ``limit_req`` keyed by ``$server_name`` with ``nodelay``, HAProxy a one-entry stick-table and
+  ``sc_http_req_rate``, fsmfast a RateLimitPolicy on the HTTPRoute.
 """
 
 from __future__ import annotations
@@ -227,6 +231,13 @@ def write_nginx(prefix: Path, scenario: Scenario, port: int, up: UpstreamPorts, 
     else:
         upstream = f"server 127.0.0.1:{up.http};"
         proxy = "            proxy_pass http://be;"
+    zone = ""
+    if scenario.rate_limit:
+        # One zone and a key every request shares ($server_name): one quota for all clients, as fsmfast's
+        # policy without `key`. nginx admits 1 + burst at once (nodelay: no waiting), fsmfast `burst`.
+        zone = f"    limit_req_zone $server_name zone=rl:1m rate={scenario.rate_limit}r/s;\n    limit_req_status 429;\n"
+        burst = f" burst={scenario.rate_limit - 1}" if scenario.rate_limit > 1 else ""
+        proxy += f"\n            limit_req zone=rl{burst} nodelay;"
 
     if scenario.many_routes:
         servers = []
@@ -266,7 +277,7 @@ http {{
     proxy_buffer_size 16k;
     proxy_buffers 8 16k;
     proxy_busy_buffers_size 32k;
-{tls}
+{zone}{tls}
     upstream be {{
         {upstream}
         keepalive {POOL_SIZE};
@@ -315,6 +326,14 @@ balance roundrobin
     {servers}"""
     else:
         server = f"server up 127.0.0.1:{up.http}"
+    if scenario.rate_limit:
+        # One counter for all clients (a one-entry table, a constant key): HAProxy counts requests over a sliding
+        # second rather than refilling a bucket, so at most rate_limit pass in any second; the rest get 429.
+        server = f"""\
+stick-table type integer size 1 expire 10s store http_req_rate(1s)
+    http-request track-sc0 int(0)
+    http-request deny deny_status 429 if {{ sc_http_req_rate(0) gt {scenario.rate_limit} }}
+    {server}"""
     if scenario.many_routes:
         # One lookup on "host/path" in a prefix tree (map_beg), as haproxy-ingress routes host+path.
         routes = dir / "routes.map"
@@ -471,9 +490,37 @@ def _resilient_service(service: str, service_port: int, ports: tuple[int, ...]) 
     return docs
 
 
+def _rate_limit_policy(route: str, rate: int) -> str:
+    """S8's RateLimitPolicy on every request of ``route``: ``rate`` per second, as many at once, one quota for all
+    clients (no `key`); backlog 1, the least fsmfast allows (nginx and HAProxy hold none back)."""
+    return m.to_yaml(
+        {
+            "apiVersion": "gateway.flomesh.io/v1alpha1",
+            "kind": "RateLimitPolicy",
+            "metadata": {"name": f"{route}-ratelimit", "namespace": m.NAMESPACE},
+            "spec": {
+                "targetRef": {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": route},
+                "http": [
+                    {
+                        "match": {"path": {"type": "PathPrefix", "value": "/"}},
+                        "config": {
+                            "mode": "Local",
+                            "requests": rate,
+                            "statTimeWindow": 1,
+                            "burst": rate,
+                            "backlog": 1,
+                            "responseStatusCode": 429,
+                        },
+                    }
+                ],
+            },
+        }
+    )
+
+
 def write_fsmfast(dir: Path, scenario: Scenario, port: int, up: UpstreamPorts, certs: Certs) -> Path:
-    """Gateway API manifests (plus the FSM UpstreamTLSPolicy for S2, the resilience policies for S7) in ``dir``;
-    ``fsmfast run -c dir``."""
+    """Gateway API manifests (plus the FSM UpstreamTLSPolicy for S2, the resilience policies for S7, the
+    RateLimitPolicy for S8) in ``dir``; ``fsmfast run -c dir``."""
     dir.mkdir(parents=True, exist_ok=True)
     service, service_port = "upstream", 80
     docs = []
@@ -497,5 +544,7 @@ def write_fsmfast(dir: Path, scenario: Scenario, port: int, up: UpstreamPorts, c
         routes = [_route(f"route-{i:04d}", route_host(i), prefixes, service, service_port) for i in range(ROUTES_HOSTS)]
     else:
         routes = [_route("route-foo", HOST, ["/"], service, service_port)]
+        if scenario.rate_limit:
+            routes.append(_rate_limit_policy("route-foo", scenario.rate_limit))
     (dir / "routes.yaml").write_text(m.documents(*routes))
     return dir

@@ -16,7 +16,8 @@ bench/README.md) comes on top. Loopback only, bounded by the request counts.
     python -m bench instructions [--scenarios S1,S2,S3] [--systems fsmfast,nginx,haproxy] [--requests 200,1200]
 
 S7 (three endpoints, health check, retries) counts what the configured policies cost on the same one
-connection; its active checks run on the clock, so the longer run carries a few more of them.
+connection; its active checks run on the clock, so the longer run carries a few more of them. S8 counts what a
+rate limit that never triggers costs on top of S1.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from bench import configs, deps, procs
 from bench.scenarios import HOST, SCENARIOS, Case, Scenario
 from bench.systems import make
 
-SUPPORTED = ("S1", "S2", "S3", "S4", "S6", "S7")  # S5 moves megabytes: its cost is the copies, timed in python -m bench
+# S5 moves megabytes: its cost is the copies, timed in python -m bench
+SUPPORTED = ("S1", "S2", "S3", "S4", "S6", "S7", "S8")
 PROXIES = ("fsmfast", "nginx", "haproxy")
 FLOOR = "floor"  # bench/floor.py, S1 only: what uvloop and the kernel interface cost with no HTTP work at all
 

@@ -1,4 +1,4 @@
-"""The scenarios S1–S7: what the load generator sends, and what each system must be configured to do.
+"""The scenarios S1–S8: what the load generator sends, and what each system must be configured to do.
 
 A scenario has one or more *cases* (S5 has two: 1 MiB downloads and 1 MiB uploads). A case is one wrk
 load: method, path, Host header, extra headers, body, and the response the pre-flight check expects.
@@ -19,6 +19,9 @@ UPLOAD_PATH = "/upload"
 # of the last route.
 ROUTES_HOSTS = 1000
 ROUTES_PATHS = 10
+
+# S8: requests per second (and burst) of its rate limit: far above what one core can serve, so nothing is refused.
+RATE_LIMIT = 10_000_000
 
 
 def route_host(i: int) -> str:
@@ -53,6 +56,9 @@ class Scenario:
     # with an active health check and retries configured on it (see bench/configs.py for each system).
     endpoints: int = 1
     resilience: bool = False
+    # S8: a local rate limit of this many requests per second (burst the same) on the route, one quota for every
+    # client; 0: none. The bench's value never triggers: it measures what checking the limit costs.
+    rate_limit: int = 0
     notes: tuple[str, ...] = field(default=())
 
 
@@ -108,6 +114,13 @@ SCENARIOS: dict[str, Scenario] = {
             (Case("get", "/"),),
             endpoints=3,
             resilience=True,
+        ),
+        Scenario(
+            "S8",
+            "limited",
+            "as S1 with a local rate limit on the route (one quota for all clients) that never triggers",
+            (Case("get", "/"),),
+            rate_limit=RATE_LIMIT,
         ),
     )
 }

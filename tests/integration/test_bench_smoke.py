@@ -4,6 +4,7 @@ Only the harness's plumbing is checked: every system starts on scenario S1's con
 request, serves a one-second wrk run, and the JSON has the documented keys. Benchmark numbers are never
 asserted: this box runs other work, and a test that depends on speed fails for reasons unrelated to the code.
 S7's configs are checked for what makes the comparison fair (the same endpoints, rotation, retries), not timed.
+S8's configs are checked to limit for real (given a tiny rate) and to let the bench's load through.
 nginx, haproxy and wrk come from ``.ci/sysdeps`` (purpose ``test``); the harness is told not to install.
 """
 
@@ -211,3 +212,79 @@ def test_s7_config_balances_three_endpoints_and_retries_5xx(tmp_path: Path, syst
         system.stop()
         for u in ups:
             u.stop()
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("system_name", ["fsmfast", "nginx", "haproxy"])
+def test_s8_config_limits_with_a_tiny_rate_and_not_with_the_bench_rate(tmp_path: Path, system_name: str) -> None:
+    # S8 compares a rate limit's cost only if every system really checks one: given 3 per second, a burst of
+    # 10 at once on 10 connections gets 3 through (fsmfast lets one more wait for the next token, its least
+    # backlog) and 429 for the rest. With the bench's own rate, the same burst all passes.
+    import dataclasses
+    import http.client
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bench.configs import UpstreamPorts, write_fsmfast
+    from bench.scenarios import HOST, RATE_LIMIT, SCENARIOS
+    from bench.systems import make
+    from fsmfast.compile import build
+    from tests.support.upstreams import Upstream
+
+    def burst(port: int) -> Counter[int]:
+        def get(_: int) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request("GET", "/x", headers={"Host": HOST})
+            resp = conn.getresponse()
+            resp.read()
+            conn.close()
+            return resp.status
+
+        with ThreadPoolExecutor(10) as pool:
+            return Counter(pool.map(get, range(10)))
+
+    origin = Upstream("u", echo_all=True)
+    origin.start()
+    up = UpstreamPorts(origin.port, 0, 0, 0)
+    try:
+        for rate in (3, RATE_LIMIT):
+            scenario = dataclasses.replace(SCENARIOS["S8"], rate_limit=rate)
+            if system_name == "fsmfast":
+                result = build(str(write_fsmfast(tmp_path / f"check-{rate}", scenario, 1, up, None)))  # type: ignore[arg-type]
+                assert not [w for w in result.warnings if "rate" in w.lower()], result.warnings
+                rules = [r for listener in result.snapshot.listeners for r in _edge_rules(listener) if r.rate_limits]
+                limits = [[(x.requests, x.window, x.burst, x.key) for x in r.rate_limits] for r in rules]
+                assert limits == [[(rate, 1, rate, None)]]
+            system = make(system_name, tmp_path, up, None, None)  # type: ignore[arg-type]  # no TLS in S8
+            before = len(origin.requests_for("/x"))
+            try:
+                system.start(scenario, tmp_path / f"{system_name}-{rate}")
+                system.wait_ready(30)
+                statuses = burst(system.port)
+            finally:
+                system.stop()
+            passed = len(origin.requests_for("/x")) - before
+            if rate == RATE_LIMIT:
+                assert statuses == {200: 10}, statuses
+            else:
+                assert 3 <= statuses[200] <= (4 if system_name == "fsmfast" else 3), statuses
+                assert statuses[429] == 10 - statuses[200], statuses
+            assert passed == statuses[200]
+    finally:
+        origin.stop()
+
+
+def _edge_rules(node: object) -> list:
+    """Every EdgeRule under a snapshot node (a listener's virtual hosts keep them by rule name)."""
+    from fsmfast.snapshot import EdgeRule
+
+    if isinstance(node, EdgeRule):
+        return [node]
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, tuple | list):
+        return [r for x in node for r in _edge_rules(x)]
+    fields = getattr(node, "__struct_fields__", None)
+    if fields is None:
+        return []
+    return [r for f in fields for r in _edge_rules(getattr(node, f))]

@@ -119,6 +119,24 @@ def make_parser() -> argparse.ArgumentParser:
         help="one JSON object per line, or nginx's combined format with the request id appended (default: json)",
     )
     run.add_argument(
+        "--ratelimit-redis",
+        metavar="URL",
+        help="keep fleet-wide rate limits (mode: Global) in this Redis, redis://HOST:PORT/DB (default: not applied)",
+    )
+    run.add_argument(
+        "--ratelimit-redis-timeout",
+        type=positive_float,
+        default=_DEFAULTS.ratelimit_redis_timeout,
+        metavar="S",
+        help="how long a request waits for Redis's decision (default: %(default)gs)",
+    )
+    run.add_argument(
+        "--ratelimit-fail",
+        choices=("open", "closed"),
+        default="open",
+        help="without Redis's answer in time: let the request through (open, logged and counted) or 503 (closed)",
+    )
+    run.add_argument(
         "--error-log",
         dest="error_log_path",
         metavar="PATH",
@@ -224,6 +242,9 @@ def settings_from(ns: argparse.Namespace, parser: argparse.ArgumentParser) -> Se
         user=ns.user,
         group=ns.group,
         worker_timeout=ns.worker_timeout,
+        ratelimit_redis=ns.ratelimit_redis,
+        ratelimit_redis_timeout=ns.ratelimit_redis_timeout,
+        ratelimit_fail_closed=ns.ratelimit_fail == "closed",
         detailed_errors=ns.detailed_errors,
         graceful_timeout=ns.graceful_timeout,
         connect_timeout=ns.connect_timeout,

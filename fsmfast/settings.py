@@ -58,3 +58,11 @@ class Settings(msgspec.Struct, frozen=True):
     access_log_format: str = "json"  # or "combined"
     # A worker whose event loop has not beaten for this long is killed (SIGABRT, then SIGKILL) and replaced.
     worker_timeout: float = 30.0
+    # -- edge protection (docs/edge-policies.md) --
+    # Fleet-wide rate limits (RateLimitPolicy mode: Global) keep their quotas in this Redis
+    # (redis://HOST:PORT/DB), shared by every gateway pointed at it; None: such limits are not applied.
+    ratelimit_redis: str | None = None
+    # How long a decision may wait for Redis, and what a request gets when Redis does not answer in
+    # time or at all: through (fail open, the default: logged and counted) or 503 (fail closed).
+    ratelimit_redis_timeout: float = 0.01
+    ratelimit_fail_closed: bool = False

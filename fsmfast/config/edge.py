@@ -133,21 +133,16 @@ def check_edge_policy(c: Checker, policy: EdgePolicy) -> EdgePolicy | None:
 
 
 def not_applied_yet(c: Checker, policy: EdgePolicy) -> None:
-    """What the data plane does not enforce yet, said for every accepted policy that asks for it, so
-    nobody believes a route is protected that is not: a port's byte rate, and fleet-wide
-    (``mode: Global``) rate limits (local rate limits, access control at every level and fault
-    injection are applied)."""
+    """What a policy needs to be enforced, said when it is accepted, so nobody believes a route is
+    protected that is not: a fleet-wide (``mode: Global``) rate limit needs the gateway to run with
+    ``--ratelimit-redis``, which is not known here. (A byte rate on an HTTP or HTTPS port, not applied
+    yet, is said when resolving: it depends on the port's protocol.)"""
     chosen = category(policy)
-    if isinstance(policy, m.RateLimitPolicy) and chosen == "ports":
-        return  # applied on TCP and TLS listener ports; docs/edge-policies.md says HTTP ports are not yet
-    if isinstance(policy, m.RateLimitPolicy) and chosen is not None:
-        entries = range(len(getattr(policy.spec, chosen) or ()))
-        if not any(entry_config(policy, chosen, k).mode == "Global" for k in entries):
-            return
-        what = "fleet-wide (mode: Global) rate limiting is"
-    else:
+    if not isinstance(policy, m.RateLimitPolicy) or chosen is None or chosen == "ports":
         return
-    c.warn("", f"accepted; {what} resolved and shown by check/explain but not applied by this version yet")
+    entries = range(len(getattr(policy.spec, chosen) or ()))
+    if any(entry_config(policy, chosen, k).mode == "Global" for k in entries):
+        c.warn("", "mode: Global: applied only by a gateway run with --ratelimit-redis (its quotas live in Redis)")
 
 
 def _check_category(c: Checker, policy: EdgePolicy) -> None:

@@ -9,7 +9,9 @@ snapshot, and a rule without edge policies gets none, so its requests pay nothin
 
 Local rate limits are exact on the machine: every worker takes its tokens from the same quota in the
 arena (``fsmfast.edge.ratelimit``, one compare-and-swap), at the place the master gave the policy's
-entry (``RateLimit.cell``). A fleet-wide (``mode: Global``) limit is not applied yet.
+entry (``RateLimit.cell``). Fleet-wide (``mode: Global``) limits ask the fleet's Redis
+(``fsmfast.edge.redis_limit``, with ``--ratelimit-redis``; without it they are not applied): the
+request waits for the answer (``Delayed`` with a future) after its local limits passed.
 
 A fault's delay is a decision of its own, ``Delayed``: the request waits that long in its
 connection's queue (``fsmfast.proxy.exchange``: ``Exchange.local`` holds it), then is forwarded, or
@@ -18,12 +20,14 @@ answered with the abort when both fire (FSM's order: the delay first).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from fsmfast.edge.access import AccessRule, AddressSet, client_address
 from fsmfast.edge.faults import FaultPlan
-from fsmfast.edge.ratelimit import KeyedQuotas, Quota, refusal_headers
+from fsmfast.edge.ratelimit import Decision, KeyedQuotas, Quota, refusal_headers
+from fsmfast.edge.redis_limit import GlobalQuotas, quota_key
 from fsmfast.pipeline.decision import Delayed, LocalReply
 from fsmfast.pipeline.hooks import PolicyRequest
 from fsmfast.snapshot import AccessControl, EdgeRule, FaultInjection, RateLimit
@@ -61,7 +65,8 @@ class AccessHook:
 
 
 class _Limit:
-    """One local rate limit: its quota (shared, or one per client key) and its refusal."""
+    """One rate limit: its quota (local: in the arena, shared or one per client key; global: a key in
+    the fleet's Redis) and its refusal."""
 
     __slots__ = ("header", "keyed", "max_wait", "quota", "spec")
 
@@ -70,8 +75,12 @@ class _Limit:
         self.keyed = spec.key is not None
         # ClientIP: the TCP peer; Header: that header's first value (absent: one quota for all such).
         self.header = spec.key.header.encode() if spec.key is not None and spec.key.header else None
+        if spec.mode == "Global":
+            self.quota: Any = None
+            self.max_wait = spec.window / spec.requests * spec.backlog if spec.backlog > 0 else 0.0
+            return
         if self.keyed:
-            self.quota: Any = KeyedQuotas(cells, spec.cell, table_entries, spec.requests, spec.window, spec.burst)
+            self.quota = KeyedQuotas(cells, spec.cell, table_entries, spec.requests, spec.window, spec.burst)
         else:
             self.quota = Quota(cells, spec.cell, spec.requests, spec.window, spec.burst)
         self.max_wait = self.quota.backlog_wait(spec.backlog) if spec.backlog > 0 else 0.0
@@ -82,6 +91,22 @@ class _Limit:
         name = self.header
         return next((v for n, v in request.headers if len(n) == len(name) and n.lower() == name), b"")
 
+    def refusal(self, decision: Decision) -> LocalReply:
+        spec = self.spec
+        extra = [(h.name, h.value) for h in spec.headers]
+        fields = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in refusal_headers(decision, extra))
+        text = "rate limit exceeded"
+        return LocalReply(spec.status, text, "rate_limited", f"{text} ({spec.policy})", headers=fields)
+
+
+def _answer(reply: LocalReply) -> tuple[int, str, str, bytes, tuple[tuple[bytes, bytes], ...]]:
+    """A LocalReply as the exchange keeps a local answer."""
+    return (reply.status, reply.text, reply.code, b"", reply.headers)
+
+
+# The answer when the fleet's Redis gives no decision and the gateway fails closed.
+UNAVAILABLE = (503, "rate limit unavailable", "rate_limit_unavailable", b"", ())
+
 
 class RateLimitHook:
     """The local rate limits of a rule, in order: a token from each, or the first refusal
@@ -89,10 +114,14 @@ class RateLimitHook:
     ``responseHeadersToAdd``). A request whose token is free within its backlog's reach waits for it
     (``Delayed``); the longest of the waits counts."""
 
-    __slots__ = ("limits",)
+    __slots__ = ("fleet", "globals", "limits")
 
-    def __init__(self, limits: list[_Limit]) -> None:
+    def __init__(
+        self, limits: list[_Limit], globals_: list[_Limit] | None = None, fleet: GlobalQuotas | None = None
+    ) -> None:
         self.limits = limits
+        self.globals = globals_ or []
+        self.fleet = fleet
 
     def __call__(self, request: PolicyRequest) -> LocalReply | Delayed | None:
         now = time.monotonic()
@@ -103,14 +132,31 @@ class RateLimitHook:
             else:
                 decision = limit.quota.reserve(now, limit.max_wait)
             if not decision.admitted:
-                spec = limit.spec
-                extra = [(h.name, h.value) for h in spec.headers]
-                fields = tuple((n.encode("latin-1"), v.encode("latin-1")) for n, v in refusal_headers(decision, extra))
-                text = "rate limit exceeded"
-                return LocalReply(spec.status, text, "rate_limited", f"{text} ({spec.policy})", headers=fields)
+                return limit.refusal(decision)
             if decision.wait > wait:
                 wait = decision.wait
+        if self.globals and self.fleet is not None:
+            keys = [quota_key(g.spec.policy, g.spec.scope, g.key(request) if g.keyed else None) for g in self.globals]
+            task = asyncio.get_running_loop().create_task(self._ask(keys))
+            return Delayed(wait, None, task, _outcome)
         return Delayed(wait, None) if wait > 0 else None
+
+    async def _ask(self, keys: list[str]) -> Any:
+        """The fleet's answer for each global limit in turn: the first refusal, or the longest wait."""
+        fleet = self.fleet
+        assert fleet is not None
+        wait = 0.0
+        for limit, key in zip(self.globals, keys, strict=True):
+            spec = limit.spec
+            decision = await fleet.take(key, spec.requests, spec.window, spec.burst, limit.max_wait)
+            if decision is None:
+                if fleet.fail_closed:
+                    return UNAVAILABLE
+                continue
+            if not decision.admitted:
+                return _answer(limit.refusal(decision))
+            wait = max(wait, decision.wait)
+        return wait or None
 
 
 class FaultHook:
@@ -144,14 +190,27 @@ class FaultHook:
         return abort
 
 
-def edge_hooks(edge: EdgeRule, cells: Any = None, table_entries: int = 0) -> tuple[Any, ...]:
+def _outcome(task: Any) -> Any:
+    """``Delayed.resolve`` of a fleet-wide limit's task: its answer (a task that failed: no decision,
+    as a Redis that does not answer)."""
+    if task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
+
+
+def edge_hooks(
+    edge: EdgeRule, cells: Any = None, table_entries: int = 0, fleet: GlobalQuotas | None = None
+) -> tuple[Any, ...]:
     """The hooks of ``edge``, in the order they run (access control, rate limits, fault injection).
-    ``cells``: the arena's, where the master placed the local rate limits (None: no rate limits)."""
+    ``cells``: the arena's, where the master placed the local rate limits (None: none applied);
+    ``fleet``: the worker's Redis for the global ones (None: not applied)."""
     hooks: list[Any] = [AccessHook(spec) for spec in edge.access]
+    limits = []
     if cells is not None:
         limits = [_Limit(s, cells, table_entries) for s in edge.rate_limits if s.mode == "Local" and s.cell >= 0]
-        if limits:
-            hooks.append(RateLimitHook(limits))
+    globals_ = [_Limit(s, None, 0) for s in edge.rate_limits if s.mode == "Global"] if fleet is not None else []
+    if limits or globals_:
+        hooks.append(RateLimitHook(limits, globals_, fleet))
     if edge.fault is not None:
         fault = FaultHook(edge.fault)
         if fault.plan.armed:

@@ -364,7 +364,16 @@ EVENTS = {
         "Endpoints taken out of service or back, by backend and the state entered (out, in).",
         "state",
     ),
+    # Not a backend: the first label is the rate limit's policy (see _events).
+    "ratelimit_redis": (
+        "fsmfast_ratelimit_redis_failures_total",
+        "Decisions of fleet-wide rate limits that Redis did not give in time, by policy and what the request"
+        " got (open: through; closed: 503).",
+        "mode",
+    ),
 }
+# The first label's name where it is not a backend.
+_FIRST_LABEL = {"ratelimit_redis": "policy"}
 
 
 def _events(events: dict[tuple[str, str, str], int]) -> list[Family]:
@@ -377,7 +386,7 @@ def _events(events: dict[tuple[str, str, str], int]) -> list[Family]:
         family = families.get(what)
         if family is None:
             family = families[what] = Family(name, "counter", text)
-        family.add(n, **{"backend": backend, label_name: label})
+        family.add(n, **{_FIRST_LABEL.get(what, "backend"): backend, label_name: label})
     return list(families.values())
 
 

@@ -64,14 +64,20 @@ class Redirect:
 
 class Delayed:
     """Wait ``seconds``, then do ``then``: a LocalReply (a fault's abort), or the Choice the rule made
-    (the request is then forwarded). A route policy (fault injection) returns it with ``then`` None
-    when the request goes on; ``choose`` puts the rule's own decision there."""
+    (the request is then forwarded). A route policy (fault injection, a rate limit's backlog) returns
+    it with ``then`` None when the request goes on; ``choose`` puts the rule's own decision there.
 
-    __slots__ = ("seconds", "then")
+    With ``future`` (a fleet-wide rate limit asking Redis), the request waits for it instead, then
+    ``resolve(future)`` says what now: a local answer (status, text, code, location, headers), more
+    seconds to wait, or None (go on, after ``seconds`` if any)."""
 
-    def __init__(self, seconds: float, then: Any) -> None:
+    __slots__ = ("future", "resolve", "seconds", "then")
+
+    def __init__(self, seconds: float, then: Any, future: Any = None, resolve: Any = None) -> None:
         self.seconds = seconds
         self.then = then
+        self.future = future
+        self.resolve = resolve
 
     def __repr__(self) -> str:
         return f"Delayed({self.seconds:g}s, {self.then!r})"

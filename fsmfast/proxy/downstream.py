@@ -532,7 +532,8 @@ class ClientConnection(ClientSide):
             _forward(self, ex, rule, then)
         else:
             _answer(ex, then)
-        ex.local = Hold(delayed.seconds, ex.local)  # type: ignore[arg-type]  # _answer set a tuple, or None
+        # _answer set a tuple, or nothing (None)
+        ex.local = Hold(delayed.seconds, ex.local, delayed.future, delayed.resolve)  # type: ignore[arg-type]
 
     # -- flow -------------------------------------------------------------------------
 

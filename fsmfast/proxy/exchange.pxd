@@ -77,6 +77,7 @@ cdef class Exchange(UpstreamUser):
     cdef _keep_for_retry(self, retry)
     cpdef _no_endpoint(self)
     cdef _hold(self)
+    cpdef _settled(self, future)
     cdef bint _may_retry(self, bint not_sent) except -1
     cdef _backoff(self, Pool pool, str why)
     cpdef flush_up(self)

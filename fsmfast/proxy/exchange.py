@@ -60,7 +60,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from fsmfast.codec import (
     FRAME_CHUNKED,
@@ -145,13 +145,16 @@ LocalAnswer = tuple[int, str, str, bytes, tuple[tuple[bytes, bytes], ...]]
 
 class Hold:
     """What ``Exchange.local`` holds while a request waits out a route policy's delay: the seconds,
-    then the local answer to give after it (None: forward the request)."""
+    then the local answer to give after it (None: forward the request); or, with ``future``, until
+    that is done and ``resolve(future)`` says what now (fsmfast.pipeline.decision.Delayed)."""
 
-    __slots__ = ("seconds", "then")
+    __slots__ = ("future", "resolve", "seconds", "then")
 
-    def __init__(self, seconds: float, then: LocalAnswer | None) -> None:
+    def __init__(self, seconds: float, then: LocalAnswer | None, future: Any = None, resolve: Any = None) -> None:
         self.seconds = seconds
         self.then = then
+        self.future = future
+        self.resolve = resolve
 
 
 def check_states(on: bool) -> None:
@@ -375,7 +378,27 @@ class Exchange(UpstreamUser):
         connection's queue until then."""
         hold = self.local
         assert isinstance(hold, Hold)
-        self.client.ctx.loop.call_later(hold.seconds, self._held)
+        if hold.future is not None:
+            hold.future.add_done_callback(self._settled)
+        else:
+            self.client.ctx.loop.call_later(hold.seconds, self._held)
+
+    def _settled(self, future: Any) -> None:
+        """What the request waited for is known (a fleet-wide rate limit's decision)."""
+        hold = self.local
+        if type(hold) is Hold and hold.future is future:
+            outcome = hold.resolve(future)
+            if type(outcome) is tuple:
+                self.local = outcome  # refused: the local answer
+            else:
+                wait = max(outcome or 0.0, hold.seconds)
+                self.local = Hold(wait, hold.then) if wait > 0 else hold.then
+                if wait > 0 and self.state == QUEUED:
+                    self._hold()
+                    return
+        if self.state == QUEUED:
+            self.activate()
+            self.client.flush()
 
     def _held(self) -> None:
         hold = self.local

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fsmfast.edge.hooks import edge_hooks
+from fsmfast.edge.redis_limit import GlobalQuotas
 from fsmfast.proxy.upstream import HASHING, LEAST_CONN, ROUND_ROBIN, BackendState, PolicyBackend, Pool
 from fsmfast.resilience.breaker import Breaker
 from fsmfast.resilience.health import EndpointHealth
@@ -42,10 +43,11 @@ class BackendStates(dict[str, BackendState]):
     """The worker's backends by name, for the router and the L4 ports. ``arena`` None: no
     machine-wide state (the pure-Python tools), so only what needs none applies."""
 
-    def __init__(self, arena: Arena | None, row: int) -> None:
+    def __init__(self, arena: Arena | None, row: int, fleet: GlobalQuotas | None = None) -> None:
         super().__init__()
         self.arena = arena
         self.row = row
+        self.fleet = fleet  # the fleet's Redis, for rate limits of mode Global (--ratelimit-redis)
         self._key: bytes | None = None
         # The states whose requests count for a retry budget: the worker's tick hands their counts over.
         self.budgeted: list[BackendState] = []
@@ -137,7 +139,7 @@ class BackendStates(dict[str, BackendState]):
     def edge_hooks(self, setting: EdgeRule) -> tuple[Any, ...]:
         """The router asks this for the edge policies (issue 20) of a rule of one virtual host."""
         cells = self.arena.cells if self.arena is not None else None
-        return edge_hooks(setting, cells, TABLE_ENTRIES)
+        return edge_hooks(setting, cells, TABLE_ENTRIES, self.fleet)
 
     def route_session(self, rule: Rule, choices: list[Any]) -> RouteSession | None:
         """The hook of a rule with ``sessionPersistence`` and several backends: the backend that holds

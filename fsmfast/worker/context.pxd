@@ -12,3 +12,4 @@ cdef class Context(WorkerState):
     cdef public object arena
     cdef public object prober
     cdef public list budgeted
+    cdef public object fleet

@@ -18,6 +18,7 @@ import termios
 import time
 from typing import TYPE_CHECKING
 
+from fsmfast.edge.redis_limit import GlobalQuotas
 from fsmfast.metrics.counters import WorkerStats
 from fsmfast.metrics.publish import Publisher
 from fsmfast.proxy import ports as port_runtime
@@ -99,6 +100,13 @@ class Context(WorkerState):
         # The machine-wide state of the resilience policies (fsmfast.shared), this worker's row ``index``.
         self.arena = arena
         self.budgeted: list[BackendState] = []
+        # Fleet-wide rate limits' Redis (--ratelimit-redis), connected on first use.
+        self.fleet: GlobalQuotas | None = None
+        if settings.ratelimit_redis:
+            self.fleet = GlobalQuotas(
+                settings.ratelimit_redis, settings.ratelimit_redis_timeout, settings.ratelimit_fail_closed
+            )
+            self.fleet.failed = self._fleet_failed
         # Active health checks of the endpoints this worker probes for the whole machine.
         self.prober = Prober(loop, index, settings.workers, arena.cells) if arena is not None else None
         if self.prober is not None:
@@ -107,7 +115,7 @@ class Context(WorkerState):
 
     def apply(self, snapshot: Snapshot) -> None:
         pools: dict[PoolKey, Pool] = {}
-        states = BackendStates(self.arena, self.index)
+        states = BackendStates(self.arena, self.index, self.fleet)
         for name, backend in snapshot.backends.items():
             members = []
             for ep in backend.endpoints:
@@ -133,6 +141,10 @@ class Context(WorkerState):
         self.stats.forget()  # the counts stay; the old snapshot's rules and backends go
         if self.prober is not None:
             self.prober.apply(snapshot)
+
+    def _fleet_failed(self, policy: str, mode: str) -> None:
+        """The fleet's Redis gave no decision for a request under ``policy``; ``mode``: open or closed."""
+        self.stats.event("ratelimit_redis", policy, mode)
 
     def _endpoint_changed(self, backend: str, endpoint: str, healthy: bool) -> None:
         """An active health check took an endpoint out or brought it back (once on the machine)."""

@@ -1,0 +1,119 @@
+"""Fleet-wide rate limits (issue 20): two gateways pointed at one real Redis (Debian's redis-server,
+started here on a loopback port) share one quota exactly; without Redis, a gateway fails open (the
+default: counted and logged) or closed (503)."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_edge import edge_policy, get
+from tests.support.procs import Gateway, free_port, wait_for
+from tests.support.resilience import metrics_with, upstreams, write_config
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is installed by .ci/sysdeps"),
+]
+
+POLICY = edge_policy(
+    "RateLimitPolicy",
+    "  http:\n  - match: {path: {type: PathPrefix, value: /}}\n"
+    "    config: {requests: 20, statTimeWindow: 60, backlog: 1, mode: Global}\n",
+)
+
+
+class Redis:
+    """redis-server on 127.0.0.1:``port``, nothing written to disk."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._pong, 10, "redis-server to answer PING")
+
+    def _pong(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture
+def redis() -> Iterator[Redis]:
+    server = Redis()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_two_gateways_share_one_quota_exactly_then_fail_open_or_closed(tmp_path: Path, redis: Redis) -> None:
+    ports = [free_port(), free_port()]
+    with upstreams(1) as ups:
+        configs = [write_config(tmp_path / f"gw{i}.yaml", p, [ups[0].port], POLICY) for i, p in enumerate(ports)]
+        args = ["--ratelimit-redis", redis.url, "--ratelimit-redis-timeout", "1"]
+        with Gateway(configs[0], [ports[0]], workers=2, args=args) as a, Gateway(configs[1], [ports[1]], args=args):
+            # 100 requests at once, half to each gateway: one quota of 20, and one more in the backlog
+            # for the next token (3 s later).
+            with ThreadPoolExecutor(10) as pool:
+                answers = list(pool.map(lambda i: get(ports[i % 2]), range(100)))
+            statuses = Counter(status for status, _, _ in answers)
+            assert statuses == {200: 21, 429: 79}, statuses
+            assert sum(1 for status, _, took in answers if status == 200 and took >= 2.0) == 1
+            assert len(ups[0].requests) == 21
+            refused = [body for status, body, _ in answers if status == 429]
+            assert set(refused) == {b"rate limit exceeded\n"}
+
+            # Redis gone: the default fails open, logs it and counts it.
+            redis.stop()
+            assert [get(ports[0])[0] for _ in range(5)] == [200] * 5
+            text = metrics_with(a, "fsmfast_ratelimit_redis_failures_total")
+            assert 'mode="open"} ' in text and 'policy="RateLimitPolicy lb/ratelimitpolicy"' in text
+            wait_for(lambda: "gave no decision" in a.stderr_text(), 5, "the fail-open warning")
+
+        # Failing closed instead: 503, and nothing reaches the upstream.
+        before = len(ups[0].requests)
+        closed = [*args, "--ratelimit-fail", "closed"]
+        with Gateway(configs[0], [ports[0]], workers=1, args=closed):
+            status, body, took = get(ports[0])
+            assert (status, body) == (503, b"rate limit unavailable\n") and took < 5
+        assert len(ups[0].requests) == before
+
+
+def test_without_redis_configured_a_global_limit_is_not_applied_and_the_check_says_so(tmp_path: Path) -> None:
+    port = free_port()
+    with upstreams(1) as ups:
+        config = write_config(tmp_path / "gw.yaml", port, [ups[0].port], POLICY)
+        started = time.monotonic()
+        with Gateway(config, [port], workers=1) as gw:
+            assert Counter(get(port)[0] for _ in range(30)) == {200: 30}
+            assert "applied only by a gateway run with --ratelimit-redis" in gw.stderr_text()
+        assert time.monotonic() - started < 30

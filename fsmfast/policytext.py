@@ -147,4 +147,4 @@ def edge_lines(port: int, port_edge: PortEdge | None, rule_edge: EdgeRule | None
         rows += [f"rule: {kind} {text} ({source})" for kind, source, text in rule_edge_texts(rule_edge)]
     if not rows:
         return []
-    return ["edge       resolved, not applied by this version yet", *("           " + row for row in rows)]
+    return ["edge       (explain draws no fault and takes no token)", *("           " + row for row in rows)]

@@ -28,14 +28,15 @@ class Guard:
     def __init__(self, inner: Any, rule: AccessRule, denied: Any = None) -> None:
         self.inner = inner
         self.rule = rule
-        self.denied = denied  # called with the peer's address when a connection is refused (metrics, logs)
+        self.denied = denied  # called with (port, peer) when a connection is refused (metrics, logs)
 
     def connection_made(self, transport: Any) -> None:
         peer = transport.get_extra_info("peername")
         if not connection_allowed(self.rule, peer):
             transport.abort()
             if self.denied is not None:
-                self.denied(peer)
+                sock = transport.get_extra_info("sockname")
+                self.denied(sock[1] if isinstance(sock, tuple) and len(sock) > 1 else 0, peer)
             return
         transport.set_protocol(self.inner)
         self.inner.connection_made(transport)

@@ -68,13 +68,14 @@ class _Limit:
     """One rate limit: its quota (local: in the arena, shared or one per client key; global: a key in
     the fleet's Redis) and its refusal."""
 
-    __slots__ = ("header", "keyed", "max_wait", "quota", "spec")
+    __slots__ = ("fast", "header", "keyed", "max_wait", "quota", "spec")
 
     def __init__(self, spec: RateLimit, cells: Any, table_entries: int) -> None:
         self.spec = spec
         self.keyed = spec.key is not None
         # ClientIP: the TCP peer; Header: that header's first value (absent: one quota for all such).
         self.header = spec.key.header.encode() if spec.key is not None and spec.key.header else None
+        self.fast = spec.mode == "Local" and not self.keyed  # Quota.admit first
         if spec.mode == "Global":
             self.quota: Any = None
             self.max_wait = spec.window / spec.requests * spec.backlog if spec.backlog > 0 else 0.0
@@ -124,9 +125,13 @@ class RateLimitHook:
         self.fleet = fleet
 
     def __call__(self, request: PolicyRequest) -> LocalReply | Delayed | None:
-        now = time.monotonic()
+        now = 0.0
         wait = 0.0
         for limit in self.limits:
+            if limit.fast and limit.quota.admit():
+                continue  # a token at once: the common case, no Decision made
+            if not now:
+                now = time.monotonic()
             if limit.keyed:
                 decision = limit.quota.reserve(limit.key(request), now, limit.max_wait)
             else:

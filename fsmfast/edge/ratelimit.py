@@ -172,6 +172,17 @@ class Quota(_Gcra):
         self._cells = cells
         self._i = base
 
+    def admit(self) -> bool:
+        """Take a token now if one is free at once: the per-request call of a limit that is not
+        reached, a load and a compare-and-swap, with no Decision made. False changes nothing: the
+        caller then asks ``reserve`` or ``take`` for the whole answer."""
+        t = time.monotonic_ns()
+        cells = self._cells
+        i = self._i
+        old = cells.load(i)
+        tat = old if old > t else t
+        return tat - t <= self.tolerance and cells.cas(i, old, tat + self.emission)
+
     def take(self, now: float | None = None) -> Decision:
         """Admit a request at ``now`` (``time.monotonic()`` seconds; the clock when None), or refuse
         it and say in ``wait`` when a token is free."""

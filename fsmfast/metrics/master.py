@@ -364,6 +364,11 @@ EVENTS = {
         "Endpoints taken out of service or back, by backend and the state entered (out, in).",
         "state",
     ),
+    "port_denied": (
+        "fsmfast_downstream_connections_denied_total",
+        "Client connections a port-level AccessControlPolicy refused before reading a byte, by listener port.",
+        "reason",
+    ),
     # Not a backend: the first label is the rate limit's policy (see _events).
     "ratelimit_redis": (
         "fsmfast_ratelimit_redis_failures_total",
@@ -373,7 +378,7 @@ EVENTS = {
     ),
 }
 # The first label's name where it is not a backend.
-_FIRST_LABEL = {"ratelimit_redis": "policy"}
+_FIRST_LABEL = {"ratelimit_redis": "policy", "port_denied": "listener"}
 
 
 def _events(events: dict[tuple[str, str, str], int]) -> list[Family]:

@@ -85,7 +85,7 @@ def connection_for(ctx: Context, port: int) -> asyncio.BaseProtocol:
         # Compiled, ClientConnection is a cdef class: asyncio.Protocol's methods without its base class.
         return ClientConnection(ctx, port)  # type: ignore[return-value]
     if rt.access is not None:
-        return Guard(_protocol(ctx, rt, port), rt.access)  # type: ignore[return-value]
+        return Guard(_protocol(ctx, rt, port), rt.access, ctx.port_denied)  # type: ignore[return-value]
     return _protocol(ctx, rt, port)
 
 

@@ -142,6 +142,11 @@ class Context(WorkerState):
         if self.prober is not None:
             self.prober.apply(snapshot)
 
+    def port_denied(self, port: int, peer: object) -> None:
+        """A port-level AccessControlPolicy refused a connection (its Guard aborted it unread)."""
+        self.stats.event("port_denied", str(port), "denied")
+        log.debug("port %d: connection from %s refused by its access control", port, peer)
+
     def _fleet_failed(self, policy: str, mode: str) -> None:
         """The fleet's Redis gave no decision for a request under ``policy``; ``mode``: open or closed."""
         self.stats.event("ratelimit_redis", policy, mode)

@@ -658,7 +658,7 @@ def test_explain_and_config_show_the_edge_policies(cwd: Path) -> None:
     text = explain(result.snapshot, 8000, "a.example.com", "/x/1")
     assert (
         "matched    httproute/ns/r/rule/0/match/0\n"
-        "edge       resolved, not applied by this version yet\n"
+        "edge       (explain draws no fault and takes no token)\n"
         "           port 8000: access control allow only 10.0.0.0/8; refused with 403; client from X-Forwarded-For"
         " past 2 trusted hops (AccessControlPolicy ns/port)\n"
         "           port 8000: bandwidth 4096 bytes/s per connection, each direction (RateLimitPolicy ns/bw)\n"

@@ -388,3 +388,12 @@ def test_an_entry_left_marked_is_skipped(arena: Arena) -> None:
     fresh = keyed.take("x", T0 + 1)
     assert fresh.admitted and not fresh.full  # another entry, no endless retry
     assert keyed.keys_held() == 2
+
+
+def test_admit_takes_a_token_at_once_or_changes_nothing(arena: Arena) -> None:
+    # The per-request fast path: the same tokens as take, no wait, and a refusal leaves the quota alone.
+    quota = Quota(arena.cells, 0, requests=5, window=60, burst=5)
+    assert [quota.admit() for _ in range(7)] == [True] * 5 + [False, False]
+    before = arena.cells.load(0)
+    assert quota.admit() is False and arena.cells.load(0) == before
+    assert quota.take().admitted is False

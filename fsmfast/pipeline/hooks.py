@@ -48,9 +48,26 @@ class Policy(Protocol):
 
 
 def run(policies: Sequence[Policy], request: PolicyRequest) -> Choice | LocalReply | Redirect | Delayed | None:
-    """The first answer of ``policies`` in order, or None when every one lets the request go on."""
+    """The first answer of ``policies`` in order, or None when every one lets the request go on.
+
+    A wait (``Delayed`` with nothing after it: a rate limit's backlog or its fleet's decision, a
+    fault's delay) is not an answer: the later policies are still asked, and what they answer comes
+    after the wait (the longest of the waits; at most one policy waits on a future)."""
+    delayed = None
     for policy in policies:
         decision = policy(request)
-        if decision is not None:
-            return decision  # a policy may hand out one reply object for every request: not changed here
-    return None
+        if decision is None:
+            continue
+        if type(decision) is Delayed and decision.then is None:
+            if delayed is None:
+                delayed = decision  # made for this request: it may be changed
+            else:
+                delayed.seconds = max(delayed.seconds, decision.seconds)
+                if decision.future is not None:
+                    delayed.future, delayed.resolve = decision.future, decision.resolve
+            continue
+        if delayed is not None:
+            delayed.then = decision
+            return delayed
+        return decision  # a policy may hand out one reply object for every request: not changed here
+    return delayed

@@ -55,8 +55,9 @@ def choose(
         answer = hooks.run(rule.policies, view)
         if isinstance(answer, Choice):
             choice = answer  # forward here: a session names this backend (it beats the weights)
-        elif type(answer) is Delayed and answer.then is None:
-            delayed = answer  # fault injection: wait, then what the rule says
+        elif type(answer) is Delayed and (answer.then is None or isinstance(answer.then, Choice)):
+            delayed = answer  # a wait (a backlog, a fault's delay), then what the rule (or a session) says
+            choice = answer.then
         elif answer is not None:
             return answer
     if choice is None:

@@ -265,3 +265,21 @@ def test_a_port_byte_rate_throttles_each_tcp_connection_both_ways(tmp_path: Path
             assert name == "echo" and echoed == payload
             # Up: a burst of a second's worth, then 64 KiB/s; down follows up. About 3 s; 6 s at most.
             assert 2.5 <= took <= 6.0, took
+
+
+def test_a_request_waiting_in_a_rate_limit_backlog_still_meets_the_fault_injection(tmp_path: Path) -> None:
+    limit = _rate_limit("{requests: 1, statTimeWindow: 1, backlog: 5}")
+    fault = edge_policy(
+        "FaultInjectionPolicy",
+        "  http:\n  - match: {path: {type: PathPrefix, value: /}}\n"
+        "    config: {abort: {percent: 100, statusCode: 503, message: injected}}\n",
+    )
+    port = free_port()
+    with upstreams(1) as ups:
+        config = write_config(tmp_path / "both.yaml", port, [u.port for u in ups], limit, fault)
+        with Gateway(config, [port], workers=1):
+            first = get(port)
+            second = get(port)  # no token for a second: it waits in the backlog, then the fault aborts it
+            assert first[:2] == (503, b"injected\n") and first[2] < 0.5
+            assert second[:2] == (503, b"injected\n") and second[2] >= 0.5
+            assert not ups[0].requests

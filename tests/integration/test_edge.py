@@ -16,7 +16,7 @@ import pytest
 
 from fsmfast.compile import build
 from fsmfast.demo.manifests import documents, endpoint_slice, service, to_yaml
-from tests.support.procs import Gateway, free_port
+from tests.support.procs import Gateway, free_port, wait_for
 from tests.support.resilience import HOST, NS, metrics_with, samples, upstreams, write_config
 from tests.support.tcp import Echo, tcp_roundtrip
 
@@ -224,7 +224,8 @@ def test_port_level_access_control_closes_a_denied_connection_before_reading(tmp
             assert len(ups[0].requests) == 2
             assert all(e["client"] != "127.0.0.3" for e in gw.access_log(min_entries=2))
             series = f'fsmfast_downstream_connections_denied_total{{listener="{port}",reason="denied"}}'
-            assert samples(metrics_with(gw, series))[series] >= 4  # and the harness's readiness probes, from 127.0.0.1
+            # Four, and the harness's readiness probes from 127.0.0.1; workers publish once a second.
+            wait_for(lambda: samples(metrics_with(gw, series)).get(series, 0) >= 4, 10, "the denials counted")
 
 
 def test_a_port_byte_rate_throttles_each_tcp_connection_both_ways(tmp_path: Path) -> None:

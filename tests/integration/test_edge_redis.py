@@ -99,11 +99,14 @@ def test_two_gateways_share_one_quota_exactly_then_fail_open_or_closed(tmp_path:
             assert 'mode="open"} ' in text and 'policy="RateLimitPolicy lb/ratelimitpolicy"' in text
             wait_for(lambda: "gave no decision" in a.stderr_text(), 5, "the fail-open warning")
 
-        # Failing closed instead: 503, and nothing reaches the upstream.
+        # Failing closed instead: 503, and nothing reaches the upstream. A port of its own: the gateway
+        # just stopped may still hold the old one while it drains.
         before = len(ups[0].requests)
         closed = [*args, "--ratelimit-fail", "closed"]
-        with Gateway(configs[0], [ports[0]], workers=1, args=closed):
-            status, body, took = get(ports[0])
+        port = free_port()
+        config = write_config(tmp_path / "closed.yaml", port, [ups[0].port], POLICY)
+        with Gateway(config, [port], workers=1, args=closed):
+            status, body, took = get(port)
             assert (status, body) == (503, b"rate limit unavailable\n") and took < 5
         assert len(ups[0].requests) == before
 

@@ -19,8 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
-
+from fsmfast.compile.conflicts import Candidate, oldest
 from fsmfast.compile.index import Index, age_key
 from fsmfast.config import model as m
 from fsmfast.config import policies as p
@@ -130,12 +129,6 @@ def route_persistence(route: m.HTTPRoute, i: int, rule: m.HTTPRouteRule) -> Pers
     return persistence(f"HTTPRoute {route.key} spec.rules[{i}].sessionPersistence", sp)
 
 
-class _Candidate(msgspec.Struct, frozen=True):
-    policy: m.Object
-    field: str  # where in the policy the port entry (or target) is
-    value: Any  # a snapshot struct with ``policy`` naming its source
-
-
 # slot of BackendPolicies, Manifests bucket, snapshot struct maker
 _KINDS: tuple[tuple[str, str, Callable[[str, Any], Any]], ...] = (
     ("lb", "load_balancer_policies", _lb),
@@ -144,11 +137,6 @@ _KINDS: tuple[tuple[str, str, Callable[[str, Any], Any]], ...] = (
     ("circuit", "circuit_breaking_policies", _circuit),
     ("sticky", "session_sticky_policies", _sticky),
 )
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal computed configs, whichever policy they came from."""
-    return bool(msgspec.structs.replace(a, policy="") == msgspec.structs.replace(b, policy=""))
 
 
 class Resilience:
@@ -160,18 +148,18 @@ class Resilience:
         self.issues = issues
         self.by_port: dict[tuple[str, int], dict[str, Any]] = defaultdict(dict)
         for slot, bucket, make in _KINDS:
-            candidates: dict[tuple[str, int], list[_Candidate]] = defaultdict(list)
+            candidates: dict[tuple[str, int], list[Candidate]] = defaultdict(list)
             for policy in sorted(getattr(index.manifests, bucket), key=age_key):
                 self._add(policy, make, candidates)
             for (svc_key, port), found in sorted(candidates.items()):
-                winner = self._winner(found, f"service {svc_key} port {port}")
+                winner = oldest(self.issues, found, f"service {svc_key} port {port}")
                 self.by_port[(svc_key, port)][slot] = winner.value
-        self.session: dict[str, _Candidate] = {}
-        whole: dict[str, list[_Candidate]] = defaultdict(list)
+        self.session: dict[str, Candidate] = {}
+        whole: dict[str, list[Candidate]] = defaultdict(list)
         for blp in sorted(index.manifests.backend_lb_policies, key=age_key):
             self._add_backend_lb(blp, whole)
         for svc_key, found in sorted(whole.items()):
-            self.session[svc_key] = self._winner(found, f"service {svc_key}")
+            self.session[svc_key] = oldest(self.issues, found, f"service {svc_key}")
         self._overridden_sticky()
 
     def for_port(self, svc: m.Service, sp: m.ServicePort) -> BackendPolicies | None:
@@ -181,7 +169,7 @@ class Resilience:
             slots["session"] = session.value
         return BackendPolicies(**slots) if slots else None
 
-    def _add(self, policy: Any, make: Callable[[str, Any], Any], out: dict[tuple[str, int], list[_Candidate]]) -> None:
+    def _add(self, policy: Any, make: Callable[[str, Any], Any], out: dict[tuple[str, int], list[Candidate]]) -> None:
         target = policy.spec.target_ref
         if (target.group, target.kind) != ("", "Service"):
             return  # a ServiceImport: reported when loading
@@ -200,10 +188,10 @@ class Resilience:
                 )
                 continue
             out[(svc_key, entry.port)].append(
-                _Candidate(policy, f"spec.ports[{i}]", make(name, p.port_config(policy, i)))
+                Candidate(policy, f"spec.ports[{i}]", make(name, p.port_config(policy, i)))
             )
 
-    def _add_backend_lb(self, policy: m.BackendLBPolicy, out: dict[str, list[_Candidate]]) -> None:
+    def _add_backend_lb(self, policy: m.BackendLBPolicy, out: dict[str, list[Candidate]]) -> None:
         value = persistence(f"BackendLBPolicy {policy.key}", policy.spec.session_persistence)
         for i, ref in enumerate(policy.spec.target_refs):
             field = f"spec.targetRefs[{i}]"
@@ -211,19 +199,7 @@ class Resilience:
             if svc_key not in self.index.services:
                 self.issues.warn(Where.of(policy), field, f"service {svc_key} not found; this target has no effect")
                 continue
-            out[svc_key].append(_Candidate(policy, field, value))
-
-    def _winner(self, candidates: list[_Candidate], what: str) -> _Candidate:
-        first = candidates[0]
-        for loser in candidates[1:]:
-            if loser.policy is first.policy or _same(loser.value, first.value):
-                continue
-            self.issues.warn(
-                Where.of(loser.policy),
-                loser.field,
-                f"Conflicted: conflicts with {first.policy.kind} {first.policy.key} (older) on {what}; ignored there",
-            )
-        return first
+            out[svc_key].append(Candidate(policy, field, value))
 
     def _overridden_sticky(self) -> None:
         for (svc_key, port), slots in sorted(self.by_port.items()):

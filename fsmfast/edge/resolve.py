@@ -27,6 +27,7 @@ from typing import Any
 
 import msgspec
 
+from fsmfast.compile.conflicts import Candidate, oldest
 from fsmfast.compile.index import Index, age_key
 from fsmfast.config import edge as e
 from fsmfast.config import model as m
@@ -127,18 +128,8 @@ def _value(policy: e.EdgePolicy, lst: str, index: int) -> Any:
     return fault_injection(name, cfg, policy.spec.unit)
 
 
-def _same(a: Any, b: Any) -> bool:
-    return bool(msgspec.structs.replace(a, policy="") == msgspec.structs.replace(b, policy=""))
-
-
 def rule_name(route: m.HTTPRoute, i: int, j: int) -> str:
     return f"httproute/{route.namespace}/{route.name}/rule/{i}/match/{j}"
-
-
-class _Candidate(msgspec.Struct, frozen=True):
-    policy: m.Object
-    field: str  # where in the policy the entry is
-    value: Any  # a snapshot struct with ``policy`` naming its source
 
 
 class EdgePolicies:
@@ -151,16 +142,16 @@ class EdgePolicies:
         self.routes = {r.key: r for r in index.manifests.routes}
         self.ports: dict[int, dict[str, Any]] = defaultdict(dict)
         # Where each port's byte rate came from: an HTTP or HTTPS port does not apply one yet.
-        self.rates: dict[int, _Candidate] = {}
+        self.rates: dict[int, Candidate] = {}
         # route key -> [(hostname, slot, setting)], the winners only
         self.hosts: dict[str, list[tuple[str, str, Any]]] = defaultdict(list)
         self.rules: dict[str, dict[str, Any]] = defaultdict(dict)
         for bucket, slot, port_slot in _BUCKETS:
-            found: dict[tuple[Any, ...], list[_Candidate]] = defaultdict(list)
+            found: dict[tuple[Any, ...], list[Candidate]] = defaultdict(list)
             for policy in sorted(getattr(index.manifests, bucket), key=age_key):
                 self._add(policy, found)
             for key in sorted(found, key=str):
-                winner = self._winner(found[key], _what(key))
+                winner = oldest(self.issues, found[key], _what(key))
                 if key[0] == "port":
                     self.ports[key[1]][port_slot] = winner.value
                     if port_slot == "bandwidth":
@@ -226,7 +217,7 @@ class EdgePolicies:
 
     # -- targets -------------------------------------------------------------------------------
 
-    def _add(self, policy: e.EdgePolicy, out: dict[tuple[Any, ...], list[_Candidate]]) -> None:
+    def _add(self, policy: e.EdgePolicy, out: dict[tuple[Any, ...], list[Candidate]]) -> None:
         lst = e.category(policy)
         spec: Any = policy.spec
         target = spec.target_ref
@@ -248,7 +239,7 @@ class EdgePolicies:
                         f"gateway {key} has no listener on port {entry.port}; this entry has no effect",
                     )
                     continue
-                out[("port", entry.port)].append(_Candidate(policy, f"spec.ports[{i}]", _value(policy, lst, i)))
+                out[("port", entry.port)].append(Candidate(policy, f"spec.ports[{i}]", _value(policy, lst, i)))
             return
         route = self.routes.get(key)
         if route is None:
@@ -273,10 +264,10 @@ class EdgePolicies:
                 )
             for i, j in hits:
                 value = _value(policy, lst, k)
-                out[("rule", rule_name(route, i, j), key, i, j)].append(_Candidate(policy, f"spec.http[{k}]", value))
+                out[("rule", rule_name(route, i, j), key, i, j)].append(Candidate(policy, f"spec.http[{k}]", value))
 
     def _add_hostnames(
-        self, policy: e.EdgePolicy, route: m.HTTPRoute, out: dict[tuple[Any, ...], list[_Candidate]]
+        self, policy: e.EdgePolicy, route: m.HTTPRoute, out: dict[tuple[Any, ...], list[Candidate]]
     ) -> None:
         spec: Any = policy.spec
         for k, entry in enumerate(spec.hostnames):
@@ -291,19 +282,7 @@ class EdgePolicies:
                 )
                 continue
             value = _value(policy, "hostnames", k)
-            out[("host", route.key, hostname)].append(_Candidate(policy, f"spec.hostnames[{k}]", value))
-
-    def _winner(self, candidates: list[_Candidate], what: str) -> _Candidate:
-        first = candidates[0]
-        for loser in candidates[1:]:
-            if loser.policy is first.policy or _same(loser.value, first.value):
-                continue
-            self.issues.warn(
-                Where.of(loser.policy),
-                loser.field,
-                f"Conflicted: conflicts with {first.policy.kind} {first.policy.key} (older) on {what}; ignored there",
-            )
-        return first
+            out[("host", route.key, hostname)].append(Candidate(policy, f"spec.hostnames[{k}]", value))
 
 
 def _what(key: tuple[Any, ...]) -> str:

@@ -49,6 +49,9 @@ cdef class PolicyBackend(BackendState):
     cdef Py_ssize_t _choose(self, ex, Py_ssize_t n, long long now_ms, list tried) except -2
     @cython.locals(n=Py_ssize_t, i=Py_ssize_t, now_ms=cython.longlong)
     cpdef Pool pick_for(self, ex)
+    @cython.locals(i=Py_ssize_t)
+    cdef Py_ssize_t _release(self, Pool pool) except -2
+    @cython.locals(i=Py_ssize_t)
     cpdef settle(self, Pool pool, bint failed)
     cpdef ended(self, ex)
 

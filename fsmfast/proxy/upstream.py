@@ -251,14 +251,17 @@ class PolicyBackend(BackendState):
             ex.plan = session.plan(plan, i, wall, ex.client.scheme == b"https", issued)
         return pools[i]
 
-    def settle(self, pool: Pool, failed: bool) -> None:
-        i = self.index_of.get(pool)
-        if i is None:
-            return
-        if self.lb == LEAST_CONN:
+    def _release(self, pool: Pool) -> int:
+        """``pool``'s endpoint index (-1: not one of this backend's), its request no longer in flight."""
+        i = self.index_of.get(pool, -1)
+        if i >= 0 and self.lb == LEAST_CONN:
             self.counters.add(self.row, self.slots[i], -1)
+        return i
+
+    def settle(self, pool: Pool, failed: bool) -> None:
+        i = self._release(pool)
         health = self.health
-        if health is not None:
+        if i >= 0 and health is not None:
             if failed:
                 if health.failed(i, int(pool.ctx.clock * 1000)):
                     pool.ctx.stats.event("endpoint", self.name, "out")
@@ -277,20 +280,15 @@ class PolicyBackend(BackendState):
             return  # answered without an upstream (no endpoint, or the breaker's own answer)
         status = ex.status
         reason = ex.reason
-        # A failure of the upstream: no response (the gateway's 502/504 name it in ``reason``) or a
-        # 5xx of its own. A client that left (499) says nothing about the upstream.
-        failed = status >= 500 or (reason is not None and reason.startswith("upstream_"))
-        if status == 499 and not failed:
-            if self.lb == LEAST_CONN:
-                i = self.index_of.get(pool)
-                if i is not None:
-                    self.counters.add(self.row, self.slots[i], -1)
+        # No response: the gateway's 502/504 name the upstream's failure in ``reason``.
+        no_response = reason is not None and reason.startswith("upstream_")
+        if status == 499 and not no_response:
+            self._release(pool)  # the client left: that says nothing about the upstream
         else:
-            self.settle(pool, failed)
+            self.settle(pool, status >= 500 or no_response)  # a failure: no response, or a 5xx of its own
         breaker = self.breaker
         if breaker is not None and status != 499:
             now = time.monotonic()
-            no_response = reason is not None and reason.startswith("upstream_")
             breaker.record(0 if no_response else status, now - ex.started, now)
 
     def unavailable(self) -> str:

@@ -197,30 +197,25 @@ class SharedState:
         health = {name: b for name, b in backends.items() if b.resilience is not None and b.resilience.health}
         breakers = {name for name, b in backends.items() if b.resilience is not None and b.resilience.circuit}
         budgets = retried_backends(snap)
+        plain, keyed = local_rate_limits(snap)
         placed: dict[str, dict[str, int]] = {}
         for what, region, keys in (
             ("health checks", self.health, [_key(name, ep) for name, b in health.items() for ep in b.endpoints]),
             ("circuit breakers", self.breakers, sorted(breakers)),
             ("retry budgets", self.budgets, sorted(budgets)),
+            ("rate limits", self.quotas, sorted(plain)),
+            ("per-client rate limits", self.tables, sorted(keyed)),
         ):
             try:
                 placed[what] = region.assign(keys, arena)
             except SlotTableFull as e:
                 log.warning("%s: %s are not applied to this configuration", e, what)
                 placed[what] = {}
-        plain, keyed = local_rate_limits(snap)
-        quotas: dict[str, int] = {}
-        for label, region, keys in (
-            ("rate limits", self.quotas, sorted(plain)),
-            ("per-client rate limits", self.tables, sorted(keyed)),
-        ):
-            try:
-                quotas.update(region.assign(keys, arena))
-            except SlotTableFull as e:
-                log.warning("%s: %s are not applied to this configuration", e, label)
         bases = placed["health checks"]
         breaker_at = placed["circuit breakers"]
         budget_at = placed["retry budgets"]
+        quotas = {**placed["rate limits"], **placed["per-client rate limits"]}
+        none = snapmod.SharedCells()
 
         for name, b in backends.items():
             policies = b.resilience
@@ -232,19 +227,19 @@ class SharedState:
                 breaker=breaker_at.get(name, -1),
                 budget=budget_at.get(name, -1),
             )
-            if not lb_slots and cells == snapmod.SharedCells():
+            if not lb_slots and cells == none:
                 continue
             policies = policies or snapmod.BackendPolicies()
             if lb_slots:
                 assert policies.lb is not None
                 policies = replace(policies, lb=replace(policies.lb, slots=lb_slots))
-            if cells != snapmod.SharedCells():
+            if cells != none:
                 policies = replace(policies, cells=cells)
             changed[name] = replace(b, resilience=policies)
+        if not changed and not quotas:
+            return snap, data
         if quotas:
             snap = _place_quotas(snap, quotas)
-        elif not changed:
-            return snap, data
         if changed:
             snap = replace(snap, backends={**backends, **changed})
         return snap, snapmod.encode(snap)

@@ -27,7 +27,7 @@ from fsmfast.config.model import (
     UpstreamTLSPolicy,
     decode_base64,
 )
-from fsmfast.config.targets import check_target_ref, check_target_refs, gk
+from fsmfast.config.targets import check_target_ref, check_target_refs, gk, port_once
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
@@ -163,9 +163,7 @@ def check_upstream_tls_policy(policy: UpstreamTLSPolicy, issues: Issues) -> Upst
     seen: dict[int, int] = {}
     for i, entry in enumerate(spec.ports):
         path = f"spec.ports[{i}]"
-        if entry.port in seen:
-            c.error(f"{path}.port", f"duplicate port {entry.port} (also spec.ports[{seen[entry.port]}])")
-        seen.setdefault(entry.port, i)
+        port_once(c, seen, i, entry.port)
         _check_secret_ref(c, f"{path}.config", entry.config)
         if effective_tls_config(policy, i).certificate_ref is None:
             c.error(f"{path}.config.certificateRef", "required (here or in spec.config)")

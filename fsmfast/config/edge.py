@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from fsmfast.config import httproute
 from fsmfast.config import model as m
 from fsmfast.config.policies import merge
-from fsmfast.config.targets import gk
+from fsmfast.config.targets import gk, port_once
 from fsmfast.edge.access import parse_entry
 
 if TYPE_CHECKING:
@@ -170,9 +170,7 @@ def _check_ports(c: Checker, policy: EdgePolicy) -> None:
     seen: dict[int, int] = {}
     for i, entry in enumerate(getattr(spec, "ports", [])):
         path = f"spec.ports[{i}]"
-        if entry.port in seen:
-            c.error(f"{path}.port", f"duplicate port {entry.port} (also spec.ports[{seen[entry.port]}])")
-        seen.setdefault(entry.port, i)
+        port_once(c, seen, i, entry.port)
         if isinstance(policy, m.RateLimitPolicy):
             if entry.bps is None and spec.bps is None:
                 c.error(f"{path}.bps", "required (here or in spec.bps)")

@@ -22,7 +22,7 @@ from msgspec.structs import replace
 
 from fsmfast.config import model as m
 from fsmfast.config.duration import parse_duration
-from fsmfast.config.targets import check_target_ref, check_target_refs
+from fsmfast.config.targets import check_target_ref, check_target_refs, port_once
 
 if TYPE_CHECKING:
     from fsmfast.config.checks import Checker
@@ -96,9 +96,7 @@ def check_service_policy(c: Checker, policy: ServicePolicy) -> ServicePolicy | N
     seen: dict[int, int] = {}
     for i, entry in enumerate(spec.ports):
         path = f"spec.ports[{i}]"
-        if entry.port in seen:
-            c.error(f"{path}.port", f"duplicate port {entry.port} (also spec.ports[{seen[entry.port]}])")
-        seen.setdefault(entry.port, i)
+        port_once(c, seen, i, entry.port)
         if isinstance(policy, m.LoadBalancerPolicy):
             continue
         own = getattr(entry, "config", None)

@@ -33,3 +33,11 @@ def check_target_refs(c: Checker, refs: Any) -> None:
     for i, ref in enumerate(refs):
         if (ref.group, ref.kind) != ("", "Service"):
             c.error(f"spec.targetRefs[{i}]", _NOT_A_SERVICE + gk(ref.group, ref.kind))
+
+
+def port_once(c: Checker, seen: dict[int, int], i: int, port: int) -> None:
+    """``spec.ports[i]`` is for ``port``: an error when an earlier entry (in ``seen``) was for it too.
+    A policy takes each port in one entry only."""
+    if port in seen:
+        c.error(f"spec.ports[{i}].port", f"duplicate port {port} (also spec.ports[{seen[port]}])")
+    seen.setdefault(port, i)

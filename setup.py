@@ -23,6 +23,7 @@ COMPILED_MODULES = (
     "fsmfast.worker.context",
     "fsmfast.metrics.counters",
     "fsmfast.resilience.health",
+    "fsmfast.edge.gate",
 )
 
 

@@ -47,6 +47,7 @@ COMPILED = (
     "fsmfast.worker.context",
     "fsmfast.metrics.counters",
     "fsmfast.resilience.health",
+    "fsmfast.edge.gate",
 )
 
 _ROOT = os.path.dirname(os.path.abspath(__file__))

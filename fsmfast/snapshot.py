@@ -179,7 +179,7 @@ class BackendPolicies(msgspec.Struct, frozen=True, gc=False, omit_defaults=True)
     cells: SharedCells | None = None  # set by the master
 
 
-# --- edge policies (issue 20): resolved, not yet applied by the data plane ---------------------
+# --- edge policies (issue 20): resolved here, applied by the worker (fsmfast.edge) -------------
 #
 # ``policy`` names the source ("RateLimitPolicy ns/name"); CRD defaults are applied. Port-level
 # settings live on ``Listener.edge``; hostname- and route-level ones, already combined for each

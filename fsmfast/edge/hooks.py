@@ -5,7 +5,9 @@ Access control runs first (a denied client gets its answer and nothing else is a
 rate limits (hostname level, then route level: all in one hook, so a request waiting in one's
 backlog is still counted by the other), then fault injection (so an injected delay never skips a
 limit; a request waiting in a backlog is not picked for a fault). Each hook is built once per
-snapshot, and a rule without edge policies gets none, so its requests pay nothing.
+snapshot, and a rule without edge policies gets none, so its requests pay nothing. Rate limits that
+come first and read nothing of the request (local, one quota for all) are not a hook but the rule's
+gate (``fsmfast.edge.gate``), asked in C before any view of the request is made.
 
 Local rate limits are exact on the machine: every worker takes its tokens from the same quota in the
 arena (``fsmfast.edge.ratelimit``, one compare-and-swap), at the place the master gave the policy's
@@ -26,6 +28,7 @@ from typing import Any
 
 from fsmfast.edge.access import AccessRule, AddressSet, client_address
 from fsmfast.edge.faults import FaultPlan
+from fsmfast.edge.gate import QuotaGate
 from fsmfast.edge.ratelimit import Decision, KeyedQuotas, Quota, refusal_headers
 from fsmfast.edge.redis_limit import GlobalQuotas, quota_key
 from fsmfast.pipeline.decision import Delayed, LocalReply
@@ -125,14 +128,37 @@ class RateLimitHook:
         self.fleet = fleet
 
     def __call__(self, request: PolicyRequest) -> LocalReply | Delayed | None:
+        wait = self._local(request, 0)
+        if isinstance(wait, LocalReply):
+            return wait
+        if self.globals and self.fleet is not None:
+            keys = [quota_key(g.spec.policy, g.spec.scope, g.key(request) if g.keyed else None) for g in self.globals]
+            task = asyncio.get_running_loop().create_task(self._ask(keys))
+            return Delayed(wait, None, task, _outcome)
+        return Delayed(wait, None) if wait > 0 else None
+
+    def after(self, start: int) -> LocalReply | Delayed | None:
+        """The answer once local limit ``start`` had no token at once (``fsmfast.edge.gate``; the
+        limits before it gave theirs): the hook's own, from that limit on. Only for a hook whose
+        limits read nothing of the request (no ``key``) and with no global ones."""
+        wait = self._local(None, start)
+        if isinstance(wait, LocalReply):
+            return wait
+        return Delayed(wait, None) if wait > 0 else None
+
+    def _local(self, request: PolicyRequest | None, start: int) -> float | LocalReply:
+        """The local limits from ``start`` on: the longest wait for a backlog slot, or the first refusal."""
         now = 0.0
         wait = 0.0
-        for limit in self.limits:
+        limits = self.limits
+        for k in range(start, len(limits)):
+            limit = limits[k]
             if limit.fast and limit.quota.admit():
                 continue  # a token at once: the common case, no Decision made
             if not now:
                 now = time.monotonic()
             if limit.keyed:
+                assert request is not None
                 decision = limit.quota.reserve(limit.key(request), now, limit.max_wait)
             else:
                 decision = limit.quota.reserve(now, limit.max_wait)
@@ -140,11 +166,7 @@ class RateLimitHook:
                 return limit.refusal(decision)
             if decision.wait > wait:
                 wait = decision.wait
-        if self.globals and self.fleet is not None:
-            keys = [quota_key(g.spec.policy, g.spec.scope, g.key(request) if g.keyed else None) for g in self.globals]
-            task = asyncio.get_running_loop().create_task(self._ask(keys))
-            return Delayed(wait, None, task, _outcome)
-        return Delayed(wait, None) if wait > 0 else None
+        return wait
 
     async def _ask(self, keys: list[str]) -> Any:
         """The fleet's answer for each global limit in turn: the first refusal, or the longest wait."""
@@ -205,19 +227,23 @@ def _outcome(task: Any) -> Any:
 
 def edge_hooks(
     edge: EdgeRule, cells: Any = None, table_entries: int = 0, fleet: GlobalQuotas | None = None
-) -> tuple[Any, ...]:
-    """The hooks of ``edge``, in the order they run (access control, rate limits, fault injection).
-    ``cells``: the arena's, where the master placed the local rate limits (None: none applied);
-    ``fleet``: the worker's Redis for the global ones (None: not applied)."""
+) -> tuple[QuotaGate | None, tuple[Any, ...]]:
+    """The gate and the hooks of ``edge``, in the order they run (access control, rate limits, fault
+    injection): the rate limits are the gate (``fsmfast.edge.gate``) rather than a hook when they come
+    first and read nothing of the request. ``cells``: the arena's, where the master placed the local
+    rate limits (None: none applied); ``fleet``: the worker's Redis for the global ones (None: not applied)."""
     hooks: list[Any] = [AccessHook(spec) for spec in edge.access]
+    gate = None
     limits = []
     if cells is not None:
         limits = [_Limit(s, cells, table_entries) for s in edge.rate_limits if s.mode == "Local" and s.cell >= 0]
     globals_ = [_Limit(s, None, 0) for s in edge.rate_limits if s.mode == "Global"] if fleet is not None else []
-    if limits or globals_:
+    if limits and not hooks and not globals_ and all(limit.fast for limit in limits):
+        gate = QuotaGate(cells, [limit.quota for limit in limits], RateLimitHook(limits).after)
+    elif limits or globals_:
         hooks.append(RateLimitHook(limits, globals_, fleet))
     if edge.fault is not None:
         fault = FaultHook(edge.fault)
         if fault.plan.armed:
             hooks.append(fault)
-    return tuple(hooks)
+    return gate, tuple(hooks)

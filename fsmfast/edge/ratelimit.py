@@ -172,16 +172,18 @@ class Quota(_Gcra):
         self._cells = cells
         self._i = base
 
+    @property
+    def place(self) -> int:
+        """The arena word of this quota's TAT (``fsmfast.edge.gate`` reads it)."""
+        return self._i
+
     def admit(self) -> bool:
         """Take a token now if one is free at once: the per-request call of a limit that is not
-        reached, a load and a compare-and-swap, with no Decision made. False changes nothing: the
-        caller then asks ``reserve`` or ``take`` for the whole answer."""
-        t = time.monotonic_ns()
-        cells = self._cells
-        i = self._i
-        old = cells.load(i)
-        tat = old if old > t else t
-        return tat - t <= self.tolerance and cells.cas(i, old, tat + self.emission)
+        reached (``Cells.take_now``: a load and a compare-and-swap, the clock read with them), with no
+        Decision made. False changes nothing: the caller then asks ``reserve`` or ``take`` for the
+        whole answer."""
+        taken: bool = self._cells.take_now(self._i, self.tolerance, self.emission)
+        return taken
 
     def take(self, now: float | None = None) -> Decision:
         """Admit a request at ``now`` (``time.monotonic()`` seconds; the clock when None), or refuse

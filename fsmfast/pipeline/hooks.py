@@ -47,13 +47,15 @@ class Policy(Protocol):
     def __call__(self, request: PolicyRequest) -> Choice | LocalReply | Redirect | Delayed | None: ...
 
 
-def run(policies: Sequence[Policy], request: PolicyRequest) -> Choice | LocalReply | Redirect | Delayed | None:
+def run(
+    policies: Sequence[Policy], request: PolicyRequest, delayed: Delayed | None = None
+) -> Choice | LocalReply | Redirect | Delayed | None:
     """The first answer of ``policies`` in order, or None when every one lets the request go on.
 
     A wait (``Delayed`` with nothing after it: a rate limit's backlog or its fleet's decision, a
     fault's delay) is not an answer: the later policies are still asked, and what they answer comes
-    after the wait (the longest of the waits; at most one policy waits on a future)."""
-    delayed = None
+    after the wait (the longest of the waits; at most one policy waits on a future). ``delayed``: a
+    wait already asked for before these policies (the rule's rate-limit gate, ``fsmfast.edge.gate``)."""
     for policy in policies:
         decision = policy(request)
         if decision is None:

@@ -50,15 +50,26 @@ def choose(
     view = None
     choice = None
     delayed = None
+    waiting = None
+    if rule.gate is not None:
+        # The rule's local rate limits, before any view of the request is made (fsmfast.edge.gate):
+        # None when each gave a token at once, else a refusal or a wait in the backlog.
+        gate = rule.gate
+        gated = gate.check()
+        if isinstance(gated, LocalReply):
+            return gated
+        waiting = gated
+    answer: Choice | LocalReply | Redirect | Delayed | None = waiting
     if rule.policies:
         view = hooks.PolicyRequest(method, host, path, target, headers, client, rule)
-        answer = hooks.run(rule.policies, view)
+        answer = hooks.run(rule.policies, view, waiting)
+    if answer is not None:
         if isinstance(answer, Choice):
             choice = answer  # forward here: a session names this backend (it beats the weights)
         elif type(answer) is Delayed and (answer.then is None or isinstance(answer.then, Choice)):
             delayed = answer  # a wait (a backlog, a fault's delay), then what the rule (or a session) says
             choice = answer.then
-        elif answer is not None:
+        else:
             return answer
     if choice is None:
         choice = rule.pick()

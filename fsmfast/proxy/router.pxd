@@ -18,6 +18,7 @@ cdef class RouteRule:
     cdef public list choices
     cdef public object conditions
     cdef public bytes exact
+    cdef public object gate
     cdef public object name
     cdef public tuple policies
     cdef public bytes prefix

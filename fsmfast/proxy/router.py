@@ -76,6 +76,7 @@ class RouteRule:
         "choices",
         "conditions",
         "exact",
+        "gate",
         "name",
         "policies",
         "prefix",
@@ -105,6 +106,9 @@ class RouteRule:
         # This route's policy hooks (fsmfast.pipeline.hooks), run in order before a backend is
         # chosen; none is configured yet, and an empty tuple costs the request one truth test.
         self.policies: tuple[Any, ...] = ()
+        # This host's local rate limits on the rule when they need nothing of the request
+        # (fsmfast.edge.gate): asked before the policies, with no view of the request made.
+        self.gate: Any = None
         self.choices: list[Choice] = []
         for ref in rule.backends:
             if ref.weight <= 0:
@@ -347,7 +351,8 @@ class HostTable:
                 if built is None:
                     built = shared[key] = RouteRule(r, backends)
                     if setting is not None and edge_hooks is not None:
-                        built.policies = edge_hooks(setting) + built.policies
+                        built.gate, hooks = edge_hooks(setting)
+                        built.policies = hooks + built.policies
                 rules.append(built)
             vhost = VHost(vh, rules)
             name = vh.hostname.lower().encode()

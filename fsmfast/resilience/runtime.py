@@ -136,7 +136,7 @@ class BackendStates(dict[str, BackendState]):
         self._views[(scope, name)] = view
         return view
 
-    def edge_hooks(self, setting: EdgeRule) -> tuple[Any, ...]:
+    def edge_hooks(self, setting: EdgeRule) -> tuple[Any, tuple[Any, ...]]:
         """The router asks this for the edge policies (issue 20) of a rule of one virtual host."""
         cells = self.arena.cells if self.arena is not None else None
         return edge_hooks(setting, cells, TABLE_ENTRIES, self.fleet)

@@ -35,3 +35,4 @@ cdef class Cells:
     cpdef void store(self, Py_ssize_t i, long long value) except *
     cpdef long long add(self, Py_ssize_t i, long long delta) except? -1
     cpdef bint cas(self, Py_ssize_t i, long long expected, long long desired) except -1
+    cpdef bint take_now(self, Py_ssize_t i, long long tolerance, long long emission) except -1

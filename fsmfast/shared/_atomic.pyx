@@ -7,6 +7,7 @@ behind. The pure-Python twin with the same API is fsmfast/shared/atomic.py; keep
 """
 
 from libc.stdint cimport int64_t, uint64_t
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
 cdef extern from *:
     """
@@ -149,3 +150,20 @@ cdef class Cells:
 
     cpdef bint cas(self, Py_ssize_t i, long long expected, long long desired) except -1:
         return fsm_cas(self.cell(i), expected, desired)
+
+    cpdef bint take_now(self, Py_ssize_t i, long long tolerance, long long emission) except -1:
+        # GCRA's "a token at once?" on the theoretical arrival time in cell ``i`` (ns of CLOCK_MONOTONIC,
+        # read here: the clock every process shares, as time.monotonic_ns()). The rate limit's fast path
+        # (fsmfast.edge.gate), one C call a request; False changes nothing.
+        cdef int64_t *w = self.cell(i)
+        cdef timespec ts
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        cdef int64_t now = <int64_t>ts.tv_sec * 1000000000 + ts.tv_nsec
+        cdef int64_t old, tat
+        while True:
+            old = fsm_load(w)
+            tat = old if old > now else now
+            if tat - now > tolerance:
+                return False
+            if fsm_cas(w, old, tat + emission):
+                return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -188,3 +189,14 @@ class Cells:
 
     def cas(self, i: int, expected: int, desired: int) -> bool:
         return self.words.cas(self._cell(i), expected, desired)
+
+    def take_now(self, i: int, tolerance: int, emission: int) -> bool:
+        # The twin of the compiled GCRA step: CLOCK_MONOTONIC in ns, as the C code reads it.
+        now = time.monotonic_ns()
+        while True:
+            old = self.load(i)
+            tat = old if old > now else now
+            if tat - now > tolerance:
+                return False
+            if self.cas(i, old, tat + emission):
+                return True

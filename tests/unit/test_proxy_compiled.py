@@ -25,7 +25,7 @@ ROOT = Path(fsmfast.__file__).resolve().parent.parent
 DESCRIBED = (
     "compiled fsmfast._parser, tls._records, shared._atomic, proxy.router, proxy.roles, pipeline.route,"
     " proxy.upstream, proxy.exchange, proxy.downstream, tls.link, worker.context, metrics.counters,"
-    " resilience.health"
+    " resilience.health, edge.gate"
 )
 
 

@@ -64,8 +64,8 @@ test:
 	@# The same unit tests over the pure-Python twins (fsmfast/_compiled.py honours FSMFAST_NO_EXTENSIONS).
 	if [ -d tests/unit ]; then FSMFAST_NO_EXTENSIONS=1 $(PYTEST) tests/unit; fi
 
-# fsmfast, nginx and HAProxy side by side (bench/README.md). The harness installs nginx, haproxy, wrk (Debian) and
-# matplotlib (pip, into the venv) itself when absent. Options go in BENCH_ARGS, e.g.
+# fsmfast, nginx and HAProxy side by side (bench/README.md). The harness installs nginx, haproxy, wrk, redis-server
+# (Debian) and matplotlib (pip, into the venv) itself when absent. Options go in BENCH_ARGS, e.g.
 #   make bench BENCH_ARGS="--quick --scenarios S1,S4"
 BENCH_ARGS ?=
 bench:

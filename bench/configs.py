@@ -18,6 +18,8 @@ Equivalence rules every proxy config keeps (bench/README.md explains each):
   many admitted at once, refused with 429, nothing queued beyond what fsmfast's smallest backlog (1) allows:
   nginx ``limit_req`` keyed by ``$server_name`` with ``nodelay``, HAProxy a one-entry stick-table and
   ``sc_http_req_rate``, fsmfast a RateLimitPolicy on the HTTPRoute.
+- S9 (fleet-wide rate limit): fsmfast's policy is S8's with ``mode: Global``, its quota in a redis-server the
+  harness starts (bench/fleet.py); nginx and HAProxy have no Redis-backed limiter and get S8's config unchanged.
 """
 
 from __future__ import annotations
@@ -490,9 +492,10 @@ def _resilient_service(service: str, service_port: int, ports: tuple[int, ...]) 
     return docs
 
 
-def _rate_limit_policy(route: str, rate: int) -> str:
+def _rate_limit_policy(route: str, rate: int, mode: str = "Local") -> str:
     """S8's RateLimitPolicy on every request of ``route``: ``rate`` per second, as many at once, one quota for all
-    clients (no `key`); backlog 1, the least fsmfast allows (nginx and HAProxy hold none back)."""
+    clients (no `key`); backlog 1, the least fsmfast allows (nginx and HAProxy hold none back). S9's is the same
+    with ``mode: Global`` (its quota in Redis)."""
     return m.to_yaml(
         {
             "apiVersion": "gateway.flomesh.io/v1alpha1",
@@ -504,7 +507,7 @@ def _rate_limit_policy(route: str, rate: int) -> str:
                     {
                         "match": {"path": {"type": "PathPrefix", "value": "/"}},
                         "config": {
-                            "mode": "Local",
+                            "mode": mode,
                             "requests": rate,
                             "statTimeWindow": 1,
                             "burst": rate,
@@ -520,7 +523,7 @@ def _rate_limit_policy(route: str, rate: int) -> str:
 
 def write_fsmfast(dir: Path, scenario: Scenario, port: int, up: UpstreamPorts, certs: Certs) -> Path:
     """Gateway API manifests (plus the FSM UpstreamTLSPolicy for S2, the resilience policies for S7, the
-    RateLimitPolicy for S8) in ``dir``; ``fsmfast run -c dir``."""
+    RateLimitPolicy for S8 and S9) in ``dir``; ``fsmfast run -c dir`` (S9: with ``--ratelimit-redis``)."""
     dir.mkdir(parents=True, exist_ok=True)
     service, service_port = "upstream", 80
     docs = []
@@ -545,6 +548,7 @@ def write_fsmfast(dir: Path, scenario: Scenario, port: int, up: UpstreamPorts, c
     else:
         routes = [_route("route-foo", HOST, ["/"], service, service_port)]
         if scenario.rate_limit:
-            routes.append(_rate_limit_policy("route-foo", scenario.rate_limit))
+            mode = "Global" if scenario.fleet_limit else "Local"
+            routes.append(_rate_limit_policy("route-foo", scenario.rate_limit, mode))
     (dir / "routes.yaml").write_text(m.documents(*routes))
     return dir

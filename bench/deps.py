@@ -1,12 +1,13 @@
 """What the harness needs from outside the venv, installed only when absent.
 
-- nginx (the upstream, and a system under test), haproxy and wrk: Debian packages, one ``apt-get update``
-  and one ``apt-get install -y --no-install-recommends`` for everything missing;
+- nginx (the upstream, and a system under test), haproxy and wrk, and redis-server (S9's fleet-wide quota):
+  Debian packages, one ``apt-get update`` and one ``apt-get install -y --no-install-recommends`` for everything
+  missing;
 - matplotlib (the chart): pip into the running interpreter's environment (the project's ``.venv``).
 
-Debian starts a package's service from its maintainer script. The harness wants no system-wide nginx or
-haproxy listening on ports 80/443, so unless the machine already has ``/usr/sbin/policy-rc.d`` (Docker-style
-images do), one that forbids service starts exists only for the duration of the install.
+Debian starts a package's service from its maintainer script. The harness wants no system-wide nginx,
+haproxy or Redis listening on ports 80/443/6379, so unless the machine already has ``/usr/sbin/policy-rc.d``
+(Docker-style images do), one that forbids service starts exists only for the duration of the install.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
 
 # command -> Debian package
-TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "valgrind": "valgrind"}
+TOOLS = {"nginx": "nginx", "haproxy": "haproxy", "wrk": "wrk", "valgrind": "valgrind", "redis-server": "redis-server"}
 
 _POLICY_RC = "/usr/sbin/policy-rc.d"
 

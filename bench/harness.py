@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import configs, deps, load, procs
+from bench import configs, deps, fleet, load, procs
 from bench.configs import UpstreamPorts
 from bench.scenarios import SCENARIOS, Case, Scenario
 from bench.scrape import Scraper
 from bench.systems import System, make
+from tests.support.redis_server import RedisServer
 
 
 @dataclass
@@ -123,6 +124,7 @@ class Harness:
         self.out = Outcome(cpus=self.cpus)
         self.upstream: procs.Proc | None = None
         self.up: UpstreamPorts | None = None
+        self.redis: RedisServer | None = None  # S9's, while that scenario runs (bench/fleet.py)
         self.total_runs = 0
         self.done_runs = 0
 
@@ -143,20 +145,27 @@ class Harness:
         assert self.upstream is not None and self.up is not None
         url = system.url(case.path)
         cpus = self.cpus["harness"]
+        # S9: fsmfast's decisions Redis did not give (read before the warm-up, so that it counts too).
+        redis = self.redis if system.fleet_args else None
+        metrics_url = system.metrics_url
+        fails0 = fleet.failures(metrics_url) if redis is not None and metrics_url is not None else None
         if self.opts.warmup > 0:
             load.run_wrk(self.wrk, url, script, self.opts.connections, self.opts.warmup, self.opts.threads, cpus)
         root = system.root_pid
         pids = procs.tree(root) if root is not None else []
         up_pids = procs.tree(self.upstream.pid)
+        # Redis runs on CPU 0 with wrk and the upstream: its CPU is theirs, not the proxy's, nor other load.
+        redis_pids = procs.tree(self.redis.pid) if self.redis is not None else []
+        decisions0 = fleet.decisions(redis) if redis is not None else 0
         log_path = system.proc.stderr if system.proc is not None else None
         log_offset = log_path.stat().st_size if log_path is not None and log_path.exists() else 0
 
         stub0 = _stub_status(self.up.status)
         busy0 = procs.busy_seconds()
         up_cpu0, wrk_cpu0, (user0, sys0) = procs.cpu_seconds(up_pids), _children_cpu(), procs.cpu_times(pids)
+        redis_cpu0 = procs.cpu_seconds(redis_pids)
         t0 = time.monotonic()
         sampler = procs.RssSampler(root) if root is not None else contextlib.nullcontext()
-        metrics_url = system.metrics_url
         scraper = Scraper(metrics_url) if metrics_url is not None else None
         with sampler, scraper or contextlib.nullcontext():
             res, _ = load.run_wrk(
@@ -164,9 +173,11 @@ class Harness:
             )
         wall = time.monotonic() - t0
         (user1, sys1), wrk_cpu1, up_cpu1 = procs.cpu_times(pids), _children_cpu(), procs.cpu_seconds(up_pids)
+        redis_cpu1 = procs.cpu_seconds(redis_pids)
         cpu0, cpu1 = user0 + sys0, user1 + sys1
         busy1 = procs.busy_seconds()
-        ours = (cpu1 - cpu0) + (wrk_cpu1 - wrk_cpu0) + (up_cpu1 - up_cpu0)
+        side = (wrk_cpu1 - wrk_cpu0) + (up_cpu1 - up_cpu0) + (redis_cpu1 - redis_cpu0)  # CPU 0's work
+        ours = (cpu1 - cpu0) + side
         stub1 = _stub_status(self.up.status)
 
         requests = int(res["requests"])
@@ -190,7 +201,7 @@ class Harness:
             "wrk_cpu_us_per_req": per_req(wrk_cpu1 - wrk_cpu0),
             # CPU 0 (wrk + upstream) busy share in the split layout: near 100 % means the harness side, not
             # the proxy, limited the rate.
-            "harness_cpu_util": round((up_cpu1 - up_cpu0 + wrk_cpu1 - wrk_cpu0) / wall, 3),
+            "harness_cpu_util": round(side / wall, 3),
             # Everything else the machine ran meanwhile (other users' jobs, the harness itself), in cores: runs
             # with much of it are noisy, whatever the medians say.
             "other_load_cores": round(max(0.0, busy1 - busy0 - ours) / wall, 2),
@@ -200,6 +211,14 @@ class Harness:
             run["metrics_scrapes"] = scraper.scrapes
             run["metrics_scrape_failures"] = scraper.failures
             run["metrics_bytes"] = scraper.last_bytes
+        if self.redis is not None:
+            run["redis_cpu_us_per_req"] = per_req(redis_cpu1 - redis_cpu0)
+        if redis is not None:
+            # One script call per request that Redis decided; failures: the requests fsmfast let through
+            # without a decision (fail-open), over the warm-up and the run.
+            run["redis_decisions"] = fleet.decisions(redis) - decisions0
+            fails1 = fleet.failures(metrics_url) if metrics_url is not None else None
+            run["redis_failures"] = None if fails0 is None or fails1 is None else fails1 - fails0
         if stub0 is not None and stub1 is not None:
             run["upstream_new_conns"] = stub1[0] - stub0[0] - 1  # minus the stub_status request's own
             run["upstream_requests"] = stub1[1] - stub0[1] - 1
@@ -228,6 +247,7 @@ class Harness:
                     run["log"] = lines
         for key in (
             "upstream_cpu_us_per_req",
+            "redis_cpu_us_per_req",
             "wrk_cpu_us_per_req",
             "cpu_us_per_req",
             "cpu_user_us_per_req",
@@ -253,6 +273,8 @@ class Harness:
         errors = sum(run["errors"].values())
         text += f"  cpu0 {run['harness_cpu_util'] * 100:3.0f}%  other {run['other_load_cores']:.2f} cores"
         text += f"  errors {errors}  non-2xx {run['non_2xx_3xx']}"
+        if "redis_decisions" in run:
+            text += f"  redis decisions {run['redis_decisions']} failed-open {run['redis_failures']}"
         if run.get("process_change"):
             text += "  PROCESS CHANGE"
         if run.get("alive") is False:
@@ -265,7 +287,14 @@ class Harness:
         assert self.up is not None
         sdir = self.tmp / scenario.id
         active: list[System] = []
+        redis_error = ""
         try:
+            if scenario.fleet_limit and "fsmfast" in self.opts.systems:
+                try:
+                    self.redis = fleet.start(sdir / "redis", self.cpus["harness"])
+                    _log(f"{scenario.id} {scenario.name}: redis-server ready on port {self.redis.port}")
+                except Exception as exc:  # fsmfast is then reported as failed to start, with this reason
+                    redis_error = scrub(f"redis-server did not start: {exc}", self.tmp)
             for name in self.opts.systems:
                 system = make(name, sdir, self.up, certs, self.cpus["proxy"])
                 try:
@@ -281,6 +310,10 @@ class Harness:
                 wdir.mkdir(parents=True, exist_ok=True)
                 t0 = time.monotonic()
                 try:
+                    if scenario.fleet_limit and name == "fsmfast":
+                        if self.redis is None:
+                            raise RuntimeError(redis_error)
+                        system.fleet_args = fleet.fsmfast_args(self.redis)
                     system.start(scenario, wdir)
                     system.wait_ready(self.opts.start_timeout)
                     for case in scenario.cases:
@@ -352,6 +385,9 @@ class Harness:
                     if lines:
                         self.out.logs.append({"scenario": scenario.id, "system": system.name, "lines": lines})
                 system.stop()
+            if self.redis is not None:
+                self.redis.stop()
+                self.redis = None
 
     # -- everything ----------------------------------------------------------------------------------
 
@@ -372,6 +408,7 @@ class Harness:
 
 def run(opts: Options) -> Outcome:
     needed = ["nginx", "wrk"] + (["haproxy"] if "haproxy" in opts.systems else [])
+    needed += ["redis-server"] if fleet.needed(opts.scenarios, opts.systems) else []
     if opts.install:
         deps.ensure_debian(needed)
     wrk = deps.tool("wrk")

@@ -17,7 +17,11 @@ bench/README.md) comes on top. Loopback only, bounded by the request counts.
 
 S7 (three endpoints, health check, retries) counts what the configured policies cost on the same one
 connection; its active checks run on the clock, so the longer run carries a few more of them. S8 counts what a
-rate limit that never triggers costs on top of S1.
+rate limit that never triggers costs on top of S1. S9 counts fsmfast's side of a fleet-wide one (``mode:
+Global``): each counted run gets a fresh redis-server (bench/fleet.py), outside valgrind, so Redis's own work is
+not in the figure, only fsmfast's asking (redis-py, the round trip on its event loop); the run fails unless
+Redis made a decision for every request and fsmfast logged none missing. nginx and HAProxy count S8's local
+limit there, having no Redis-backed one.
 """
 
 from __future__ import annotations
@@ -32,12 +36,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench import configs, deps, procs
+from bench import configs, deps, fleet, procs
 from bench.scenarios import HOST, SCENARIOS, Case, Scenario
 from bench.systems import make
 
 # S5 moves megabytes: its cost is the copies, timed in python -m bench
-SUPPORTED = ("S1", "S2", "S3", "S4", "S6", "S7", "S8")
+SUPPORTED = ("S1", "S2", "S3", "S4", "S6", "S7", "S8", "S9")
 PROXIES = ("fsmfast", "nginx", "haproxy")
 FLOOR = "floor"  # bench/floor.py, S1 only: what uvloop and the kernel interface cost with no HTTP work at all
 
@@ -96,15 +100,28 @@ def count(
     run.chmod(0o777)
     system = make(system_name, run, up, certs, None)
     system.wrapper = [deps.tool("valgrind"), "--tool=callgrind", f"--callgrind-out-file={run}/callgrind.%p"]
-    system.start(scenario, run)
+    # S9: a Redis of its own, so both counts start alike (no quota key, no script cached from the other run).
+    redis = fleet.start(run / "redis", None) if scenario.fleet_limit and system_name == "fsmfast" else None
     try:
-        system.wait_ready(180)
-        time.sleep(0.5)  # let every worker finish booting before the count matters
-        drive(system.port, system.tls, scenario.cases[0], n, churn=scenario.id == "S6")
-    finally:
-        assert system.proc is not None
-        system.proc.stop(grace=120)  # valgrind writes its counts at exit: never SIGKILL it
+        if redis is not None:
+            system.fleet_args = fleet.fsmfast_args(redis)
+        system.start(scenario, run)
+        try:
+            system.wait_ready(180)
+            time.sleep(0.5)  # let every worker finish booting before the count matters
+            drive(system.port, system.tls, scenario.cases[0], n, churn=scenario.id == "S6")
+        finally:
+            assert system.proc is not None
+            system.proc.stop(grace=120)  # valgrind writes its counts at exit: never SIGKILL it
+        if redis is not None:
+            # Counting the fail-open path instead of Redis's decisions would be a wrong figure, not a slow one.
+            decided = fleet.decisions(redis)
+            if decided < n or "gave no decision" in system.proc.stderr.read_text(errors="replace"):
+                raise RuntimeError(f"{system_name} {scenario.id}: Redis decided {decided} of {n} requests")
         system.proc = None
+    finally:
+        if redis is not None:
+            redis.stop()
     total = 0
     for path in glob.glob(str(run / "callgrind.*")):
         with open(path) as f:
@@ -138,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         bad.append(f"{FLOOR} outside S1")
     if bad or n2 <= n1 or n1 < 1:
         p.error(f"unsupported {bad} or request counts {ns.requests!r} (need 0 < N1 < N2)")
+    if fleet.needed(scenarios, systems) and (missing := fleet.client_missing()) is not None:
+        p.error(missing)
     needed = ["valgrind", "nginx", *(["haproxy"] if "haproxy" in systems else [])]
+    needed += ["redis-server"] if fleet.needed(scenarios, systems) else []
     if ns.install:
         deps.ensure_debian(needed)
     for tool in needed:

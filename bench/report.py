@@ -63,7 +63,7 @@ def versions() -> dict:
 
     out: dict = {"python": platform.python_version(), "fsmfast": fsmfast.__version__}
     out["fsmfast_hot_paths"] = describe()
-    for mod in ("uvloop", "httptools"):
+    for mod in ("uvloop", "httptools", "redis"):  # redis: redis-py, fsmfast's client in S9
         try:
             out[mod] = __import__(mod).__version__
         except Exception:
@@ -73,12 +73,15 @@ def versions() -> dict:
         ("haproxy", ["haproxy", "-v"]),
         ("wrk", ["wrk", "-v"]),
         ("openssl", ["openssl", "version"]),
+        ("redis-server", ["redis-server", "--version"]),
     ):
         path = deps.which(cmd[0])
         line = _first_line([path, *cmd[1:]]) if path else None
         # "nginx version: nginx/1.22.1", "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://...",
-        # "wrk debian/4.1.0-3+b2 [epoll] Copyright ...": keep the name and version.
-        out[name] = re.sub(r"^nginx version: |\s+-\s+https?://\S+$|\s+Copyright.*$", "", line) if line else None
+        # "wrk debian/4.1.0-3+b2 [epoll] Copyright ...", "Redis server v=7.0.15 sha=...": keep the name and version.
+        out[name] = (
+            re.sub(r"^nginx version: |\s+-\s+https?://\S+$|\s+Copyright.*$|\s+sha=.*$", "", line) if line else None
+        )
     out["kernel"] = platform.release()
     commit = _first_line(["git", "-C", str(Path(__file__).resolve().parent.parent), "rev-parse", "--short", "HEAD"])
     exported = os.environ.get("FSMFAST_BENCH_REVISION")
@@ -227,7 +230,7 @@ def markdown(doc: dict) -> str:
         "Medians over rounds. CPU = user+sys of all the proxy's processes per completed request (user / sys: "
         "the two parts); "
         "CPU % = share of one core the proxy used; RSS = peak of the summed VmRSS of its processes; "
-        "CPU0 % = wrk + upstream busy share (near 100 % means the harness side capped the rate); "
+        "CPU0 % = wrk + upstream (+ Redis in S9) busy share (near 100 % means the harness side capped the rate); "
         "other = CPU the rest of the machine used meanwhile, in cores (in proxy runs: other jobs competing; "
         "in direct runs CPU 1 is idle by design and other jobs fill it).",
         "",
@@ -302,6 +305,7 @@ def markdown(doc: dict) -> str:
             + "; ".join(floors)
             + ". No proxy built on uvloop's Protocol callbacks spends less than the floor.",
         ]
+    lines += _fleet(doc)
     idle = doc.get("idle") or []
     if idle:
         sids = [sid for sid in s["scenarios"] if any(i["scenario"] == sid for i in idle)]
@@ -328,6 +332,38 @@ def markdown(doc: dict) -> str:
         for entry in doc["logs"]:
             lines.append(f"- {entry['scenario']} {entry['system']} logged: {entry['lines'][0][:200]}")
     return "\n".join(lines) + "\n"
+
+
+def _fleet(doc: dict) -> list[str]:
+    """S9's paragraph: that Redis decided fsmfast's requests, what Redis spent, and fsmfast's CPU per request in
+    S9 against its own S1 and S8 of the same run (nginx and HAProxy run S8's local limit in S9)."""
+    runs = [r for r in doc["runs"] if "redis_decisions" in r]
+    if not runs:
+        return []
+    per_run = [
+        f"{r['scenario']} round {r['round']}: {r['redis_decisions'] / r['requests'] if r['requests'] else 0:.2f} "
+        f"decisions per request, {'?' if r['redis_failures'] is None else r['redis_failures']} without one, "
+        f"Redis {_fmt(r.get('redis_cpu_us_per_req'), '.1f')} µs/req"
+        for r in runs
+    ]
+    text = (
+        "Fleet-wide limit (fsmfast with --ratelimit-redis; nginx and HAProxy have no Redis-backed limiter and run "
+        "S8's local one in S9). Redis decisions per fsmfast request, requests let through without one (fail-open), "
+        "Redis's own CPU (on CPU 0, not in fsmfast's figure): " + "; ".join(per_run) + "."
+    )
+    medians = {
+        r["scenario"]: r["cpu_us_per_req_median"]
+        for r in doc["summary"]
+        if r["system"] == "fsmfast" and r["scenario"] in ("S1", "S8", "S9")
+    }
+    growth = [
+        f"S9/{base} {medians['S9'] / medians[base]:.2f}"
+        for base in ("S1", "S8")
+        if medians.get(base) and medians.get("S9")
+    ]
+    if growth:
+        text += " fsmfast CPU/req (medians of this run): " + ", ".join(growth) + "."
+    return ["", text]
 
 
 def chart(doc: dict, path: Path) -> bool:

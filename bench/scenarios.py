@@ -1,4 +1,4 @@
-"""The scenarios S1–S8: what the load generator sends, and what each system must be configured to do.
+"""The scenarios S1–S9: what the load generator sends, and what each system must be configured to do.
 
 A scenario has one or more *cases* (S5 has two: 1 MiB downloads and 1 MiB uploads). A case is one wrk
 load: method, path, Host header, extra headers, body, and the response the pre-flight check expects.
@@ -20,7 +20,7 @@ UPLOAD_PATH = "/upload"
 ROUTES_HOSTS = 1000
 ROUTES_PATHS = 10
 
-# S8: requests per second (and burst) of its rate limit: far above what one core can serve, so nothing is refused.
+# S8, S9: requests per second (and burst) of their rate limit: far above what one core can serve, so nothing is refused.
 RATE_LIMIT = 10_000_000
 
 
@@ -59,6 +59,9 @@ class Scenario:
     # S8: a local rate limit of this many requests per second (burst the same) on the route, one quota for every
     # client; 0: none. The bench's value never triggers: it measures what checking the limit costs.
     rate_limit: int = 0
+    # S9: fsmfast's limit is fleet-wide (`mode: Global`), decided by a redis-server the harness starts on loopback
+    # (bench/fleet.py). nginx and HAProxy have no Redis-backed limiter: they run S8's local one.
+    fleet_limit: bool = False
     notes: tuple[str, ...] = field(default=())
 
 
@@ -121,6 +124,15 @@ SCENARIOS: dict[str, Scenario] = {
             "as S1 with a local rate limit on the route (one quota for all clients) that never triggers",
             (Case("get", "/"),),
             rate_limit=RATE_LIMIT,
+        ),
+        Scenario(
+            "S9",
+            "fleet-limited",
+            "as S8 with fsmfast's limit fleet-wide (mode: Global) in a local redis-server; "
+            "nginx and HAProxy, which have no Redis-backed limiter, run S8's local limit",
+            (Case("get", "/"),),
+            rate_limit=RATE_LIMIT,
+            fleet_limit=True,
         ),
     )
 }

@@ -12,7 +12,7 @@ import re
 import sys
 from pathlib import Path
 
-from bench import configs, deps
+from bench import configs, deps, fleet
 from bench.configs import Certs, UpstreamPorts
 from bench.procs import Proc, free_port, wait_port
 from bench.scenarios import Scenario
@@ -34,6 +34,7 @@ class System:
         self.port = 0
         self.tls = False
         self.wrapper: list[str] = []  # prefixed to the command line (bench/instructions.py: valgrind)
+        self.fleet_args: list[str] = []  # S9: fsmfast's --ratelimit-redis flags (bench/fleet.py)
 
     def unsupported(self, scenario: Scenario, dir: Path) -> str | None:
         return None
@@ -73,8 +74,12 @@ class Fsmfast(System):
 
     def unsupported(self, scenario: Scenario, dir: Path) -> str | None:
         """Compile the scenario's manifests the way ``fsmfast check`` does: a listener the compiler drops (e.g.
-        HTTPS, not implemented yet) makes the scenario n/a, with the compiler's own warning as the reason."""
+        HTTPS, not implemented yet) makes the scenario n/a, with the compiler's own warning as the reason. S9
+        without redis-py would measure the fail-open path, not Redis's decisions: n/a too."""
         from fsmfast.compile import build
+
+        if scenario.fleet_limit and (missing := fleet.client_missing()) is not None:
+            return missing
 
         port = free_port()
         configs.write_fsmfast(dir, scenario, port, self.up, self.certs)
@@ -98,6 +103,10 @@ class Fsmfast(System):
         # The admin listener on, as in production: its /metrics is scraped while the load runs.
         self.admin_port = free_port()
         argv += ["--listen-address", "127.0.0.1", "--admin-address", f"127.0.0.1:{self.admin_port}"]
+        if scenario.fleet_limit:
+            if not self.fleet_args:
+                raise RuntimeError(f"{scenario.id}: fsmfast's fleet-wide limit needs the harness's Redis")
+            argv += self.fleet_args
         self.proc = Proc("fsmfast", argv, dir, self.cpus, env=env, cwd=dir, wrapper=self.wrapper)
 
     @property

@@ -5,7 +5,8 @@ request, serves a one-second wrk run, and the JSON has the documented keys. Benc
 asserted: this box runs other work, and a test that depends on speed fails for reasons unrelated to the code.
 S7's configs are checked for what makes the comparison fair (the same endpoints, rotation, retries), not timed.
 S8's configs are checked to limit for real (given a tiny rate) and to let the bench's load through.
-nginx, haproxy and wrk come from ``.ci/sysdeps`` (purpose ``test``); the harness is told not to install.
+S9's fsmfast is checked to ask the Redis the harness starts for every request; nginx and HAProxy to get S8's configs.
+nginx, haproxy, wrk and redis-server come from ``.ci/sysdeps`` (purpose ``test``); the harness is told not to install.
 """
 
 from __future__ import annotations
@@ -288,3 +289,59 @@ def _edge_rules(node: object) -> list:
     if fields is None:
         return []
     return [r for f in fields for r in _edge_rules(getattr(node, f))]
+
+
+@pytest.mark.timeout(90)
+def test_s9_fsmfast_asks_the_harness_redis_for_every_request_and_the_others_run_s8(tmp_path: Path) -> None:
+    # S9's figure is fsmfast's cost of a fleet-wide limit only if every request really waited for Redis's
+    # decision (not the fail-open path), and nginx and HAProxy, which have no Redis-backed limiter, are
+    # compared on exactly S8's configs.
+    import http.client
+
+    from bench import configs, fleet
+    from bench.configs import UpstreamPorts, write_fsmfast
+    from bench.scenarios import HOST, SCENARIOS
+    from bench.systems import make
+    from fsmfast.compile import build
+    from tests.support.upstreams import Upstream
+
+    s8, s9 = SCENARIOS["S8"], SCENARIOS["S9"]
+    assert s9.fleet_limit and s9.rate_limit == s8.rate_limit
+    for write in (configs.write_nginx, configs.write_haproxy):
+        a, b = (
+            write(tmp_path / f"{write.__name__}-{s.id}", s, 1, UpstreamPorts(2, 3, 4, 5), None)  # type: ignore[arg-type]
+            .read_text()
+            .replace(str(tmp_path / f"{write.__name__}-{s.id}"), "DIR")
+            for s in (s8, s9)
+        )
+        assert a == b, write.__name__
+
+    origin = Upstream("u", echo_all=True)
+    origin.start()
+    up = UpstreamPorts(origin.port, 0, 0, 0)
+    redis = fleet.start(tmp_path / "redis", None)
+    system = make("fsmfast", tmp_path, up, None, None)  # type: ignore[arg-type]  # no TLS in S9
+    try:
+        result = build(str(write_fsmfast(tmp_path / "check", s9, 1, up, None)))  # type: ignore[arg-type]
+        limits = [x for listener in result.snapshot.listeners for r in _edge_rules(listener) for x in r.rate_limits]
+        assert [(x.mode, x.requests, x.key) for x in limits] == [("Global", s9.rate_limit, None)]
+        system.fleet_args = fleet.fsmfast_args(redis)
+        system.start(s9, tmp_path / "fsmfast")
+        system.wait_ready(30)
+        conn = http.client.HTTPConnection("127.0.0.1", system.port, timeout=10)
+        statuses = []
+        for _ in range(20):
+            conn.request("GET", "/x", headers={"Host": HOST})
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+        conn.close()
+        assert statuses == [200] * 20
+        assert len(origin.requests_for("/x")) == 20
+        # One script call per request (redis-py loads the script once, on the first).
+        assert 20 <= fleet.decisions(redis) <= 22
+        assert system.metrics_url is not None and fleet.failures(system.metrics_url) == 0
+    finally:
+        system.stop()
+        redis.stop()
+        origin.stop()

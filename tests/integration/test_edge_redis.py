@@ -5,8 +5,6 @@ default: counted and logged) or closed (503)."""
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -17,6 +15,7 @@ import pytest
 
 from tests.integration.test_edge import edge_policy, get
 from tests.support.procs import Gateway, free_port, wait_for
+from tests.support.redis_server import RedisServer
 from tests.support.resilience import metrics_with, upstreams, write_config
 
 pytestmark = [
@@ -31,51 +30,13 @@ POLICY = edge_policy(
 )
 
 
-class Redis:
-    """redis-server on 127.0.0.1:``port``, nothing written to disk."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(self._pong, 10, "redis-server to answer PING")
-
-    def _pong(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
 @pytest.fixture
-def redis() -> Iterator[Redis]:
-    server = Redis()
-    server.start()
-    try:
+def redis() -> Iterator[RedisServer]:
+    with RedisServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
-def test_two_gateways_share_one_quota_exactly_then_fail_open_or_closed(tmp_path: Path, redis: Redis) -> None:
+def test_two_gateways_share_one_quota_exactly_then_fail_open_or_closed(tmp_path: Path, redis: RedisServer) -> None:
     ports = [free_port(), free_port()]
     with upstreams(1) as ups:
         configs = [write_config(tmp_path / f"gw{i}.yaml", p, [ups[0].port], POLICY) for i, p in enumerate(ports)]
@@ -91,6 +52,8 @@ def test_two_gateways_share_one_quota_exactly_then_fail_open_or_closed(tmp_path:
             assert len(ups[0].requests) == 21
             refused = [body for status, body, _ in answers if status == 429]
             assert set(refused) == {b"rate limit exceeded\n"}
+            # Every one of the 100 was Redis's decision (one script call each), none a local guess.
+            assert redis.calls("evalsha", "eval") >= 100
 
             # Redis gone: the default fails open, logs it and counts it.
             redis.stop()

@@ -215,7 +215,8 @@ class RateLimit(msgspec.Struct, frozen=True, gc=False, omit_defaults=True):
 
 
 class Bandwidth(msgspec.Struct, frozen=True, gc=False):
-    """L4 throttle of each connection of a port, both directions, in bytes per second."""
+    """Byte rate of each connection of a port (any protocol), both directions, in bytes per second
+    on the client's connection (fsmfast.edge.throttle)."""
 
     policy: str
     bps: int

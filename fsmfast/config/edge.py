@@ -39,6 +39,10 @@ DEFAULT_ACCESS_STATUS = 403
 MAX_ENTRIES = 16  # ports, hostnames, http, grpc, responseHeadersToAdd
 MAX_ADDRESSES = 32  # whitelist, blacklist
 
+# The warning for a fleet-wide rate limit, which the master leaves out of its log when it runs with
+# --ratelimit-redis (the configuration cannot know the run's flags; fsmfast.master.arbiter).
+NEEDS_REDIS = "mode: Global: applied only by a gateway run with --ratelimit-redis (its quotas live in Redis)"
+
 EdgePolicy = m.RateLimitPolicy | m.AccessControlPolicy | m.FaultInjectionPolicy
 
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
@@ -135,14 +139,13 @@ def check_edge_policy(c: Checker, policy: EdgePolicy) -> EdgePolicy | None:
 def not_applied_yet(c: Checker, policy: EdgePolicy) -> None:
     """What a policy needs to be enforced, said when it is accepted, so nobody believes a route is
     protected that is not: a fleet-wide (``mode: Global``) rate limit needs the gateway to run with
-    ``--ratelimit-redis``, which is not known here. (A byte rate on an HTTP or HTTPS port, not applied
-    yet, is said when resolving: it depends on the port's protocol.)"""
+    ``--ratelimit-redis``, which is not known here."""
     chosen = category(policy)
     if not isinstance(policy, m.RateLimitPolicy) or chosen is None or chosen == "ports":
         return
     entries = range(len(getattr(policy.spec, chosen) or ()))
     if any(entry_config(policy, chosen, k).mode == "Global" for k in entries):
-        c.warn("", "mode: Global: applied only by a gateway run with --ratelimit-redis (its quotas live in Redis)")
+        c.warn("", NEEDS_REDIS)
 
 
 def _check_category(c: Checker, policy: EdgePolicy) -> None:

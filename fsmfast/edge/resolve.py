@@ -141,8 +141,6 @@ class EdgePolicies:
         self.issues = issues
         self.routes = {r.key: r for r in index.manifests.routes}
         self.ports: dict[int, dict[str, Any]] = defaultdict(dict)
-        # Where each port's byte rate came from: an HTTP or HTTPS port does not apply one yet.
-        self.rates: dict[int, Candidate] = {}
         # route key -> [(hostname, slot, setting)], the winners only
         self.hosts: dict[str, list[tuple[str, str, Any]]] = defaultdict(list)
         self.rules: dict[str, dict[str, Any]] = defaultdict(dict)
@@ -154,8 +152,6 @@ class EdgePolicies:
                 winner = oldest(self.issues, found[key], _what(key))
                 if key[0] == "port":
                     self.ports[key[1]][port_slot] = winner.value
-                    if port_slot == "bandwidth":
-                        self.rates[key[1]] = winner
                 elif key[0] == "host":
                     self.hosts[key[1]].append((key[2], slot, winner.value))
                 else:
@@ -175,14 +171,6 @@ class EdgePolicies:
         slots = self.ports.get(listener.port)
         if slots:
             changes["edge"] = PortEdge(**slots)
-            rate = self.rates.get(listener.port)
-            if rate is not None and listener.protocol in ("HTTP", "HTTPS"):
-                self.issues.warn(
-                    Where.of(rate.policy),
-                    rate.field,
-                    f"accepted; a byte rate is applied on TCP and TLS ports, not yet on {listener.protocol} port"
-                    f" {listener.port} (not applied by this version yet)",
-                )
         vhosts = tuple(self._vhost(vh) for vh in listener.vhosts)
         if vhosts != listener.vhosts:
             changes["vhosts"] = vhosts

@@ -16,9 +16,10 @@ copy bytes to each other from their callbacks, no task per chunk:
 - SPLICING: back-pressure is linked both ways: a full write buffer on one side pauses reading
   on the other. A half-close (EOF) is passed on with ``write_eof`` where the transport can
   (plain TCP); a TLS client side cannot half-close, so the tunnel then closes after flushing.
-  A port with a byte rate (RateLimitPolicy ``ports[].bps``, issue 20) throttles each direction
-  of each tunnel (``fsmfast.edge.throttle.ByteRate``): once a chunk is passed on, the side that
-  sent it stops being read until the rate allows more, so nothing is buffered beyond one read.
+  On a port with a byte rate (RateLimitPolicy ``ports[].bps``, issue 20) the client's transport
+  is a ``fsmfast.edge.throttle.ThrottledTransport``, as on every kind of port: the tunnel reads
+  the client's bytes as the rate lets them in, from the first one (a ClientHello, what waits
+  while connecting), and its writes to the client pause it like a full write buffer.
 
 Backends are chosen per connection: smooth weighted round robin over the route's
 backendRefs, then round robin over the Service's endpoints. Every tunnel writes one
@@ -34,7 +35,6 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
-from fsmfast.edge.throttle import ByteRate
 from fsmfast.snapshot import L4Route
 from fsmfast.tls import clienthello
 from fsmfast.tls.listener import client_subject, failure_reason, handshake_of, most_specific
@@ -54,10 +54,6 @@ IDLE_TIMEOUT = 3600.0
 TCP, PASSTHROUGH, TERMINATE = range(3)
 _PAUSE_UPSTREAM = 1  # the upstream's write buffer is full
 _PAUSE_PENDING = 2  # too much buffered while connecting
-_PAUSE_RATE = 4  # the port's byte rate: wait before reading more
-# Why the upstream is not read: the client's write buffer is full; the port's byte rate.
-_UP_CLIENT_FULL = 1
-_UP_RATE = 2
 
 
 class L4Target:
@@ -141,8 +137,6 @@ class Tunnel(asyncio.Protocol):
         "pending",
         "pending_size",
         "port",
-        "rate_down",
-        "rate_up",
         "reason",
         "route",
         "server_name",
@@ -165,11 +159,7 @@ class Tunnel(asyncio.Protocol):
         self.pending: list[bytes] = []
         self.pending_size = 0
         self._paused = 0
-        self._up_paused = 0
-        # The port's byte rate, per direction (None: no throttle).
-        bps = port.bps
-        self.rate_up: ByteRate | None = ByteRate(bps) if bps else None
-        self.rate_down: ByteRate | None = ByteRate(bps) if bps else None
+        self._up_paused = False  # the client's transport said pause_writing
         self.route: str | None = None
         self.backend: str | None = None
         self.upstream: str | None = None
@@ -214,8 +204,6 @@ class Tunnel(asyncio.Protocol):
             self.bytes_up += len(data)
             self.last = self.ctx.clock
             up.transport.write(data)
-            if self.rate_up is not None:
-                self._throttle_up(len(data))
             return
         if self.closed:
             return
@@ -332,44 +320,20 @@ class Tunnel(asyncio.Protocol):
         self.ctx.stats.tls_failed(self.port.port, failure_reason(exc))
 
     def pause_writing(self) -> None:
-        self._pause_up(_UP_CLIENT_FULL)
-
-    def resume_writing(self) -> None:
-        self._resume_up(_UP_CLIENT_FULL)
-
-    def _pause_up(self, reason: int) -> None:
+        # The client's write buffer is full, or its byte rate holds what was written (a throttle may
+        # say so again while it holds): the upstream is not read.
         up = self.up
         if not self._up_paused and up is not None and up.transport is not None and not up.transport.is_closing():
             up.transport.pause_reading()
-        self._up_paused |= reason
+        self._up_paused = True
 
-    def _resume_up(self, reason: int) -> None:
-        if not self._up_paused & reason:
+    def resume_writing(self) -> None:
+        if not self._up_paused:
             return
-        self._up_paused &= ~reason
+        self._up_paused = False
         up = self.up
-        if not self._up_paused and up is not None and up.transport is not None and not up.transport.is_closing():
+        if up is not None and up.transport is not None and not up.transport.is_closing():
             up.transport.resume_reading()
-
-    # -- the port's byte rate (issue 20) ----------------------------------------------------
-
-    def _throttle_up(self, nbytes: int) -> None:
-        """``nbytes`` went upstream: the client is not read again until the rate allows."""
-        assert self.rate_up is not None
-        loop = self.ctx.loop
-        wait = self.rate_up.pause_for(nbytes, loop.time())
-        if wait > 0:
-            self._pause(_PAUSE_RATE)
-            loop.call_later(wait, self._resume, _PAUSE_RATE)
-
-    def throttle_down(self, nbytes: int) -> None:
-        """``nbytes`` went to the client: the upstream is not read again until the rate allows."""
-        assert self.rate_down is not None
-        loop = self.ctx.loop
-        wait = self.rate_down.pause_for(nbytes, loop.time())
-        if wait > 0:
-            self._pause_up(_UP_RATE)
-            loop.call_later(wait, self._resume_up, _UP_RATE)
 
     # -- control ---------------------------------------------------------------------------
 
@@ -473,8 +437,6 @@ class Upstream(asyncio.Protocol):
         tunnel.bytes_down += len(data)
         tunnel.last = tunnel.ctx.clock
         t.write(data)
-        if tunnel.rate_down is not None:
-            tunnel.throttle_down(len(data))
 
     def eof_received(self) -> bool:
         tunnel = self.tunnel

@@ -3,7 +3,9 @@
 Built with every snapshot (``Context.apply``). The worker's server for a port calls
 ``connection_for`` on every accept, so a reload that turns a port from HTTP into HTTPS, or
 into a TCP port, needs no new server: the next connection simply gets the new protocol. A port
-with a port-level AccessControlPolicy gets a ``Guard`` in front of that protocol (issue 20).
+with a port-level AccessControlPolicy gets a ``Guard`` in front of that protocol, a port with a byte
+rate (RateLimitPolicy ``ports[].bps``) a ``Throttled`` around it (the guard outside: a denied
+connection never reaches the throttle); issue 20.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fsmfast.edge.access import AccessRule
 from fsmfast.edge.guard import Guard
+from fsmfast.edge.throttle import Throttled
 from fsmfast.proxy import https
 from fsmfast.proxy.downstream import ClientConnection
 from fsmfast.proxy.l4 import PASSTHROUGH, TCP, TERMINATE, L4Target, SNITable, Tunnel
@@ -38,7 +41,7 @@ class PortRuntime:
         self.cert_header: bytes | None = None
         # Port-level AccessControlPolicy (issue 20): checked once per connection, by a Guard.
         self.access: AccessRule | None = None
-        # Port-level RateLimitPolicy (issue 20): each L4 connection's bytes a second, each way.
+        # Port-level RateLimitPolicy (issue 20): each connection's bytes a second, each way (a Throttled).
         self.bps = 0
 
 
@@ -51,9 +54,11 @@ def build_ports(snapshot: Snapshot, states: Mapping[str, Any], contexts: Context
     contexts.begin()
     out: dict[int, PortRuntime] = {}
     for listener in snapshot.listeners:
-        access = listener.edge.access if listener.edge is not None else None
+        edge = listener.edge
+        access = edge.access if edge is not None else None
+        bandwidth = edge.bandwidth if edge is not None else None
         if listener.protocol == "HTTP":
-            if access is None:
+            if access is None and bandwidth is None:
                 continue  # the default: no runtime needed
             rt = PortRuntime(listener.port, HTTP)
         elif listener.protocol == "TCP":
@@ -71,8 +76,8 @@ def build_ports(snapshot: Snapshot, states: Mapping[str, Any], contexts: Context
                 rt.cert_header = listener.client_cert_header.encode("latin-1")
         if access is not None:
             rt.access = AccessRule(access.whitelist, access.blacklist, access.status, access.message)
-        if listener.edge is not None and listener.edge.bandwidth is not None:
-            rt.bps = listener.edge.bandwidth.bps
+        if bandwidth is not None:
+            rt.bps = bandwidth.bps
         out[listener.port] = rt
     contexts.end()
     return out
@@ -84,9 +89,12 @@ def connection_for(ctx: Context, port: int) -> asyncio.BaseProtocol:
     if rt is None:
         # Compiled, ClientConnection is a cdef class: asyncio.Protocol's methods without its base class.
         return ClientConnection(ctx, port)  # type: ignore[return-value]
+    protocol = _protocol(ctx, rt, port)
+    if rt.bps:
+        protocol = Throttled(protocol, rt.bps, ctx.loop)  # type: ignore[assignment]
     if rt.access is not None:
-        return Guard(_protocol(ctx, rt, port), rt.access, ctx.port_denied)  # type: ignore[return-value]
-    return _protocol(ctx, rt, port)
+        return Guard(protocol, rt.access, ctx.port_denied)  # type: ignore[return-value]
+    return protocol
 
 
 def _protocol(ctx: Context, rt: PortRuntime, port: int) -> asyncio.BaseProtocol:

@@ -12,8 +12,9 @@ gate (``fsmfast.edge.gate``), asked in C before any view of the request is made.
 Local rate limits are exact on the machine: every worker takes its tokens from the same quota in the
 arena (``fsmfast.edge.ratelimit``, one compare-and-swap), at the place the master gave the policy's
 entry (``RateLimit.cell``). Fleet-wide (``mode: Global``) limits ask the fleet's Redis
-(``fsmfast.edge.redis_limit``, with ``--ratelimit-redis``; without it they are not applied): the
-request waits for the answer (``Delayed`` with a future) after its local limits passed.
+(``fsmfast.edge.redis_limit``, with ``--ratelimit-redis``; without it they are not applied): all of
+a rule's global limits in one script call, batched with the worker's other requests; the request
+waits for the answer (``Delayed`` with a future) after its local limits passed.
 
 A fault's delay is a decision of its own, ``Delayed``: the request waits that long in its
 connection's queue (``fsmfast.proxy.exchange``: ``Exchange.local`` holds it), then is forwarded, or
@@ -22,7 +23,6 @@ answered with the abort when both fire (FSM's order: the delay first).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -30,7 +30,7 @@ from fsmfast.edge.access import AccessRule, AddressSet, client_address
 from fsmfast.edge.faults import FaultPlan
 from fsmfast.edge.gate import QuotaGate
 from fsmfast.edge.ratelimit import Decision, KeyedQuotas, Quota, refusal_headers
-from fsmfast.edge.redis_limit import GlobalQuotas, quota_key
+from fsmfast.edge.redis_limit import FleetLimit, GlobalQuotas, quota_key
 from fsmfast.pipeline.decision import Delayed, LocalReply
 from fsmfast.pipeline.hooks import PolicyRequest
 from fsmfast.snapshot import AccessControl, EdgeRule, FaultInjection, RateLimit
@@ -71,7 +71,7 @@ class _Limit:
     """One rate limit: its quota (local: in the arena, shared or one per client key; global: a key in
     the fleet's Redis) and its refusal."""
 
-    __slots__ = ("fast", "header", "keyed", "max_wait", "quota", "spec")
+    __slots__ = ("fast", "fleet_key", "header", "keyed", "max_wait", "quota", "spec")
 
     def __init__(self, spec: RateLimit, cells: Any, table_entries: int) -> None:
         self.spec = spec
@@ -79,9 +79,12 @@ class _Limit:
         # ClientIP: the TCP peer; Header: that header's first value (absent: one quota for all such).
         self.header = spec.key.header.encode() if spec.key is not None and spec.key.header else None
         self.fast = spec.mode == "Local" and not self.keyed  # Quota.admit first
+        self.fleet_key: str | None = None
         if spec.mode == "Global":
-            self.quota: Any = None
             self.max_wait = spec.window / spec.requests * spec.backlog if spec.backlog > 0 else 0.0
+            self.quota: Any = FleetLimit(spec.requests, spec.window, spec.burst, self.max_wait)
+            if not self.keyed:
+                self.fleet_key = quota_key(spec.policy, spec.scope)  # one for all: made once
             return
         if self.keyed:
             self.quota = KeyedQuotas(cells, spec.cell, table_entries, spec.requests, spec.window, spec.burst)
@@ -118,7 +121,7 @@ class RateLimitHook:
     ``responseHeadersToAdd``). A request whose token is free within its backlog's reach waits for it
     (``Delayed``); the longest of the waits counts."""
 
-    __slots__ = ("fleet", "globals", "limits")
+    __slots__ = ("args", "fleet", "globals", "keys", "limits")
 
     def __init__(
         self, limits: list[_Limit], globals_: list[_Limit] | None = None, fleet: GlobalQuotas | None = None
@@ -126,15 +129,22 @@ class RateLimitHook:
         self.limits = limits
         self.globals = globals_ or []
         self.fleet = fleet
+        # The script's arguments for the global limits, in order, and their keys when none is per
+        # client (the same for every request: made once).
+        self.args = [n for g in self.globals for n in g.quota.args]
+        fixed = [g.fleet_key for g in self.globals if g.fleet_key is not None]
+        self.keys = fixed if len(fixed) == len(self.globals) else None
 
     def __call__(self, request: PolicyRequest) -> LocalReply | Delayed | None:
         wait = self._local(request, 0)
         if isinstance(wait, LocalReply):
             return wait
-        if self.globals and self.fleet is not None:
-            keys = [quota_key(g.spec.policy, g.spec.scope, g.key(request) if g.keyed else None) for g in self.globals]
-            task = asyncio.get_running_loop().create_task(self._ask(keys))
-            return Delayed(wait, None, task, _outcome)
+        fleet = self.fleet
+        if fleet is not None and self.globals:
+            keys = self.keys
+            if keys is None:
+                keys = [g.fleet_key or quota_key(g.spec.policy, g.spec.scope, g.key(request)) for g in self.globals]
+            return Delayed(wait, None, fleet.ask(keys, self.args), self._outcome)
         return Delayed(wait, None) if wait > 0 else None
 
     def after(self, start: int) -> LocalReply | Delayed | None:
@@ -168,22 +178,17 @@ class RateLimitHook:
                 wait = decision.wait
         return wait
 
-    async def _ask(self, keys: list[str]) -> Any:
-        """The fleet's answer for each global limit in turn: the first refusal, or the longest wait."""
-        fleet = self.fleet
-        assert fleet is not None
-        wait = 0.0
-        for limit, key in zip(self.globals, keys, strict=True):
-            spec = limit.spec
-            decision = await fleet.take(key, spec.requests, spec.window, spec.burst, limit.max_wait)
-            if decision is None:
-                if fleet.fail_closed:
-                    return UNAVAILABLE
-                continue
-            if not decision.admitted:
-                return _answer(limit.refusal(decision))
-            wait = max(wait, decision.wait)
-        return wait or None
+    def _outcome(self, future: Any) -> Any:
+        """``Delayed.resolve`` of the global limits' future: the fleet's one decision for all of them
+        (the first refusal, or the longest wait); no decision fails open (go on) or closed (503)."""
+        reply = None if future.cancelled() else future.result()
+        if reply is None:
+            return UNAVAILABLE if self.fleet is not None and self.fleet.fail_closed else None
+        admitted, index, wait, reset = reply
+        if admitted:
+            return wait / 1_000_000 or None
+        limit = self.globals[index - 1]
+        return _answer(limit.refusal(limit.quota.refused(wait, reset)))
 
 
 class FaultHook:
@@ -215,14 +220,6 @@ class FaultHook:
         if fault.delay > 0:
             return Delayed(fault.delay, abort)
         return abort
-
-
-def _outcome(task: Any) -> Any:
-    """``Delayed.resolve`` of a fleet-wide limit's task: its answer (a task that failed: no decision,
-    as a Redis that does not answer)."""
-    if task.cancelled() or task.exception() is not None:
-        return None
-    return task.result()
 
 
 def edge_hooks(

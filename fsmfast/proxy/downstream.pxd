@@ -27,6 +27,7 @@ cdef class ClientConnection(ClientSide):
     cdef public bint _eof
     cdef public object held
     cdef public int _paused
+    cdef public Py_ssize_t unsent
     cdef public Py_ssize_t max_request_line
     cdef public Py_ssize_t max_field_size
     cdef public Py_ssize_t max_header_count

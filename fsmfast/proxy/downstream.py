@@ -94,6 +94,9 @@ class ClientConnection(ClientSide):
         # Client bytes after a WebSocket handshake, held until the upstream answers it.
         self.held: list[bytes] | None = None
         self._paused = 0
+        # While the transport says pause_writing: what the client had yet to take at the last look
+        # (-1: writing is not paused). The tick tells a slow reader from a stuck one by it.
+        self.unsent = -1
         settings = ctx.settings
         self.max_request_line = settings.max_request_line
         self.max_field_size = settings.max_field_size
@@ -318,12 +321,25 @@ class ClientConnection(ClientSide):
         self.parser = None
 
     def pause_writing(self) -> None:
+        if self.unsent < 0 and self.transport is not None:
+            self.unsent = self.transport.get_write_buffer_size()
         if self.queue:
             self.queue[0].client_write_paused()
 
     def resume_writing(self) -> None:
+        self.unsent = -1
         if self.queue:
             self.queue[0].client_write_resumed()
+
+    def took_bytes(self) -> bool:
+        """While writing is paused: whether the client took bytes since the last look (the
+        transport's write backlog, a port's byte-rate backlog included, shrank). The upstream is not
+        read meanwhile, so its silence is ours: a reader this slow is not an upstream timeout."""
+        left = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        if left < self.unsent:
+            self.unsent = left
+            return True
+        return False
 
     # -- httptools callbacks -----------------------------------------------------------
 

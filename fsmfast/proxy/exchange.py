@@ -546,6 +546,19 @@ class Exchange(UpstreamUser):
     def client_write_resumed(self) -> None:
         if self.conn is not None:
             self.conn.resume_reading()
+        if self.state == RESPONDING:
+            self.touch()  # the upstream was not read while the client was behind: its window starts now
+
+    def client_stuck(self) -> None:
+        """Called by the worker's tick when the response window ran out while the client took
+        nothing of what was written to it (its writing paused all along): the client is cut, and
+        the upstream, not read meanwhile, is not blamed (nginx's send_timeout)."""
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.abort()
+        timeout = self.client.ctx.settings.response_timeout
+        self._abort_client("downstream_send_timeout", f"client took no response bytes for {timeout:g}s")
 
     # -- the upstream side ----------------------------------------------------------------
 

@@ -286,3 +286,54 @@ def test_bytes_a_tcp_client_sends_before_the_upstream_is_reached_are_throttled_t
     assert burst <= bps * (connected + 0.1 + 1) + 64 * 1024, (connected, burst)
     last = arrived[-1][0]
     assert 2.5 <= last < 6.0, (connected, last)
+
+
+def test_a_reader_behind_the_rate_is_not_an_upstream_timeout_and_a_stuck_one_is_cut(tmp_path: Path) -> None:
+    """The response timeout counts upstream silence, but the upstream is not read while the client is
+    behind (its writes paused, here by the port's rate): a response whose one upstream read takes longer
+    than the timeout to go out at the rate still arrives whole, while a client that takes nothing at all
+    is cut once the timeout passes, with its own reason, not the upstream's."""
+    throttled, plain = free_port(), free_port()
+    size = 256 * 1024
+    with Upstream("u", echo_all=True) as up:
+        config = tmp_path / "gw.yaml"
+        gateway = {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": {"name": "gw", "namespace": NS},
+            "spec": {
+                "gatewayClassName": "fsmfast",
+                "listeners": [{"name": n, "protocol": "HTTP", "port": p} for n, p in (("t", throttled), ("p", plain))],
+            },
+        }
+        config.write_text(
+            documents(
+                to_yaml(gateway),
+                service("svc", 80, up.port, namespace=NS),
+                endpoint_slice("svc", up.port, namespace=NS),
+                route("r", HOST, "svc"),
+                "apiVersion: gateway.flomesh.io/v1alpha1\nkind: RateLimitPolicy\n"
+                f"metadata: {{name: bps, namespace: {NS}}}\n"
+                "spec:\n  targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: gw}\n"
+                f"  ports: [{{port: {throttled}, bps: {WIDE_BPS * 2}}}]\n",
+            )
+        )
+        with Gateway(config, [throttled, plain], workers=1, args=["--response-timeout", "1"]) as gw:
+            # 64 KiB at once, then 64 KiB a second: about 3 s for what may be one upstream read.
+            status, data, took = timed(throttled, "GET", f"/bytes/{size}")
+            assert status == 200 and hashlib.sha256(data).hexdigest() == pattern_sha256(size)
+            assert took >= 2.5, took
+            # A client that asks for 64 MiB and reads nothing: cut after about the response timeout.
+            path = f"/bytes/{64 * 1024 * 1024}"
+            sock = socket.create_connection(("127.0.0.1", plain), timeout=10)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            with sock:
+                sock.sendall(build_request("GET", path, [("Host", HOST)]))
+
+                def cut() -> dict[str, object] | None:
+                    return next((e for e in gw.access_log() if e.get("path") == path), None)
+
+                entry = wait_for(cut, 15, "the stuck client's access-log entry")
+            assert entry["reason"] == "downstream_send_timeout", entry
+            logged = [e for e in gw.access_log() if e.get("path") == f"/bytes/{size}"]
+            assert [e["status"] for e in logged] == [200] and not logged[0].get("reason"), logged

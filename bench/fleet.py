@@ -49,8 +49,8 @@ def start(logdir: Path, cpus: str | None) -> RedisServer:
     return RedisServer(logdir, wrapper=wrapper, binary=deps.tool("redis-server")).start()
 
 
-def fsmfast_args(server: RedisServer) -> list[str]:
-    return ["--ratelimit-redis", server.url, "--ratelimit-redis-timeout", f"{TIMEOUT:g}"]
+def fsmfast_args(server: RedisServer, timeout: float = TIMEOUT) -> list[str]:
+    return ["--ratelimit-redis", server.url, "--ratelimit-redis-timeout", f"{timeout:g}"]
 
 
 def decisions(server: RedisServer) -> int:

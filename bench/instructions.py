@@ -104,7 +104,9 @@ def count(
     redis = fleet.start(run / "redis", None) if scenario.fleet_limit and system_name == "fsmfast" else None
     try:
         if redis is not None:
-            system.fleet_args = fleet.fsmfast_args(redis)
+            # Under callgrind everything is tens of times slower: a generous timeout, so that what is
+            # counted is Redis's decisions, never the fail-open path.
+            system.fleet_args = fleet.fsmfast_args(redis, timeout=30.0)
         system.start(scenario, run)
         try:
             system.wait_ready(180)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import http.client
 import json
-import ssl
 import subprocess
 from pathlib import Path
 
 from bench.scenarios import Case
+from fsmfast.demo.procs import connection
 
 MARK = "BENCH-JSON "
 
@@ -85,13 +85,7 @@ def run_wrk(
 
 def preflight(port: int, case: Case, tls: bool) -> str | None:
     """One request like the load's; None if the answer is 200 with the expected body size, else what went wrong."""
-    if tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=20, context=ctx)
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn = connection(port, tls)
     try:
         headers = {"Host": case.host, **dict(case.headers)}
         body = b"x" * case.body_size if case.body_size else None

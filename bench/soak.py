@@ -26,7 +26,6 @@ import argparse
 import http.client
 import json
 import random
-import ssl
 import sys
 import tempfile
 import threading
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from bench.procs import rss_kib
 from fsmfast.demo.pki import blog_pki
-from fsmfast.demo.procs import Gateway, children_of, free_port
+from fsmfast.demo.procs import Gateway, children_of, connection, free_port
 from fsmfast.demo.upstream import Gunicorn
 from tests.support import manifests as m
 from tests.support.upstreams import Upstream
@@ -129,12 +128,7 @@ def _config(dir: Path, port: int, plain: int, tls: int, client_tls: bool) -> Pat
 
 
 def _client(port: int, client_tls: bool) -> http.client.HTTPConnection:
-    if client_tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return http.client.HTTPSConnection("127.0.0.1", port, timeout=30, context=ctx)
-    return http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    return connection(port, client_tls, timeout=30)
 
 
 def _load(port: int, args: argparse.Namespace, bucket: Bucket, stop: threading.Event, report: Report) -> None:

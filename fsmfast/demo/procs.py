@@ -117,6 +117,17 @@ def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen[bytes
         time.sleep(0.05)
 
 
+def connection(port: int, tls: bool = False, timeout: float = 20.0) -> http.client.HTTPConnection:
+    """An HTTP(S) connection to a local gateway port, as the demo's, the tests' and the bench's clients
+    make it: over TLS without verifying the listener's certificate (made for the run, or self-signed)."""
+    if not tls:
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+
+
 def tls_ready(port: int, host: str = "127.0.0.1") -> bool:
     """True once ``host:port`` completes a TLS handshake and answers a request, or refuses ours with a TLS
     alert (an mTLS server: it is up and speaking TLS). The request makes sure a worker, not only a listening

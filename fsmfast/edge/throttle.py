@@ -87,6 +87,16 @@ _CLOSING = 4  # reading: the wrapped protocol closed, and the held bytes still g
 # Timers fire to the millisecond: a bucket this close to holding what waits lets it go (counted in
 # full, so the rate over time is unchanged).
 _EARLY = 0.002
+
+
+def _release(rate: ByteRate, held: int, now: float) -> int:
+    """A timer fired: how many of the ``held`` bytes go now (counted against ``rate``)."""
+    n = min(rate.allowance(now + _EARLY), held)
+    if n:
+        rate.pause_for(n, now)
+    return n
+
+
 # What the real transport is asked once the held bytes went out.
 _CLOSE, _WRITE_EOF = 1, 2
 
@@ -164,11 +174,8 @@ class Throttled:
         held = self._held
         if not held or self._off & _INNER or self.real is None:
             return  # the wrapped protocol's resume_reading re-arms
-        rate = self.rate
         now = self.loop.time()
-        n = min(rate.allowance(now + _EARLY), len(held))
-        if n:
-            rate.pause_for(n, now)
+        n = _release(self.rate, len(held), now)
         if n < len(held):
             self._held = held[n:]
             self._arm(now)
@@ -274,11 +281,8 @@ class ThrottledTransport:
         held = self._held
         if real is None or not held:
             return
-        rate = self.rate
         now = self.shim.loop.time()
-        n = min(rate.allowance(now + _EARLY), len(held))
-        if n:
-            rate.pause_for(n, now)
+        n = _release(self.rate, len(held), now)
         if n < len(held):
             self._held = held[n:]
             self._arm(now)

@@ -12,10 +12,8 @@ second, so each bound below is the transfer's size over the rate, less that firs
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from fsmfast.demo.manifests import documents, endpoint_slice, service, to_yaml
+from fsmfast.demo.procs import connection
 from tests.integration.test_websocket import WsUpstream, handshake, read_exactly
 from tests.support.manifests import tls_secret
 from tests.support.pki import san_pki
@@ -107,13 +106,7 @@ def timed(port: int, method: str, path: str, body: bytes | None = None, tls: boo
     """(status, body, seconds) of one request on a connection of its own, the connection (and over TLS
     its handshake) included in the time."""
     started = time.monotonic()
-    if tls:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection("127.0.0.1", port, timeout=20, context=ctx)
-    else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+    conn = connection(port, tls)
     conn.request(method, path, body=body, headers={"Host": HOST})
     resp = conn.getresponse()
     data = resp.read()

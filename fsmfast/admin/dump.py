@@ -159,7 +159,7 @@ def _listener(listener: Listener, certs: _Certs) -> dict[str, Any]:
 
 
 def _edge(texts: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    """Edge policies (resolved, not yet applied by the data plane): kind, source and words; the
+    """Edge policies (as resolved; the worker applies them, fsmfast.edge): kind, source and words; the
     settings themselves are in the rule's or listener's ``edge``."""
     return [{"kind": kind, "policy": source, "text": text} for kind, source, text in texts]
 

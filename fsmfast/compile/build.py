@@ -69,7 +69,7 @@ class _Compiler:
         self.index = Index(manifests)
         self.tls = TLSPolicies(self.index, issues)
         self.resilience = resilience.Resilience(self.index, issues)
-        self.edge = EdgePolicies(self.index, issues)  # issue 20: resolved, not yet applied
+        self.edge = EdgePolicies(self.index, issues)  # issue 20: resolved here, applied by fsmfast.edge
         self.used: dict[str, tuple[m.Service, m.ServicePort]] = {}
         self._entries: dict[str, list[tuple[Precedence, Rule]]] = {}
         self.attached_routes: set[str] = set()

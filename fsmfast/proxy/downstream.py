@@ -333,8 +333,8 @@ class ClientConnection(ClientSide):
 
     def took_bytes(self) -> bool:
         """While writing is paused: whether the client took bytes since the last look (the
-        transport's write backlog, a port's byte-rate backlog included, shrank). The upstream is not
-        read meanwhile, so its silence is ours: a reader this slow is not an upstream timeout."""
+        transport's write backlog, a port's byte-rate backlog included, shrank); Exchange.timed_out
+        asks."""
         left = self.transport.get_write_buffer_size() if self.transport is not None else 0
         if left < self.unsent:
             self.unsent = left

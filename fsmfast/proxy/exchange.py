@@ -549,17 +549,6 @@ class Exchange(UpstreamUser):
         if self.state == RESPONDING:
             self.touch()  # the upstream was not read while the client was behind: its window starts now
 
-    def client_stuck(self) -> None:
-        """Called by the worker's tick when the response window ran out while the client took
-        nothing of what was written to it (its writing paused all along): the client is cut, and
-        the upstream, not read meanwhile, is not blamed (nginx's send_timeout)."""
-        conn = self.conn
-        self.conn = None
-        if conn is not None:
-            conn.abort()
-        timeout = self.client.ctx.settings.response_timeout
-        self._abort_client("downstream_send_timeout", f"client took no response bytes for {timeout:g}s")
-
     # -- the upstream side ----------------------------------------------------------------
 
     def upstream_ready(self, connection: UpstreamConnection, reused: bool) -> None:
@@ -879,13 +868,25 @@ class Exchange(UpstreamUser):
             self._abort_client("upstream_invalid_response", message)
 
     def timed_out(self, now: float) -> None:
-        """Called by the worker's tick when ``deadline`` passed."""
+        """Called by the worker's tick when ``deadline`` passed.
+
+        Mid-response, the upstream is not read while the client is behind (its socket full, or a
+        port's byte rate holding bytes), so that silence is ours: a client that took bytes since the
+        last look goes on, one that took nothing for the whole window is the one cut (nginx's
+        send_timeout), as a client that stops sending its body is blamed below."""
+        client = cast("ClientConnection", self.client)  # beyond the role, by name (see _client_stalled)
+        behind = self.state == RESPONDING and client.unsent >= 0
+        if behind and client.took_bytes():
+            self.touch()
+            return
         conn = self.conn
         self.conn = None
         timeout = self.client.ctx.settings.response_timeout
         if conn is not None:
             conn.abort()
-        if self.state == SENDING and self._client_stalled():
+        if behind:
+            self._abort_client("downstream_send_timeout", f"client took no response bytes for {timeout:g}s")
+        elif self.state == SENDING and self._client_stalled():
             self._blame_client(f"sent nothing for {timeout:g}s")
         elif self.state == SENDING:
             pool = self.pool

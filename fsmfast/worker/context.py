@@ -190,15 +190,8 @@ class Context(WorkerState):
             if queue:
                 ex = queue[0]
                 if (ex.state == SENDING or ex.state == RESPONDING) and ex.deadline and now > ex.deadline:
-                    if ex.state == RESPONDING and conn.unsent >= 0:
-                        # The client is behind: the upstream is not read until it catches up.
-                        if conn.took_bytes():
-                            ex.touch()
-                        else:
-                            ex.client_stuck()
-                    else:
-                        ex.timed_out(now)
-                        conn.flush()
+                    ex.timed_out(now)
+                    conn.flush()
                 elif conn.body_stalled(now, settings.body_timeout):
                     conn.refuse_slow_body()
             elif conn.in_head:

@@ -106,13 +106,8 @@ class _Limit:
         return LocalReply(spec.status, text, "rate_limited", f"{text} ({spec.policy})", headers=fields)
 
 
-def _answer(reply: LocalReply) -> tuple[int, str, str, bytes, tuple[tuple[bytes, bytes], ...]]:
-    """A LocalReply as the exchange keeps a local answer."""
-    return (reply.status, reply.text, reply.code, b"", reply.headers)
-
-
 # The answer when the fleet's Redis gives no decision and the gateway fails closed.
-UNAVAILABLE = (503, "rate limit unavailable", "rate_limit_unavailable", b"", ())
+UNAVAILABLE = LocalReply(503, "rate limit unavailable", "rate_limit_unavailable")
 
 
 class RateLimitHook:
@@ -188,7 +183,7 @@ class RateLimitHook:
         if admitted:
             return wait / 1_000_000 or None
         limit = self.globals[index - 1]
-        return _answer(limit.refusal(limit.quota.refused(wait, reset)))
+        return limit.refusal(limit.quota.refused(wait, reset))
 
 
 class FaultHook:

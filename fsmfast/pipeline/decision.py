@@ -68,8 +68,8 @@ class Delayed:
     it with ``then`` None when the request goes on; ``choose`` puts the rule's own decision there.
 
     With ``future`` (a fleet-wide rate limit asking Redis), the request waits for it instead, then
-    ``resolve(future)`` says what now: a local answer (status, text, code, location, headers), more
-    seconds to wait, or None (go on, after ``seconds`` if any)."""
+    ``resolve(future)`` says what now: a ``LocalReply`` (a refusal), more seconds to wait, or None
+    (go on, after ``seconds`` if any)."""
 
     __slots__ = ("future", "resolve", "seconds", "then")
 

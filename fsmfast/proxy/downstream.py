@@ -33,7 +33,7 @@ from fsmfast.codec import (
     scan_request,
     scan_request_line,
 )
-from fsmfast.pipeline.decision import Delayed, LocalReply, Redirect
+from fsmfast.pipeline.decision import Delayed, LocalReply
 from fsmfast.pipeline.head import refusal
 from fsmfast.pipeline.route import choose, find
 from fsmfast.pipeline.target import other_form
@@ -527,7 +527,7 @@ class ClientConnection(ClientSide):
         tables = self.ctx.router.tables  # type: ignore[union-attr]
         found = find(tables.get(self.port), host, path, ex.method, ex.headers, ex.target)
         if not isinstance(found, RouteRule):
-            _answer(ex, found)
+            ex.answer(found)
             return
         rule = found
         ex.rule = rule
@@ -536,7 +536,7 @@ class ClientConnection(ClientSide):
             if type(decision) is Delayed:
                 self._delayed(ex, rule, decision)
             else:
-                _answer(ex, decision)  # type: ignore[arg-type]
+                ex.answer(decision)  # type: ignore[arg-type]
             return
         _forward(self, ex, rule, decision)
 
@@ -547,8 +547,8 @@ class ClientConnection(ClientSide):
         if isinstance(then, Choice):
             _forward(self, ex, rule, then)
         else:
-            _answer(ex, then)
-        # _answer set a tuple, or nothing (None)
+            ex.answer(then)
+        # answer set a tuple, or nothing (None)
         ex.local = Hold(delayed.seconds, ex.local, delayed.future, delayed.resolve)  # type: ignore[arg-type]
 
     # -- flow -------------------------------------------------------------------------
@@ -780,12 +780,3 @@ def _forward(conn: ClientConnection, ex: Exchange, rule: RouteRule, choice: Choi
     if rule.timeouts is not None:
         ex.timer = RouteTimer(ex, conn.ctx.loop, rule.timeouts)
 
-
-def _answer(ex: Exchange, decision: LocalReply | Redirect) -> None:
-    """A pipeline decision the gateway answers itself, set on ``ex`` to be sent in its turn."""
-    if isinstance(decision, Redirect):
-        ex.set_local(decision.status, decision.text, "redirect", decision.location)
-    elif decision.detail is not None and ex.detailed_errors():
-        ex.set_local(decision.status, decision.detail, decision.code, b"", decision.headers)
-    else:
-        ex.set_local(decision.status, decision.text, decision.code, b"", decision.headers)

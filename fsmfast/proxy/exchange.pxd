@@ -68,6 +68,7 @@ cdef class Exchange(UpstreamUser):
     cdef Exchange start(ClientSide client, bytes method, bytes target, bint http11, list headers, bytes host,
                         long long req_framing, bint keep_alive, bint expect_continue, object request_id)
     cpdef set_local(self, int status, str text, str code, bytes location=*, tuple headers=*)
+    cpdef answer(self, decision)
     @cython.locals(pool=Pool)
     cpdef activate(self)
     cpdef request_body(self, bytes data)

@@ -72,6 +72,7 @@ from fsmfast.codec import (
     parse_response_head,
     relay_response_head,
 )
+from fsmfast.pipeline.decision import LocalReply, Redirect
 from fsmfast.proxy import mirror, states
 from fsmfast.proxy.local_reply import CONTINUE_100, error_response
 from fsmfast.proxy.roles import ClientSide, UpstreamUser
@@ -337,6 +338,16 @@ class Exchange(UpstreamUser):
     ) -> None:
         self.local = (status, text, code, location, headers)
 
+    def answer(self, decision: LocalReply | Redirect) -> None:
+        """A pipeline decision the gateway answers itself (a refusal, a redirect), kept to be sent in
+        its turn; a refusal's detail replaces its text where detailed errors are on."""
+        if isinstance(decision, Redirect):
+            self.set_local(decision.status, decision.text, "redirect", decision.location)
+        elif decision.detail is not None and self.detailed_errors():
+            self.set_local(decision.status, decision.detail, decision.code, b"", decision.headers)
+        else:
+            self.set_local(decision.status, decision.text, decision.code, b"", decision.headers)
+
     # -- the client side ----------------------------------------------------------------
 
     def activate(self) -> None:
@@ -388,8 +399,8 @@ class Exchange(UpstreamUser):
         hold = self.local
         if type(hold) is Hold and hold.future is future:
             outcome = hold.resolve(future)
-            if type(outcome) is tuple:
-                self.local = outcome  # refused: the local answer
+            if type(outcome) is LocalReply:
+                self.answer(outcome)  # refused
             else:
                 wait = max(outcome or 0.0, hold.seconds)
                 self.local = Hold(wait, hold.then) if wait > 0 else hold.then

@@ -19,7 +19,7 @@ import pytest
 from fsmfast import snapshot as s
 from fsmfast.edge.hooks import UNAVAILABLE, RateLimitHook, edge_hooks
 from fsmfast.edge.redis_limit import IN_FLIGHT, FleetLimit, GlobalQuotas, quota_key
-from fsmfast.pipeline.decision import Delayed
+from fsmfast.pipeline.decision import Delayed, LocalReply
 from fsmfast.pipeline.hooks import PolicyRequest
 from tests.support.redis_server import RedisServer
 
@@ -79,9 +79,11 @@ def test_a_refusal_by_one_limit_charges_no_other(redis: RedisServer) -> None:
         assert host_after_one and route_after_one
         calls = redis.calls("evalsha", "eval")
         for _ in range(3):
-            status, text, code, _, headers = await decide(hook, request())
-            assert (status, text, code) == (429, "rate limit exceeded", "rate_limited")
-            names = dict(headers)
+            refused = await decide(hook, request())
+            assert isinstance(refused, LocalReply)
+            assert (refused.status, refused.text, refused.code) == (429, "rate limit exceeded", "rate_limited")
+            assert refused.detail == f"rate limit exceeded ({ROUTE})"  # shown with detailed errors
+            names = dict(refused.headers)
             assert names[b"X-Why"] == b"route"  # the route's refusal, not the host's
             assert names[b"RateLimit-Limit"] == b"1" and names[b"RateLimit-Remaining"] == b"0"
             assert 59 <= int(names[b"Retry-After"]) <= 60
@@ -100,7 +102,7 @@ def test_the_first_refusal_in_order_is_the_answer(redis: RedisServer) -> None:
         hook = hook_of(s.EdgeRule(rate_limits=(first, second)), GlobalQuotas(redis.url, 1.0, False))
         assert await decide(hook, request()) is None
         answer = await decide(hook, request())
-        assert dict(answer[4])[b"X-Which"] == b"first"
+        assert isinstance(answer, LocalReply) and dict(answer.headers)[b"X-Which"] == b"first"
 
     asyncio.run(run())
 
@@ -117,10 +119,10 @@ def test_concurrent_decisions_go_in_few_round_trips_and_admit_exactly(redis: Red
         answers = await asyncio.gather(*(decide(hook, request(c)) for c in clients))
         for c in set(clients):
             mine = [a for a, who in zip(answers, clients, strict=True) if who == c]
-            waits = sorted(a for a in mine if not isinstance(a, tuple) and a is not None)
+            waits = sorted(a for a in mine if not isinstance(a, LocalReply) and a is not None)
             assert sum(1 for a in mine if a is None) == 40  # a token at once
             assert len(waits) == 5 and waits[0] > 1.4 and waits[-1] <= 7.6  # backlog slots, 1.5 s apart
-            assert sum(1 for a in mine if isinstance(a, tuple) and a[0] == 429) == 55
+            assert sum(1 for a in mine if isinstance(a, LocalReply) and a.status == 429) == 55
         assert fleet.batches == 1  # all asked in one loop iteration: one pipeline
 
     asyncio.run(run())
@@ -188,7 +190,7 @@ def test_redis_down_fails_open_or_closed_through_the_hook() -> None:
         return await decide(hook, request())
 
     assert asyncio.run(run(False)) is None
-    assert asyncio.run(run(True)) == UNAVAILABLE
+    assert asyncio.run(run(True)) is UNAVAILABLE
 
 
 def measure(url: str, rounds: int = 4000) -> None:

@@ -779,4 +779,3 @@ def _forward(conn: ClientConnection, ex: Exchange, rule: RouteRule, choice: Choi
             ex.mirrors = mirror.start(ex, choice.plan, choice.plan.mirrors)
     if rule.timeouts is not None:
         ex.timer = RouteTimer(ex, conn.ctx.loop, rule.timeouts)
-
